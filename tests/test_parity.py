@@ -1,0 +1,101 @@
+"""Our engine against the official qwen-tts 0.1.1 outputs recorded by tools/make_parity_fixtures.py.
+
+Same tiny checkpoints, same inputs, greedy decoding: codes must be identical, embeddings and
+waveforms allclose. The official `max_new_tokens=N` completes at most N-1 frames.
+"""
+
+import numpy as np
+import pytest
+import torch
+
+from wyoming_qwen_tts.engine import SamplingConfig
+from wyoming_qwen_tts.engine.audio_io import read_audio
+
+from .conftest import FIXTURES, PARITY
+
+WAVE_TOLERANCE = 1e-4
+
+
+def _load(name):
+    return np.load(PARITY / f"{name}.npz")
+
+
+def _synthesize(tts, voice, case):
+    return tts.synthesize(
+        case["text"], voice, language=case["language"], sampling=SamplingConfig.greedy(),
+        max_frames=case["max_new_tokens"] - 1,
+        text_mode="prefill" if case["non_streaming_mode"] else "per_frame",
+    )
+
+
+def _cases(prefix):
+    import json
+
+    cases = json.loads((PARITY / "manifest.json").read_text())["cases"]
+    return sorted(name for name in cases if name.startswith(prefix))
+
+
+@pytest.mark.parametrize("name", _cases("base_"))
+def test_clone_matches_official(base_tts, parity_cases, name):
+    case, expected = parity_cases[name], _load(name)
+    voice = base_tts.clone_voice(FIXTURES / case["ref_audio"], case["ref_text"], x_vector_only=case["x_vector_only"])
+
+    np.testing.assert_allclose(voice.speaker_embedding.numpy(), expected["speaker_embedding"], atol=1e-5, rtol=1e-5)
+    if case["x_vector_only"]:
+        assert voice.kind == "xvector" and voice.ref_codes is None
+    else:
+        assert voice.kind == "icl"
+        np.testing.assert_array_equal(voice.ref_codes.numpy(), expected["ref_code"])
+        ref_ids = base_tts.prompts.tokenize(f"<|im_start|>assistant\n{case['ref_text']}<|im_end|>\n")[0].numpy()
+        np.testing.assert_array_equal(ref_ids, expected["ref_ids"])
+
+    input_ids = base_tts.prompts.tokenize(f"<|im_start|>assistant\n{case['text']}<|im_end|>\n<|im_start|>assistant\n")
+    np.testing.assert_array_equal(input_ids[0].numpy(), expected["input_ids"])
+
+    wav, codes = _synthesize(base_tts, voice, case)
+    np.testing.assert_array_equal(codes, expected["codes"])
+    assert wav.shape == expected["wav"].shape
+    np.testing.assert_allclose(wav, expected["wav"], atol=WAVE_TOLERANCE, rtol=0)
+
+
+@pytest.mark.parametrize("name", _cases("design_"))
+def test_design_matches_official(design_tts, parity_cases, name):
+    case, expected = parity_cases[name], _load(name)
+    voice = design_tts.design_voice(case["instruct"])
+    instruct_ids = design_tts.prompts.tokenize(f"<|im_start|>user\n{case['instruct']}<|im_end|>\n")
+    np.testing.assert_array_equal(instruct_ids[0].numpy(), expected["instruct_ids"])
+    wav, codes = _synthesize(design_tts, voice, case)
+    np.testing.assert_array_equal(codes, expected["codes"])
+    np.testing.assert_allclose(wav, expected["wav"], atol=WAVE_TOLERANCE, rtol=0)
+
+
+def test_fixtures_cover_eos_and_the_frame_cap(parity_cases):
+    """Some official runs stop on EOS mid-utterance, others run to max_new_tokens - 1 frames."""
+    frames = [c["frames"] for n, c in parity_cases.items() if n.startswith(("base_", "design_"))]
+    caps = [c["max_new_tokens"] - 1 for n, c in parity_cases.items() if n.startswith(("base_", "design_"))]
+    assert any(f < cap for f, cap in zip(frames, caps))
+    assert any(f == cap for f, cap in zip(frames, caps))
+
+
+def test_whole_decode_matches_official(base_tts):
+    expected = _load("codec_decode")
+    assert expected["codes"].shape[0] > base_tts.codec.cfg.decoder.sliding_window
+    wav = base_tts.decode(expected["codes"])
+    assert wav.shape == (expected["codes"].shape[0] * 1920,)
+    np.testing.assert_allclose(wav, expected["wav"], atol=WAVE_TOLERANCE, rtol=0)
+
+
+def test_icl_decode_with_reference_prefix_matches_official(base_tts):
+    expected = _load("base_icl_en_prefill")
+    ref_frames = expected["ref_code"].shape[0]
+    wav = base_tts.decode(expected["codes"], prefix=expected["ref_code"])
+    np.testing.assert_allclose(wav, expected["wav_with_reference"][ref_frames * 1920:], atol=WAVE_TOLERANCE, rtol=0)
+
+
+def test_reference_codes_of_a_long_recording(base_tts):
+    """12 s: past the 10 s the Mimi config's sliding window would cover, which the official
+    (transformers 4.57.3) encoder does not apply."""
+    samples, rate = read_audio(PARITY / "long_reference_24k.flac")
+    assert rate == 24000 and samples.size / rate > 10
+    codes = base_tts.codec.encode(torch.from_numpy(samples)).numpy()
+    np.testing.assert_array_equal(codes, _load("encoder_long")["codes"])

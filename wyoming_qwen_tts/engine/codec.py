@@ -1,0 +1,311 @@
+"""The 12 Hz speech tokenizer: Mimi encoder (reference audio -> codes) and a streaming decoder
+(codes -> 24 kHz audio, 1920 samples per frame).
+
+The decoder is fully causal. Every layer that looks back in time keeps what it needs between
+calls in a DecoderState: causal-conv input history, the transposed convs' last input frame
+(whose output overlaps the next chunk), the sliding-window attention keys/values and the
+position counter. Decoding codes in any split therefore gives the same samples as decoding them
+at once, and nothing is decoded twice. Module names follow speech_tokenizer/model.safetensors.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .checkpoint import CodecConfig, CodecDecoderConfig
+from .layers import Attention, GatedMLP, RMSNorm, causal_mask, rope_cos_sin
+from .mimi import MimiConfig, MimiEncoder
+
+
+@dataclass
+class DecoderState:
+    """Everything a stream's decoder remembers between chunks."""
+
+    history: dict[int, torch.Tensor] = field(default_factory=dict)  # id(module) -> last inputs
+    keys: list[torch.Tensor] = field(default_factory=list)  # per layer, (B, KV, <=window-1, D)
+    values: list[torch.Tensor] = field(default_factory=list)
+    position: int = 0  # frames decoded so far
+
+    def clone(self) -> "DecoderState":
+        return DecoderState(
+            history={k: v.clone() for k, v in self.history.items()},
+            keys=[k.clone() for k in self.keys], values=[v.clone() for v in self.values], position=self.position,
+        )
+
+
+def _with_history(module: nn.Module, x: torch.Tensor, length: int, state: DecoderState | None) -> torch.Tensor:
+    """x preceded by the module's last `length` input steps (zeros at the start of a stream)."""
+    if length == 0:
+        return x
+    key = id(module)
+    past = state.history.get(key) if state is not None else None
+    if past is None:
+        past = x.new_zeros(x.shape[0], x.shape[1], length)
+    joined = torch.cat((past, x), dim=-1)
+    if state is not None:
+        state.history[key] = joined[..., -length:]
+    return joined
+
+
+class CausalConv(nn.Module):
+    """Conv1d padded on the left only (stride 1, as everywhere in this decoder)."""
+
+    def __init__(self, in_ch: int, out_ch: int, kernel: int, dilation: int = 1, groups: int = 1) -> None:
+        super().__init__()
+        self.conv = nn.Conv1d(in_ch, out_ch, kernel, dilation=dilation, groups=groups)
+        self.context = (kernel - 1) * dilation
+
+    def forward(self, x: torch.Tensor, state: DecoderState | None = None) -> torch.Tensor:
+        return self.conv(_with_history(self, x, self.context, state))
+
+
+class CausalTransConv(nn.Module):
+    """ConvTranspose1d with its right overhang cut, so L frames give L*stride samples.
+
+    Output block t depends on inputs t and t-1; the previous chunk's last input frame is
+    carried over and its own (already emitted) output block dropped.
+    """
+
+    def __init__(self, in_ch: int, out_ch: int, kernel: int, stride: int) -> None:
+        super().__init__()
+        self.conv = nn.ConvTranspose1d(in_ch, out_ch, kernel, stride=stride)
+        self.stride = stride
+        self.overhang = kernel - stride
+        if self.overhang not in (0, stride):
+            raise ValueError("only kernel == stride or kernel == 2 * stride is supported")
+
+    def forward(self, x: torch.Tensor, state: DecoderState | None = None) -> torch.Tensor:
+        carried = 1 if self.overhang else 0
+        y = self.conv(_with_history(self, x, carried, state))
+        if self.overhang:
+            y = y[..., self.stride: y.shape[-1] - self.overhang]
+        return y
+
+
+class SnakeBeta(nn.Module):
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.alpha = nn.Parameter(torch.zeros(channels))
+        self.beta = nn.Parameter(torch.zeros(channels))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        alpha = torch.exp(self.alpha)[None, :, None]
+        beta = torch.exp(self.beta)[None, :, None]
+        return x + (1.0 / (beta + 1e-9)) * torch.sin(x * alpha).pow(2)
+
+
+class ConvNeXtBlock(nn.Module):
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.dwconv = CausalConv(dim, dim, 7, groups=dim)
+        self.norm = nn.LayerNorm(dim, eps=1e-6)
+        self.pwconv1 = nn.Linear(dim, 4 * dim)
+        self.pwconv2 = nn.Linear(4 * dim, dim)
+        self.gamma = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x: torch.Tensor, state: DecoderState | None = None) -> torch.Tensor:
+        y = self.dwconv(x, state).transpose(1, 2)
+        y = self.pwconv2(F.gelu(self.pwconv1(self.norm(y))))
+        return x + (self.gamma * y).transpose(1, 2)
+
+
+class ResidualUnit(nn.Module):
+    def __init__(self, dim: int, dilation: int) -> None:
+        super().__init__()
+        self.act1 = SnakeBeta(dim)
+        self.conv1 = CausalConv(dim, dim, 7, dilation=dilation)
+        self.act2 = SnakeBeta(dim)
+        self.conv2 = CausalConv(dim, dim, 1)
+
+    def forward(self, x: torch.Tensor, state: DecoderState | None = None) -> torch.Tensor:
+        return x + self.conv2(self.act2(self.conv1(self.act1(x), state)), state)
+
+
+class DecoderBlock(nn.Module):
+    def __init__(self, in_dim: int, out_dim: int, rate: int) -> None:
+        super().__init__()
+        self.block = nn.ModuleList([
+            SnakeBeta(in_dim), CausalTransConv(in_dim, out_dim, 2 * rate, rate),
+            ResidualUnit(out_dim, 1), ResidualUnit(out_dim, 3), ResidualUnit(out_dim, 9),
+        ])
+
+    def forward(self, x: torch.Tensor, state: DecoderState | None = None) -> torch.Tensor:
+        x = self.block[0](x)
+        for layer in self.block[1:]:
+            x = layer(x, state)
+        return x
+
+
+class LayerScale(nn.Module):
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.scale = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.scale * x
+
+
+class TransformerLayer(nn.Module):
+    def __init__(self, cfg: CodecDecoderConfig) -> None:
+        super().__init__()
+        self.self_attn = Attention(cfg.hidden_size, cfg.num_heads, cfg.num_kv_heads, cfg.head_dim, qk_norm_eps=None)
+        self.mlp = GatedMLP(cfg.hidden_size, cfg.intermediate_size)
+        self.input_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
+        self.post_attention_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
+        self.self_attn_layer_scale = LayerScale(cfg.hidden_size)
+        self.mlp_layer_scale = LayerScale(cfg.hidden_size)
+
+
+class PreTransformer(nn.Module):
+    """Sliding-window transformer at the frame rate; keeps the last window-1 keys per layer."""
+
+    def __init__(self, cfg: CodecDecoderConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.layers = nn.ModuleList(TransformerLayer(cfg) for _ in range(cfg.num_layers))
+        self.norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
+        self.input_proj = nn.Linear(cfg.latent_dim, cfg.hidden_size)
+        self.output_proj = nn.Linear(cfg.hidden_size, cfg.latent_dim)
+
+    def forward(self, x: torch.Tensor, state: DecoderState) -> torch.Tensor:
+        cfg = self.cfg
+        steps = x.shape[1]
+        start = state.position
+        positions = torch.arange(start, start + steps, device=x.device)
+        cos, sin = rope_cos_sin(positions, cfg.head_dim, cfg.rope_theta, x.dtype)
+        past = state.keys[0].shape[2] if state.keys else 0
+        key_positions = torch.arange(start - past, start + steps, device=x.device)
+        mask = causal_mask(positions, key_positions, window=cfg.sliding_window)
+        keep = cfg.sliding_window - 1
+        x = self.input_proj(x)
+        for index, layer in enumerate(self.layers):
+            attn = layer.self_attn
+            h = layer.input_layernorm(x)
+            q, k, v = attn.project(h, cos, sin)
+            if past:
+                k = torch.cat((state.keys[index], k), dim=2)
+                v = torch.cat((state.values[index], v), dim=2)
+            h = attn.attend(q, k, v, mask, causal=False)
+            x = x + layer.self_attn_layer_scale(h)
+            x = x + layer.mlp_layer_scale(layer.mlp(layer.post_attention_layernorm(x)))
+            kept_k, kept_v = k[:, :, -keep:], v[:, :, -keep:]
+            if index < len(state.keys):
+                state.keys[index], state.values[index] = kept_k, kept_v
+            else:
+                state.keys.append(kept_k)
+                state.values.append(kept_v)
+        return self.output_proj(self.norm(x))
+
+
+class Codebook(nn.Module):
+    def __init__(self, size: int, dim: int) -> None:
+        super().__init__()
+        self.cluster_usage = nn.Parameter(torch.ones(size))
+        self.embedding_sum = nn.Parameter(torch.zeros(size, dim))
+
+    def table(self) -> torch.Tensor:
+        return self.embedding_sum / self.cluster_usage.clamp(min=1e-5)[:, None]
+
+
+class _VQ(nn.Module):
+    def __init__(self, size: int, dim: int) -> None:
+        super().__init__()
+        self._codebook = Codebook(size, dim)
+
+
+class _RVQLayers(nn.Module):
+    def __init__(self, count: int, size: int, dim: int) -> None:
+        super().__init__()
+        self.layers = nn.ModuleList(_VQ(size, dim) for _ in range(count))
+
+
+class ResidualVQ(nn.Module):
+    """Sum of codebook lookups, then a 1x1 conv out of the codebook space."""
+
+    def __init__(self, count: int, size: int, dim: int, out_dim: int) -> None:
+        super().__init__()
+        self.vq = _RVQLayers(count, size, dim)
+        self.output_proj = nn.Conv1d(dim, out_dim, 1, bias=False)
+        self.tables: torch.Tensor | None = None
+
+    def decode(self, codes: torch.Tensor) -> torch.Tensor:
+        """codes (B, T, count) -> (B, out_dim, T)."""
+        if self.tables is None:
+            self.tables = torch.stack([layer._codebook.table() for layer in self.vq.layers])
+        total = self.tables[0][codes[..., 0]]
+        for index in range(1, codes.shape[-1]):
+            total = total + self.tables[index][codes[..., index]]
+        return self.output_proj(total.transpose(1, 2))
+
+
+class SplitResidualVQ(nn.Module):
+    def __init__(self, cfg: CodecDecoderConfig) -> None:
+        super().__init__()
+        dim = cfg.codebook_dim // 2
+        self.semantic = cfg.num_semantic_quantizers
+        self.rvq_first = ResidualVQ(self.semantic, cfg.codebook_size, dim, cfg.codebook_dim)
+        self.rvq_rest = ResidualVQ(cfg.num_quantizers - self.semantic, cfg.codebook_size, dim, cfg.codebook_dim)
+
+    def decode(self, codes: torch.Tensor) -> torch.Tensor:
+        return self.rvq_first.decode(codes[..., : self.semantic]) + self.rvq_rest.decode(codes[..., self.semantic:])
+
+
+class CodecDecoder(nn.Module):
+    def __init__(self, cfg: CodecDecoderConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.quantizer = SplitResidualVQ(cfg)
+        self.pre_conv = CausalConv(cfg.codebook_dim, cfg.latent_dim, 3)
+        self.pre_transformer = PreTransformer(cfg)
+        self.upsample = nn.ModuleList(
+            nn.ModuleList([CausalTransConv(cfg.latent_dim, cfg.latent_dim, factor, factor),
+                           ConvNeXtBlock(cfg.latent_dim)])
+            for factor in cfg.upsampling_ratios
+        )
+        layers: list[nn.Module] = [CausalConv(cfg.latent_dim, cfg.decoder_dim, 7)]
+        for index, rate in enumerate(cfg.upsample_rates):
+            layers.append(DecoderBlock(cfg.decoder_dim // 2 ** index, cfg.decoder_dim // 2 ** (index + 1), rate))
+        out_dim = cfg.decoder_dim // 2 ** len(cfg.upsample_rates)
+        layers += [SnakeBeta(out_dim), CausalConv(out_dim, 1, 7)]
+        self.decoder = nn.ModuleList(layers)
+
+    def forward(self, codes: torch.Tensor, state: DecoderState | None = None) -> torch.Tensor:
+        """codes (B, T, Q) -> audio (B, T * samples_per_frame) in [-1, 1], continuing `state`."""
+        if state is None:
+            state = DecoderState()
+        hidden = self.pre_conv(self.quantizer.decode(codes), state).transpose(1, 2)
+        hidden = self.pre_transformer(hidden, state).transpose(1, 2)
+        for transconv, convnext in self.upsample:
+            hidden = convnext(transconv(hidden, state), state)
+        for layer in self.decoder:
+            hidden = layer(hidden) if isinstance(layer, SnakeBeta) else layer(hidden, state)
+        state.position += codes.shape[1]
+        return hidden.clamp(min=-1.0, max=1.0).squeeze(1)
+
+
+class SpeechCodec(nn.Module):
+    """encoder.* (Mimi, only in Base checkpoints' use) and decoder.* of speech_tokenizer/model.safetensors."""
+
+    def __init__(self, cfg: CodecConfig, with_encoder: bool) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.decoder = CodecDecoder(cfg.decoder)
+        self.encoder = MimiEncoder(MimiConfig.from_dict(cfg.encoder)) if with_encoder else None
+
+    @property
+    def samples_per_frame(self) -> int:
+        return self.cfg.decode_upsample_rate
+
+    @torch.inference_mode()
+    def encode(self, wav: torch.Tensor) -> torch.Tensor:
+        """Mono 24 kHz audio (samples,) -> codes (frames, valid_quantizers), frames = ceil(samples/1920)."""
+        if self.encoder is None:
+            raise RuntimeError("this codec was loaded without its encoder")
+        param = next(self.encoder.parameters())
+        codes = self.encoder(wav.to(device=param.device, dtype=param.dtype)[None], self.cfg.valid_quantizers)[0]
+        frames = -(-wav.shape[-1] // self.cfg.encode_downsample_rate)
+        return codes[:, :frames].transpose(0, 1).contiguous()

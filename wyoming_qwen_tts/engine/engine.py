@@ -1,0 +1,247 @@
+"""QwenTTS: one object that loads a checkpoint and turns text into a lazy stream of audio."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import threading
+from collections import OrderedDict
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from .audio_io import read_audio, resample
+from .checkpoint import Checkpoint, CheckpointError, load_checkpoint, load_safetensors
+from .codec import DecoderState, SpeechCodec
+from .generate import FRAMES_CAP, decode_stream, frame_budget, generate_frames
+from .prompt import PromptBuilder, TextMode, VoicePrompt, normalize_language
+from .sampling import SamplingConfig
+from .speaker import log_mel
+from .talker import Qwen3TTSModel
+
+_LOGGER = logging.getLogger(__name__)
+SAMPLE_RATE = 24000
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+@dataclass
+class AudioChunk:
+    """A piece of the stream: 24 kHz mono float32 samples and the codes they came from."""
+
+    samples: np.ndarray  # (n * 1920,) float32 in [-1, 1]
+    codes: np.ndarray  # (n, 16) int64
+    first_frame: int  # index of codes[0] within the utterance
+
+
+def resolve_device(device: str | None) -> torch.device:
+    if device in (None, "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    resolved = torch.device(device)
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise CheckpointError("--device cuda was asked for, but PyTorch sees no CUDA GPU")
+    return resolved
+
+
+def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torch.dtype:
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype in (None, "auto"):
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype must be one of {', '.join(DTYPES)} or auto, not {dtype!r}")
+    return DTYPES[dtype]
+
+
+class QwenTTS:
+    """A loaded Qwen3-TTS 12 Hz checkpoint.
+
+        tts = QwenTTS("Qwen/Qwen3-TTS-12Hz-1.7B-Base", device="cuda")
+        voice = tts.clone_voice("alice.wav", "What is said in alice.wav")
+        for chunk in tts.stream("Hello there.", voice):
+            play(chunk.samples)
+    """
+
+    sample_rate = SAMPLE_RATE
+
+    def __init__(self, model: str | os.PathLike, *, device: str | None = "auto", dtype: str | torch.dtype | None = "auto",
+                 codec_dtype: str | torch.dtype | None = "float32", local_files_only: bool = False,
+                 revision: str | None = None) -> None:
+        self.device = resolve_device(device)
+        self.dtype = resolve_dtype(dtype, self.device)
+        self.checkpoint: Checkpoint = load_checkpoint(model, local_files_only=local_files_only, revision=revision)
+        cfg = self.checkpoint.config
+        self.model_type = cfg.model_type
+        self.model = _load_model(self.checkpoint, self.device, self.dtype)
+        self.codec = _load_codec(self.checkpoint, self.device, resolve_dtype(codec_dtype, self.device),
+                                 with_encoder=cfg.model_type == "base")
+        self.tokenizer = _load_tokenizer(self.checkpoint)
+        self.prompts = PromptBuilder(self.model.talker, cfg, self.tokenizer)
+        self.default_sampling = SamplingConfig.from_generation_config(self.checkpoint.generation)
+        self._primed: OrderedDict[str, DecoderState] = OrderedDict()
+        self._primed_lock = threading.Lock()
+        _LOGGER.info("Loaded %s (%s) on %s as %s", self.checkpoint.path, cfg.model_type, self.device, self.dtype)
+
+    # -- voices -------------------------------------------------------------------------------
+
+    @property
+    def languages(self) -> list[str]:
+        return sorted(name for name in self.checkpoint.config.talker.language_ids if "dialect" not in name)
+
+    @property
+    def speakers(self) -> list[str]:
+        return sorted(self.checkpoint.config.talker.speaker_ids)
+
+    @torch.inference_mode()
+    def clone_voice(self, ref_audio: str | os.PathLike | tuple[np.ndarray, int], ref_text: str | None = None,
+                    x_vector_only: bool = False) -> VoicePrompt:
+        """A cloned voice: ICL (reference codes + transcript) when ref_text is given, else x-vector only."""
+        if self.model_type != "base":
+            raise ValueError(f"voice cloning needs a Base checkpoint; this one is {self.model_type}")
+        use_icl = not x_vector_only and ref_text is not None and ref_text.strip() != ""
+        if not x_vector_only and ref_text is not None and not ref_text.strip():
+            raise ValueError("ref_text is empty: give the transcript of the reference audio, or clone x-vector only")
+        samples, rate = read_audio(ref_audio)
+        wav = torch.from_numpy(resample(samples, rate, SAMPLE_RATE))
+        embedding = self.speaker_embedding(wav)
+        if not use_icl:
+            return VoicePrompt(kind="xvector", speaker_embedding=embedding)
+        return VoicePrompt(kind="icl", speaker_embedding=embedding, ref_codes=self.codec.encode(wav).cpu(),
+                           ref_text=ref_text.strip())
+
+    @torch.inference_mode()
+    def speaker_embedding(self, wav_24k: torch.Tensor) -> torch.Tensor:
+        encoder = self.model.speaker_encoder
+        param = next(encoder.parameters())
+        mels = log_mel(wav_24k.float()[None].to(param.device))
+        return encoder(mels.to(param.dtype))[0].float().cpu()
+
+    def design_voice(self, description: str) -> VoicePrompt:
+        if self.model_type != "voice_design":
+            raise ValueError(f"voice design needs a VoiceDesign checkpoint; this one is {self.model_type}")
+        return VoicePrompt.design(description)
+
+    # -- synthesis ------------------------------------------------------------------------------
+
+    def stream(self, text: str, voice: VoicePrompt, *, language: str | None = "auto",
+               sampling: SamplingConfig | None = None, seed: int | None = None, max_frames: int | None = None,
+               text_mode: TextMode | None = None, first_chunk_frames: int = 1, max_chunk_frames: int = 8,
+               cancel: threading.Event | None = None) -> Iterator[AudioChunk]:
+        """Audio chunks while frames are generated. Stops at EOS, at the length budget (derived from
+        the text, capped at FRAMES_CAP, or max_frames), or between frames once cancel is set.
+
+        Everything about the request is checked before the first chunk is produced."""
+        prefill = self.prompts.build(text, voice, normalize_language(language), text_mode, device=self.device)
+        if max_frames is None:
+            max_frames = frame_budget(prefill.text_tokens)
+        elif not 1 <= max_frames <= 8 * FRAMES_CAP:
+            raise ValueError(f"max_frames must be between 1 and {8 * FRAMES_CAP}")
+        sampling = sampling or self.default_sampling
+        generator = self._generator(seed)
+        state = self._decoder_state(voice)
+        should_stop = cancel.is_set if cancel is not None else None
+        frames = generate_frames(self.model.talker, prefill, sampling, max_frames, generator, should_stop)
+        return self._chunks(decode_stream(frames, self.codec, state, first_chunk_frames, max_chunk_frames))
+
+    @staticmethod
+    def _chunks(decoded: Iterator[tuple[torch.Tensor, torch.Tensor]]) -> Iterator[AudioChunk]:
+        first = 0
+        for codes, audio in decoded:
+            yield AudioChunk(samples=audio.float().cpu().numpy(), codes=codes.cpu().numpy(), first_frame=first)
+            first += codes.shape[0]
+
+    def synthesize(self, text: str, voice: VoicePrompt, **kwargs) -> tuple[np.ndarray, np.ndarray]:
+        """The whole utterance at once: (samples, codes (frames, 16))."""
+        chunks = list(self.stream(text, voice, max_chunk_frames=64, **kwargs))
+        groups = self.checkpoint.config.talker.num_code_groups
+        if not chunks:
+            return np.zeros(0, dtype=np.float32), np.zeros((0, groups), dtype=np.int64)
+        return np.concatenate([c.samples for c in chunks]), np.concatenate([c.codes for c in chunks])
+
+    @torch.inference_mode()
+    def decode(self, codes: np.ndarray | torch.Tensor, prefix: np.ndarray | torch.Tensor | None = None) -> np.ndarray:
+        """Whole-utterance decode of codes (frames, 16); a prefix (ICL reference) conditions but is not returned."""
+        state = DecoderState()
+        if prefix is not None and len(prefix):
+            self.codec.decoder(torch.as_tensor(prefix, device=self.device)[None], state)
+        return self.codec.decoder(torch.as_tensor(codes, device=self.device)[None], state)[0].float().cpu().numpy()
+
+    def _generator(self, seed: int | None) -> torch.Generator:
+        generator = torch.Generator(device=self.device)
+        if seed is None:
+            generator.seed()
+        else:
+            generator.manual_seed(int(seed))
+        return generator
+
+    @torch.inference_mode()
+    def _decoder_state(self, voice: VoicePrompt) -> DecoderState:
+        """A fresh decoder state; for ICL, primed with the reference codes (computed once per voice),
+        as the official code decodes the reference and the generated codes together."""
+        if voice.kind != "icl":
+            return DecoderState()
+        key = hashlib.sha1(voice.ref_codes.cpu().numpy().tobytes()).hexdigest()
+        with self._primed_lock:
+            primed = self._primed.get(key)
+            if primed is not None:
+                self._primed.move_to_end(key)
+        if primed is None:
+            primed = DecoderState()
+            self.codec.decoder(voice.ref_codes.to(self.device)[None], primed)
+            with self._primed_lock:
+                self._primed[key] = primed
+                while len(self._primed) > 32:
+                    self._primed.popitem(last=False)
+        return primed.clone()
+
+
+def _load_model(checkpoint: Checkpoint, device: torch.device, dtype: torch.dtype) -> Qwen3TTSModel:
+    with torch.device("meta"):
+        model = Qwen3TTSModel(checkpoint.config)
+    weights = load_safetensors(checkpoint.weight_files, device=device)
+    wanted = set(model.state_dict())
+    missing = sorted(wanted - set(weights))
+    if missing:
+        raise CheckpointError(f"{checkpoint.path}: model.safetensors lacks {len(missing)} tensors, e.g. {missing[:3]}")
+    # Weights of parts this engine does not run (none in released checkpoints) are skipped.
+    state = {}
+    for name in wanted:
+        tensor = weights[name]
+        # The speaker encoder runs once per voice: keep it in float32 for the best embedding.
+        state[name] = tensor.to(torch.float32 if name.startswith("speaker_encoder.") else dtype)
+    try:
+        model.load_state_dict(state, strict=True, assign=True)
+    except RuntimeError as err:
+        raise CheckpointError(f"{checkpoint.path}: weights do not fit config.json: {err}") from err
+    return model.eval()
+
+
+def _load_codec(checkpoint: Checkpoint, device: torch.device, dtype: torch.dtype, with_encoder: bool) -> SpeechCodec:
+    """The decoder in `dtype`; the encoder (Base only, once per voice) in float32."""
+    with torch.device("meta"):
+        codec = SpeechCodec(checkpoint.codec, with_encoder=with_encoder)
+    weights = load_safetensors(checkpoint.codec_weight_files, device=device)
+    state = {}
+    for name, param in codec.state_dict().items():
+        if name not in weights:
+            raise CheckpointError(f"{checkpoint.path}/speech_tokenizer/model.safetensors lacks {name}")
+        state[name] = weights[name].to(dtype if name.startswith("decoder.") else torch.float32)
+    try:
+        codec.load_state_dict(state, strict=True, assign=True)
+    except RuntimeError as err:
+        raise CheckpointError(f"{checkpoint.path}/speech_tokenizer: weights do not fit its config.json: {err}") from err
+    return codec.eval()
+
+
+def _load_tokenizer(checkpoint: Checkpoint):
+    # Qwen2's byte-level BPE from vocab.json + merges.txt (+ the special tokens of
+    # tokenizer_config.json). Named directly: AutoTokenizer would consult config.json, whose
+    # qwen3_tts model type transformers does not know.
+    from transformers import Qwen2Tokenizer
+
+    try:
+        return Qwen2Tokenizer.from_pretrained(str(checkpoint.path))
+    except (OSError, ValueError) as err:
+        raise CheckpointError(f"{checkpoint.path}: cannot load the text tokenizer: {err}") from err

@@ -1,0 +1,83 @@
+"""The code predictor: given the talker's hidden state and the first code of a frame, it
+produces the frame's other 15 codes, one small transformer step each.
+
+The official code runs a nested transformers generate() per frame for this; here it is a plain
+loop over a 16-position static cache, with no per-step allocation beyond the step itself.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .checkpoint import PredictorConfig
+from .layers import DecoderLayer, KVCache, RMSNorm, run_layers
+from .sampling import SamplingParams, apply_repetition_penalty, choose
+
+
+class PredictorModel(nn.Module):
+    def __init__(self, cfg: PredictorConfig, talker_hidden: int) -> None:
+        super().__init__()
+        self.layers = nn.ModuleList(
+            DecoderLayer(cfg.hidden_size, cfg.intermediate_size, cfg.num_heads, cfg.num_kv_heads, cfg.head_dim,
+                         cfg.rms_norm_eps)
+            for _ in range(cfg.num_layers)
+        )
+        self.norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
+        # Embeddings of codebooks 1..15 live in the talker's width; the projection follows.
+        self.codec_embedding = nn.ModuleList(
+            nn.Embedding(cfg.vocab_size, talker_hidden) for _ in range(cfg.num_code_groups - 1)
+        )
+
+
+class CodePredictor(nn.Module):
+    def __init__(self, cfg: PredictorConfig, talker_hidden: int) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.model = PredictorModel(cfg, talker_hidden)
+        self.lm_head = nn.ModuleList(
+            nn.Linear(cfg.hidden_size, cfg.vocab_size, bias=False) for _ in range(cfg.num_code_groups - 1)
+        )
+        if cfg.hidden_size != talker_hidden:
+            self.small_to_mtp_projection: nn.Module = nn.Linear(talker_hidden, cfg.hidden_size, bias=True)
+        else:
+            self.small_to_mtp_projection = nn.Identity()
+
+    def new_cache(self, batch: int, device: torch.device, dtype: torch.dtype) -> KVCache:
+        cfg = self.cfg
+        return KVCache(cfg.num_layers, batch, cfg.num_kv_heads, cfg.num_code_groups, cfg.head_dim, device, dtype)
+
+    def _step(self, talker_space: torch.Tensor, cache: KVCache) -> torch.Tensor:
+        x = run_layers(self.model.layers, self.small_to_mtp_projection(talker_space), cache,
+                       self.cfg.rope_theta, self.cfg.head_dim)
+        return self.model.norm(x[:, -1])
+
+    def predict(self, talker_hidden: torch.Tensor, first_code_embedding: torch.Tensor, cache: KVCache,
+                params: SamplingParams, generator: torch.Generator | None) -> torch.Tensor:
+        """Codes of groups 1..G-1, (B, G-1), for talker hidden (B, H) and group-0 embedding (B, H)."""
+        cache.length = 0
+        groups = self.cfg.num_code_groups - 1
+        codes = []
+        seen = None
+        x = torch.stack((talker_hidden, first_code_embedding), dim=1)
+        for group in range(groups):
+            hidden = self._step(x, cache)
+            logits = self.lm_head[group](hidden).float()
+            if params.repetition_penalty != 1.0:
+                if seen is None:
+                    seen = torch.zeros_like(logits, dtype=torch.bool)
+                logits = apply_repetition_penalty(logits, seen, params.repetition_penalty)
+            code = choose(logits, params, generator)
+            if seen is not None:
+                seen.scatter_(1, code[:, None], True)
+            codes.append(code)
+            if group + 1 < groups:
+                x = self.model.codec_embedding[group](code)[:, None]
+        return torch.stack(codes, dim=1)
+
+    def embed(self, codes: torch.Tensor) -> torch.Tensor:
+        """Sum of the embeddings of groups 1..G-1 for codes (..., G-1)."""
+        total = self.model.codec_embedding[0](codes[..., 0])
+        for group in range(1, codes.shape[-1]):
+            total = total + self.model.codec_embedding[group](codes[..., group])
+        return total
