@@ -107,3 +107,12 @@ def test_default_length_budget_bounds_a_text_without_eos(design_tts):
 def test_frame_budget_grows_with_text_and_is_capped():
     assert frame_budget(1) < frame_budget(10) < frame_budget(100)
     assert frame_budget(100_000) == FRAMES_CAP
+
+
+def test_min_frames_holds_off_eos(base_tts, icl_voice):
+    """tiny-base stops early on EOS; with min_frames = max_frames it runs the full length."""
+    greedy = SamplingConfig.greedy()
+    natural = base_tts.synthesize(TEXT, icl_voice, sampling=greedy, max_frames=60)[1].shape[0]
+    assert natural < 60
+    forced = base_tts.synthesize(TEXT, icl_voice, sampling=greedy, max_frames=60, min_frames=60)[1].shape[0]
+    assert forced == 60

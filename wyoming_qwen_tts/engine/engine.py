@@ -16,7 +16,7 @@ import torch
 from .audio_io import read_audio, resample
 from .checkpoint import Checkpoint, CheckpointError, load_checkpoint, load_safetensors
 from .codec import DecoderState, SpeechCodec
-from .generate import FRAMES_CAP, decode_stream, frame_budget, generate_frames
+from .generate import FRAMES_CAP, MIN_FRAMES_BEFORE_EOS, decode_stream, frame_budget, generate_frames
 from .prompt import PromptBuilder, TextMode, VoicePrompt, normalize_language
 from .sampling import SamplingConfig
 from .speaker import log_mel
@@ -128,9 +128,10 @@ class QwenTTS:
     def stream(self, text: str, voice: VoicePrompt, *, language: str | None = "auto",
                sampling: SamplingConfig | None = None, seed: int | None = None, max_frames: int | None = None,
                text_mode: TextMode | None = None, first_chunk_frames: int = 1, max_chunk_frames: int = 8,
-               cancel: threading.Event | None = None) -> Iterator[AudioChunk]:
+               cancel: threading.Event | None = None, min_frames: int = MIN_FRAMES_BEFORE_EOS) -> Iterator[AudioChunk]:
         """Audio chunks while frames are generated. Stops at EOS, at the length budget (derived from
         the text, capped at FRAMES_CAP, or max_frames), or between frames once cancel is set.
+        EOS is not taken before min_frames (benchmarks set min_frames = max_frames for a fixed length).
 
         Everything about the request is checked before the first chunk is produced."""
         prefill = self.prompts.build(text, voice, normalize_language(language), text_mode, device=self.device)
@@ -138,11 +139,13 @@ class QwenTTS:
             max_frames = frame_budget(prefill.text_tokens)
         elif not 1 <= max_frames <= 8 * FRAMES_CAP:
             raise ValueError(f"max_frames must be between 1 and {8 * FRAMES_CAP}")
+        if not 0 <= min_frames <= max_frames:
+            raise ValueError("min_frames must be between 0 and max_frames")
         sampling = sampling or self.default_sampling
         generator = self._generator(seed)
         state = self._decoder_state(voice)
         should_stop = cancel.is_set if cancel is not None else None
-        frames = generate_frames(self.model.talker, prefill, sampling, max_frames, generator, should_stop)
+        frames = generate_frames(self.model.talker, prefill, sampling, max_frames, generator, should_stop, min_frames)
         return self._chunks(decode_stream(frames, self.codec, state, first_chunk_frames, max_chunk_frames))
 
     @staticmethod

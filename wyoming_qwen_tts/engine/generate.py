@@ -39,8 +39,10 @@ def suppressed_codes(talker: Talker, device: torch.device) -> torch.Tensor:
 @torch.inference_mode()
 def generate_frames(talker: Talker, prefill: Prefill, sampling: SamplingConfig, max_frames: int,
                     generator: torch.Generator | None = None,
-                    should_stop: Callable[[], bool] | None = None) -> Iterator[torch.Tensor]:
-    """Yield frames of codes, (G,) int64 each, until EOS, max_frames, or should_stop()."""
+                    should_stop: Callable[[], bool] | None = None,
+                    min_frames: int = MIN_FRAMES_BEFORE_EOS) -> Iterator[torch.Tensor]:
+    """Yield frames of codes, (G,) int64 each, until EOS (allowed from frame min_frames on),
+    max_frames, or should_stop()."""
     weight = talker.codec_head.weight
     device, dtype = weight.device, weight.dtype
     eos = talker.cfg.codec_eos_id
@@ -54,7 +56,7 @@ def generate_frames(talker: Talker, prefill: Prefill, sampling: SamplingConfig, 
     hidden = talker(prefill.embeds.to(dtype), cache)[:, -1]
     for step in range(max_frames):
         logits = apply_repetition_penalty(talker.codec_head(hidden).float(), seen, sampling.talker.repetition_penalty)
-        if step < MIN_FRAMES_BEFORE_EOS:
+        if step < min_frames:
             logits[:, eos] = float("-inf")
         first = choose(logits.masked_fill(suppress, float("-inf")), sampling.talker, generator)
         if int(first) == eos:
