@@ -1,0 +1,161 @@
+"""Frames per second, time to first audio and real-time factor: our engine and the official code,
+same random-weight checkpoint, same ICL voice, same text, same number of frames.
+
+    python benchmarks/bench_engine.py --checkpoint bench-checkpoints/0.6B-Base \
+        [--build 0.6B-Base] [--frames 40] [--runs 3] [--device cpu] [--dtype float32] \
+        [--oracle-python .oracle-venv/bin/python] [--json results.json]
+
+--build writes the checkpoint first (benchmarks/make_checkpoint.py) when the directory is absent.
+Without --oracle-python only our engine is measured. Prints a Markdown table for BENCHMARKS.md.
+
+Definitions: first audio = from the request to the first audio sample the caller can play;
+frames/s = generated frames / total time; speed = seconds of audio per second of wall time
+(x real time, >1 is faster than real time); RTF = wall time / audio time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import date
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+REF_TEXT = "This is the reference recording of my voice, read slowly and clearly."
+TEXT = "The front door has been open for ten minutes. Should I close the garage as well?"
+
+
+def write_reference(path: Path, seconds: float = 4.0, rate: int = 24000) -> None:
+    import soundfile as sf
+
+    t = np.arange(int(seconds * rate)) / rate
+    f0 = 130 + 25 * np.sin(2 * np.pi * 0.7 * t)
+    phase = 2 * np.pi * np.cumsum(f0) / rate
+    wav = sum(np.sin(k * phase) / k for k in range(1, 10)) * (0.6 + 0.4 * np.sin(2 * np.pi * 2.5 * t) ** 2)
+    sf.write(path, (0.25 * wav).astype(np.float32), rate)
+
+
+def bench_ours(args: argparse.Namespace, ref: Path) -> dict:
+    import torch
+
+    from wyoming_qwen_tts.engine import QwenTTS
+
+    started = time.perf_counter()
+    tts = QwenTTS(args.checkpoint, device=args.device, dtype=args.dtype)
+    load_s = time.perf_counter() - started
+    voice = tts.clone_voice(ref, REF_TEXT)
+
+    def sync() -> None:
+        if tts.device.type == "cuda":
+            torch.cuda.synchronize()
+
+    def run() -> dict:
+        sync()
+        t0 = time.perf_counter()
+        first = None
+        samples = 0
+        for chunk in tts.stream(TEXT, voice, language="English", max_frames=args.frames, min_frames=args.frames,
+                                first_chunk_frames=1, max_chunk_frames=args.max_chunk_frames):
+            if first is None:
+                first = time.perf_counter() - t0
+            samples += chunk.samples.size
+        sync()
+        return {"first_audio_s": first, "total_s": time.perf_counter() - t0, "samples": samples}
+
+    run()  # warm-up
+    return {"load_s": load_s, "runs": [run() for _ in range(args.runs)]}
+
+
+def bench_official(args: argparse.Namespace, ref: Path) -> dict:
+    command = [args.oracle_python, str(REPO / "benchmarks" / "official_runner.py"), "--checkpoint", str(args.checkpoint),
+               "--ref-audio", str(ref), "--ref-text", REF_TEXT, "--text", TEXT, "--frames", str(args.frames),
+               "--runs", str(args.runs), "--device", args.device, "--dtype", args.dtype]
+    out = subprocess.run(command, capture_output=True, text=True, check=False)
+    if out.returncode != 0:
+        raise SystemExit(f"official runner failed:\n{out.stderr[-3000:]}")
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    for run in result["runs"]:
+        run["first_audio_s"] = run["total_s"]  # no streaming: the first audio is the whole utterance
+    return result
+
+
+def summarize(name: str, result: dict) -> dict:
+    runs = result["runs"]
+    total = statistics.median(r["total_s"] for r in runs)
+    first = statistics.median(r["first_audio_s"] for r in runs)
+    audio_s = runs[0]["samples"] / 24000
+    frames = runs[0]["samples"] / 1920
+    return {"engine": name, "first_audio_ms": 1000 * first, "total_s": total, "frames": frames,
+            "frames_per_s": frames / total, "speed_x_realtime": audio_s / total, "rtf": total / audio_s,
+            "load_s": result["load_s"]}
+
+
+def markdown(rows: list[dict]) -> str:
+    lines = ["| engine | first audio (ms, p50) | total (s) | frames | frames/s | speed (x real time) | RTF |",
+             "|---|---:|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        lines.append(f"| {r['engine']} | {r['first_audio_ms']:.0f} | {r['total_s']:.2f} | {r['frames']:.0f} | "
+                     f"{r['frames_per_s']:.2f} | {r['speed_x_realtime']:.3f} | {r['rtf']:.2f} |")
+    return "\n".join(lines)
+
+
+def git_commit() -> str:
+    out = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
+    return out.stdout.strip() or "unknown"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--checkpoint", type=Path, required=True)
+    parser.add_argument("--build", help="published config to build the checkpoint from when it is absent")
+    parser.add_argument("--talker-layers", type=int)
+    parser.add_argument("--predictor-layers", type=int)
+    parser.add_argument("--frames", type=int, default=40)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--max-chunk-frames", type=int, default=8)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--dtype", default="float32")
+    parser.add_argument("--oracle-python", help="python of the oracle venv, to also time the official code")
+    parser.add_argument("--json", type=Path, help="write the raw and summarized results here")
+    args = parser.parse_args()
+
+    if not args.checkpoint.exists():
+        if not args.build:
+            raise SystemExit(f"{args.checkpoint} does not exist (give --build CONFIG to make it)")
+        from benchmarks.make_checkpoint import build
+        import torch
+
+        build(args.build, args.checkpoint, torch.bfloat16, args.talker_layers, args.predictor_layers)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        ref = Path(tmp) / "reference.wav"
+        write_reference(ref)
+        raw = {"ours": bench_ours(args, ref)}
+        if args.oracle_python:
+            raw["official"] = bench_official(args, ref)
+    rows = [summarize("wyoming-qwen-tts (streaming)", raw["ours"])]
+    if "official" in raw:
+        rows.append(summarize("official qwen-tts 0.1.1", raw["official"]))
+    config = json.loads((args.checkpoint / "config.json").read_text())
+    header = (f"checkpoint {args.checkpoint.name} (talker {config['talker_config']['num_hidden_layers']} layers, "
+              f"hidden {config['talker_config']['hidden_size']}), {args.device} {args.dtype}, {args.frames} frames, "
+              f"median of {args.runs} runs after a warm-up; {platform.processor() or platform.machine()}, "
+              f"{date.today()}, commit {git_commit()}")
+    print(header)
+    print(markdown(rows))
+    if args.json:
+        args.json.write_text(json.dumps({"header": header, "rows": rows, "raw": raw}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
