@@ -4,17 +4,35 @@ from transformers.generation.logits_process import (
     RepetitionPenaltyLogitsProcessor, TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper)
 
 from wyoming_qwen_tts.engine.generate import suppressed_codes
-from wyoming_qwen_tts.engine.sampling import SamplingConfig, SamplingParams, _top_k, _top_p, apply_repetition_penalty, choose
+from wyoming_qwen_tts.engine.sampling import (
+    RowParams, SamplingConfig, SamplingParams, apply_repetition_penalty, choose, draw_keys, gumbel_noise, hash32,
+    keep_mask)
 
 
-def test_warpers_match_transformers():
+def _rows(params, vocab):
+    return RowParams.stack(params, vocab, torch.device("cpu"))
+
+
+def test_filters_match_transformers_warpers():
     gen = torch.Generator().manual_seed(0)
-    logits = torch.randn(4, 300, generator=gen) * 3
-    for k in (1, 5, 50):
-        torch.testing.assert_close(_top_k(logits, k), TopKLogitsWarper(k)(None, logits.clone()))
-    for p in (0.1, 0.5, 0.9, 0.99):
-        torch.testing.assert_close(_top_p(logits, p), TopPLogitsWarper(p)(None, logits.clone()))
-    torch.testing.assert_close(logits / 0.7, TemperatureLogitsWarper(0.7)(None, logits.clone()))
+    logits = torch.randn(3, 300, generator=gen) * 3
+    for k, p, t in [(1, 1.0, 1.0), (5, 1.0, 0.7), (50, 0.9, 0.9), (0, 0.5, 1.3), (300, 0.99, 1.0)]:
+        rows = _rows([SamplingParams(temperature=t, top_k=k, top_p=p)] * 3, 300)
+        scaled = logits * rows.inv_temperature
+        ours = scaled.masked_fill(~keep_mask(scaled, rows), float("-inf"))
+        expected = TemperatureLogitsWarper(t)(None, logits.clone()) if t != 1.0 else logits.clone()
+        if k:
+            expected = TopKLogitsWarper(k)(None, expected)
+        if p < 1.0:
+            expected = TopPLogitsWarper(p)(None, expected)
+        torch.testing.assert_close(ours, expected)
+
+
+def test_each_row_keeps_its_own_parameters():
+    logits = torch.linspace(0, 5, 20).repeat(2, 1)
+    rows = _rows([SamplingParams(top_k=3), SamplingParams(top_k=10)], 20)
+    kept = keep_mask(logits * rows.inv_temperature, rows).sum(dim=1).tolist()
+    assert kept == [3, 10]
 
 
 def test_repetition_penalty_matches_transformers():
@@ -24,15 +42,36 @@ def test_repetition_penalty_matches_transformers():
     seen = torch.zeros(1, 64, dtype=torch.bool)
     seen[0, history[0]] = True
     expected = RepetitionPenaltyLogitsProcessor(1.3)(history, logits.clone())
-    torch.testing.assert_close(apply_repetition_penalty(logits, seen, 1.3), expected)
+    torch.testing.assert_close(apply_repetition_penalty(logits, seen, torch.tensor([[1.3]])), expected)
 
 
-def test_greedy_takes_the_argmax_and_sampling_respects_top_k():
-    logits = torch.tensor([[0.0, 5.0, 1.0, 4.9]])
-    assert choose(logits, SamplingParams(do_sample=False), None).item() == 1
-    gen = torch.Generator().manual_seed(0)
-    picks = {choose(logits, SamplingParams(top_k=2, temperature=1.0), gen).item() for _ in range(200)}
-    assert picks == {1, 3}
+def test_greedy_rows_take_the_argmax_whatever_the_noise():
+    logits = torch.tensor([[0.0, 5.0, 1.0, 4.9]] * 2)
+    rows = _rows([SamplingParams(do_sample=False), SamplingParams(do_sample=False)], 4)
+    for key in range(20):
+        assert choose(logits, rows, torch.tensor([key, key + 100])).tolist() == [1, 1]
+
+
+def test_sampled_frequencies_follow_the_softmax():
+    logits = torch.log(torch.tensor([0.5, 0.3, 0.15, 0.05]))
+    rows = _rows([SamplingParams(temperature=1.0, top_k=0)] * 4000, 4)
+    picks = choose(logits.repeat(4000, 1), rows, draw_keys(torch.arange(4000), torch.zeros(4000, dtype=torch.int64)))
+    frequencies = torch.bincount(picks, minlength=4).float() / 4000
+    torch.testing.assert_close(frequencies, torch.tensor([0.5, 0.3, 0.15, 0.05]), atol=0.03, rtol=0)
+
+
+def test_noise_is_a_function_of_the_key_only():
+    keys = torch.tensor([7, 8, 9])
+    torch.testing.assert_close(gumbel_noise(keys, 50)[1], gumbel_noise(torch.tensor([8]), 50)[0])
+    assert not torch.equal(gumbel_noise(torch.tensor([7]), 50), gumbel_noise(torch.tensor([8]), 50))
+    assert torch.isfinite(gumbel_noise(torch.arange(1000), 300)).all()
+
+
+def test_hash_stays_in_32_bits_and_spreads():
+    values = hash32(torch.arange(100_000))
+    assert int(values.min()) >= 0 and int(values.max()) < 2**32
+    assert values.unique().numel() == 100_000
+    assert abs(float((values >> 31).float().mean()) - 0.5) < 0.01
 
 
 def test_sampling_params_reject_nonsense():

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import secrets
 import threading
 from collections import OrderedDict
 from collections.abc import Iterator
@@ -34,6 +35,11 @@ class AudioChunk:
     samples: np.ndarray  # (n * 1920,) float32 in [-1, 1]
     codes: np.ndarray  # (n, 16) int64
     first_frame: int  # index of codes[0] within the utterance
+
+
+def resolve_seed(seed: int | None) -> int:
+    """The seed a request samples with: the caller's, or a fresh random one."""
+    return secrets.randbits(31) if seed is None else int(seed) & 0xFFFFFFFF
 
 
 def resolve_device(device: str | None) -> torch.device:
@@ -142,10 +148,10 @@ class QwenTTS:
         if not 0 <= min_frames <= max_frames:
             raise ValueError("min_frames must be between 0 and max_frames")
         sampling = sampling or self.default_sampling
-        generator = self._generator(seed)
         state = self._decoder_state(voice)
         should_stop = cancel.is_set if cancel is not None else None
-        frames = generate_frames(self.model.talker, prefill, sampling, max_frames, generator, should_stop, min_frames)
+        frames = generate_frames(self.model.talker, prefill, sampling, max_frames, resolve_seed(seed), should_stop,
+                                 min_frames)
         return self._chunks(decode_stream(frames, self.codec, state, first_chunk_frames, max_chunk_frames))
 
     @staticmethod
@@ -170,14 +176,6 @@ class QwenTTS:
         if prefix is not None and len(prefix):
             self.codec.decoder(torch.as_tensor(prefix, device=self.device)[None], state)
         return self.codec.decoder(torch.as_tensor(codes, device=self.device)[None], state)[0].float().cpu().numpy()
-
-    def _generator(self, seed: int | None) -> torch.Generator:
-        generator = torch.Generator(device=self.device)
-        if seed is None:
-            generator.seed()
-        else:
-            generator.manual_seed(int(seed))
-        return generator
 
     @torch.inference_mode()
     def _decoder_state(self, voice: VoicePrompt) -> DecoderState:

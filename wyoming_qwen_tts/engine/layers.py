@@ -89,9 +89,20 @@ class Attention(nn.Module):
         return self.o_proj(out.transpose(1, 2).reshape(batch, steps, self.num_heads * self.head_dim))
 
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, k_cache: torch.Tensor,
-                v_cache: torch.Tensor, start: int) -> torch.Tensor:
-        """Write this step's keys at [start, start+T) of the static cache and attend causally."""
+                v_cache: torch.Tensor, at: "int | RowPositions") -> torch.Tensor:
+        """Write this step's keys into the static cache and attend causally.
+
+        at=start (int): every row writes [start, start+T). at=RowPositions: one new position
+        per row (T == 1), each row at its own place, as in a continuous batch."""
         q, k, v = self.project(x, cos, sin)
+        if isinstance(at, RowPositions):
+            rows = torch.arange(x.shape[0], device=x.device)
+            k_cache[rows, :, at.positions] = k[:, :, 0]
+            v_cache[rows, :, at.positions] = v[:, :, 0]
+            keys, values = k_cache[:, :, : at.kv_len], v_cache[:, :, : at.kv_len]
+            visible = torch.arange(at.kv_len, device=x.device)[None, :] <= at.positions[:, None]
+            return self.attend(q, keys, values, visible[:, None, None, :], causal=False)
+        start = at
         end = start + x.shape[1]
         k_cache[:, :, start:end] = k
         v_cache[:, :, start:end] = v
@@ -102,6 +113,14 @@ class Attention(nn.Module):
         positions = torch.arange(end, device=x.device)
         mask = causal_mask(positions[start:], positions)
         return self.attend(q, keys, values, mask, causal=False)
+
+
+class RowPositions:
+    """Where each row of a decode step writes: positions (R,) on the device, kv_len = max + 1."""
+
+    def __init__(self, positions: list[int], device: torch.device) -> None:
+        self.positions = torch.tensor(positions, dtype=torch.int64, device=device)
+        self.kv_len = max(positions) + 1
 
 
 def causal_mask(query_positions: torch.Tensor, key_positions: torch.Tensor,
@@ -138,35 +157,67 @@ class DecoderLayer(nn.Module):
         self.post_attention_layernorm = RMSNorm(hidden, eps)
 
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, k_cache: torch.Tensor,
-                v_cache: torch.Tensor, start: int) -> torch.Tensor:
-        x = x + self.self_attn(self.input_layernorm(x), cos, sin, k_cache, v_cache, start)
+                v_cache: torch.Tensor, at: "int | RowPositions") -> torch.Tensor:
+        x = x + self.self_attn(self.input_layernorm(x), cos, sin, k_cache, v_cache, at)
         return x + self.mlp(self.post_attention_layernorm(x))
 
 
 class KVCache:
-    """Static keys/values for a stack of layers: (layers, batch, kv_heads, max_len, head_dim) each."""
+    """Static keys/values for a stack of layers, (layers, rows, kv_heads, max_len, head_dim) each,
+    and how many positions each row holds (kept on the host: no device sync to read it)."""
 
-    def __init__(self, layers: int, batch: int, kv_heads: int, max_len: int, head_dim: int,
+    def __init__(self, layers: int, rows: int, kv_heads: int, max_len: int, head_dim: int,
                  device: torch.device, dtype: torch.dtype) -> None:
-        shape = (layers, batch, kv_heads, max_len, head_dim)
+        shape = (layers, rows, kv_heads, max_len, head_dim)
         self.keys = torch.zeros(shape, device=device, dtype=dtype)
         self.values = torch.zeros(shape, device=device, dtype=dtype)
-        self.length = 0
+        self.lengths = [0] * rows
 
     @property
     def capacity(self) -> int:
         return self.keys.shape[3]
 
+    def move_row(self, source: int, target: int) -> None:
+        """Copy one row's keys/values over another (to keep a batch's live rows contiguous)."""
+        self.keys[:, target] = self.keys[:, source]
+        self.values[:, target] = self.values[:, source]
+        self.lengths[target] = self.lengths[source]
 
-def run_layers(layers: nn.ModuleList, x: torch.Tensor, cache: KVCache, theta: float, head_dim: int) -> torch.Tensor:
-    """Run a decoder stack over x (B, T, H) at the cache's current length, then advance it."""
-    start = cache.length
+
+def _check_room(cache: KVCache, end: int) -> None:
+    if end > cache.capacity:
+        raise ValueError(f"sequence of {end} positions exceeds the cache of {cache.capacity}")
+
+
+def run_layers(layers: nn.ModuleList, x: torch.Tensor, cache: KVCache, theta: float, head_dim: int,
+               row: int | None = None) -> torch.Tensor:
+    """Run a decoder stack over x (B, T, H) appended to rows 0..B-1 of the cache (which must hold
+    the same number of positions), or over x (1, T, H) appended to one row."""
+    rows = range(x.shape[0]) if row is None else [row]
+    start = cache.lengths[rows[0]]
+    if any(cache.lengths[r] != start for r in rows):
+        raise ValueError("rows of a block step must hold the same number of positions")
     steps = x.shape[1]
-    if start + steps > cache.capacity:
-        raise ValueError(f"sequence of {start + steps} positions exceeds the cache of {cache.capacity}")
+    _check_room(cache, start + steps)
     positions = torch.arange(start, start + steps, device=x.device)
     cos, sin = rope_cos_sin(positions, head_dim, theta, x.dtype)
+    picked = slice(0, x.shape[0]) if row is None else slice(row, row + 1)
     for index, layer in enumerate(layers):
-        x = layer(x, cos, sin, cache.keys[index], cache.values[index], start)
-    cache.length = start + steps
+        x = layer(x, cos, sin, cache.keys[index, picked], cache.values[index, picked], start)
+    for r in rows:
+        cache.lengths[r] = start + steps
+    return x
+
+
+def decode_rows(layers: nn.ModuleList, x: torch.Tensor, cache: KVCache, theta: float, head_dim: int) -> torch.Tensor:
+    """One new position for each of rows 0..R-1, x (R, 1, H), each at its own length."""
+    count = x.shape[0]
+    lengths = cache.lengths[:count]
+    _check_room(cache, max(lengths) + 1)
+    at = RowPositions(lengths, x.device)
+    cos, sin = rope_cos_sin(at.positions[:, None], head_dim, theta, x.dtype)
+    for index, layer in enumerate(layers):
+        x = layer(x, cos, sin, cache.keys[index, :count], cache.values[index, :count], at)
+    for r in range(count):
+        cache.lengths[r] += 1
     return x

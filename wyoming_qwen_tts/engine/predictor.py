@@ -12,7 +12,7 @@ from torch import nn
 
 from .checkpoint import PredictorConfig
 from .layers import DecoderLayer, KVCache, RMSNorm, run_layers
-from .sampling import SamplingParams, apply_repetition_penalty, choose
+from .sampling import RowParams, apply_repetition_penalty, choose, draw_keys
 
 
 class PredictorModel(nn.Module):
@@ -43,9 +43,9 @@ class CodePredictor(nn.Module):
         else:
             self.small_to_mtp_projection = nn.Identity()
 
-    def new_cache(self, batch: int, device: torch.device, dtype: torch.dtype) -> KVCache:
+    def new_cache(self, rows: int, device: torch.device, dtype: torch.dtype) -> KVCache:
         cfg = self.cfg
-        return KVCache(cfg.num_layers, batch, cfg.num_kv_heads, cfg.num_code_groups, cfg.head_dim, device, dtype)
+        return KVCache(cfg.num_layers, rows, cfg.num_kv_heads, cfg.num_code_groups, cfg.head_dim, device, dtype)
 
     def _step(self, talker_space: torch.Tensor, cache: KVCache) -> torch.Tensor:
         x = run_layers(self.model.layers, self.small_to_mtp_projection(talker_space), cache,
@@ -53,31 +53,25 @@ class CodePredictor(nn.Module):
         return self.model.norm(x[:, -1])
 
     def predict(self, talker_hidden: torch.Tensor, first_code_embedding: torch.Tensor, cache: KVCache,
-                params: SamplingParams, generator: torch.Generator | None) -> torch.Tensor:
-        """Codes of groups 1..G-1, (B, G-1), for talker hidden (B, H) and group-0 embedding (B, H)."""
-        cache.length = 0
+                rows: RowParams, seeds: torch.Tensor, frame_index: torch.Tensor) -> torch.Tensor:
+        """Codes of groups 1..G-1, (B, G-1), for talker hidden (B, H) and group-0 embedding (B, H).
+
+        Draw g of frame f of a row uses the noise key (seed, f * G + g): group 0 is the talker's."""
+        batch = talker_hidden.shape[0]
+        cache.lengths[:batch] = [0] * batch
         groups = self.cfg.num_code_groups - 1
         codes = []
-        seen = None
+        seen = torch.zeros(batch, self.cfg.vocab_size, dtype=torch.bool, device=talker_hidden.device) \
+            if rows.any_penalty else None
         x = torch.stack((talker_hidden, first_code_embedding), dim=1)
         for group in range(groups):
-            hidden = self._step(x, cache)
-            logits = self.lm_head[group](hidden).float()
-            if params.repetition_penalty != 1.0:
-                if seen is None:
-                    seen = torch.zeros_like(logits, dtype=torch.bool)
-                logits = apply_repetition_penalty(logits, seen, params.repetition_penalty)
-            code = choose(logits, params, generator)
+            logits = self.lm_head[group](self._step(x, cache)).float()
+            if seen is not None:
+                logits = apply_repetition_penalty(logits, seen, rows.penalty)
+            code = choose(logits, rows, draw_keys(seeds, frame_index * self.cfg.num_code_groups + group + 1))
             if seen is not None:
                 seen.scatter_(1, code[:, None], True)
             codes.append(code)
             if group + 1 < groups:
                 x = self.model.codec_embedding[group](code)[:, None]
         return torch.stack(codes, dim=1)
-
-    def embed(self, codes: torch.Tensor) -> torch.Tensor:
-        """Sum of the embeddings of groups 1..G-1 for codes (..., G-1)."""
-        total = self.model.codec_embedding[0](codes[..., 0])
-        for group in range(1, codes.shape[-1]):
-            total = total + self.model.codec_embedding[group](codes[..., group])
-        return total

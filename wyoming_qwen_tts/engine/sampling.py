@@ -2,7 +2,12 @@
 
 The order and arithmetic follow transformers' generate(), which the official code uses:
 repetition penalty, then token suppression / EOS blocking, then temperature, top-k, top-p,
-then a multinomial draw from the softmax. Greedy skips the warpers and takes the argmax.
+then a draw from the softmax. Greedy takes the argmax.
+
+Every row of a batch carries its own parameters and its own random stream. The draw is a
+Gumbel-max over counter-based noise: uniform numbers hashed from (seed, draw index, code), so
+a request's samples depend only on its seed and position, never on which other requests share
+the batch, and no generator state lives outside the tensors (CUDA-graph friendly).
 """
 
 from __future__ import annotations
@@ -11,6 +16,8 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
+
+MASK32 = 0xFFFFFFFF
 
 
 @dataclass(frozen=True)
@@ -65,39 +72,84 @@ class SamplingConfig:
         return replace(self, talker=replace(self.talker, **talker_overrides))
 
 
-def apply_repetition_penalty(logits: torch.Tensor, seen: torch.Tensor, penalty: float) -> torch.Tensor:
+@dataclass
+class RowParams:
+    """SamplingParams of each row of a batch, as (R, 1) tensors."""
+
+    do_sample: torch.Tensor  # 1.0 samples, 0.0 takes the argmax
+    inv_temperature: torch.Tensor
+    top_k: torch.Tensor  # (R,) int64; the vocabulary size when top-k is off
+    top_p: torch.Tensor  # above 1 when top-p is off
+    penalty: torch.Tensor
+    any_penalty: bool  # known on the host, so the penalty pass can be skipped without a sync
+
+    @classmethod
+    def stack(cls, params: list[SamplingParams], vocab: int, device: torch.device) -> "RowParams":
+        def column(values: list[float]) -> torch.Tensor:
+            return torch.tensor(values, dtype=torch.float32, device=device)[:, None]
+
+        return cls(
+            do_sample=column([1.0 if p.do_sample else 0.0 for p in params]),
+            inv_temperature=column([1.0 / p.temperature if p.do_sample else 1.0 for p in params]),
+            top_k=torch.tensor([min(p.top_k, vocab) if p.do_sample and p.top_k else vocab for p in params],
+                               dtype=torch.int64, device=device),
+            top_p=column([p.top_p if p.do_sample and p.top_p < 1.0 else 2.0 for p in params]),
+            penalty=column([p.repetition_penalty for p in params]),
+            any_penalty=any(p.repetition_penalty != 1.0 for p in params),
+        )
+
+
+def apply_repetition_penalty(logits: torch.Tensor, seen: torch.Tensor, penalty: torch.Tensor) -> torch.Tensor:
     """Divide positive / multiply negative logits of codes already generated (seen: bool mask)."""
-    if penalty == 1.0:
-        return logits
     penalized = torch.where(logits < 0, logits * penalty, logits / penalty)
     return torch.where(seen, penalized, logits)
 
 
-def _top_k(logits: torch.Tensor, k: int) -> torch.Tensor:
-    k = min(k, logits.shape[-1])
-    threshold = torch.topk(logits, k, dim=-1).values[..., -1:]
-    return logits.masked_fill(logits < threshold, float("-inf"))
+def _mul32(x: torch.Tensor, constant: int) -> torch.Tensor:
+    """(x * constant) mod 2**32 for 0 <= x < 2**32 without leaving int64's range."""
+    low = x * (constant & 0xFFFF)
+    high = ((x * (constant >> 16)) & 0xFFFF) << 16
+    return (low + high) & MASK32
 
 
-def _top_p(logits: torch.Tensor, p: float) -> torch.Tensor:
-    sorted_logits, sorted_index = torch.sort(logits, descending=False, dim=-1)
-    cumulative = sorted_logits.softmax(dim=-1).cumsum(dim=-1)
-    remove_sorted = cumulative <= (1 - p)
-    remove_sorted[..., -1:] = False  # always keep the most likely code
-    remove = remove_sorted.scatter(-1, sorted_index, remove_sorted)
-    return logits.masked_fill(remove, float("-inf"))
+def hash32(x: torch.Tensor) -> torch.Tensor:
+    """A 32-bit integer hash with good avalanche (lowbias32), on int64 tensors."""
+    x = x & MASK32
+    x = x ^ (x >> 16)
+    x = _mul32(x, 0x7FEB352D)
+    x = x ^ (x >> 15)
+    x = _mul32(x, 0x846CA68B)
+    return x ^ (x >> 16)
 
 
-def choose(logits: torch.Tensor, params: SamplingParams, generator: torch.Generator | None) -> torch.Tensor:
-    """Pick one code per row of (B, V) logits that already carry penalties and suppression."""
-    if not params.do_sample:
-        return logits.argmax(dim=-1)
-    logits = logits.float()
-    if params.temperature != 1.0:
-        logits = logits / params.temperature
-    if params.top_k:
-        logits = _top_k(logits, params.top_k)
-    if params.top_p < 1.0:
-        logits = _top_p(logits, params.top_p)
-    probs = logits.softmax(dim=-1)
-    return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+def draw_keys(seeds: torch.Tensor, draw_index: torch.Tensor) -> torch.Tensor:
+    """One key per row for one draw: a function of the row's seed and how many draws it made."""
+    return hash32(hash32(seeds) ^ hash32(draw_index + 0x9E3779B9))
+
+
+def gumbel_noise(keys: torch.Tensor, vocab: int) -> torch.Tensor:
+    """(R, vocab) Gumbel(0, 1) noise, a pure function of the (R,) keys."""
+    codes = torch.arange(vocab, device=keys.device, dtype=torch.int64)
+    cells = hash32(keys[:, None] + _mul32(codes, 0x61C88647)[None, :])
+    uniform = ((cells.float() + 0.5) / 4294967296.0).clamp(1e-7, 1.0 - 1e-7)
+    return -torch.log(-torch.log(uniform))
+
+
+def keep_mask(scaled: torch.Tensor, rows: RowParams) -> torch.Tensor:
+    """Bool (R, V): codes that survive top-k and then top-p (transformers' definitions)."""
+    sorted_logits, order = scaled.sort(dim=-1, descending=True)
+    kth = sorted_logits.gather(1, (rows.top_k - 1)[:, None])
+    keep_sorted = sorted_logits >= kth
+    probs = sorted_logits.masked_fill(~keep_sorted, float("-inf")).softmax(dim=-1)
+    mass_before = probs.cumsum(dim=-1) - probs
+    keep_sorted &= mass_before < rows.top_p
+    keep_sorted[:, 0] = True  # the most likely code always stays
+    return keep_sorted.scatter(1, order, keep_sorted)
+
+
+def choose(logits: torch.Tensor, rows: RowParams, keys: torch.Tensor) -> torch.Tensor:
+    """One code per row of (R, V) float32 logits that already carry penalties and bans."""
+    scaled = logits * rows.inv_temperature
+    filtered = scaled.masked_fill(~keep_mask(scaled, rows), float("-inf"))
+    noise = gumbel_noise(keys, logits.shape[-1]) * rows.do_sample
+    return (filtered + noise).argmax(dim=-1)

@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .checkpoint import ModelConfig, TalkerConfig
-from .layers import DecoderLayer, KVCache, RMSNorm, run_layers
+from .layers import DecoderLayer, KVCache, RMSNorm, decode_rows, run_layers
 from .predictor import CodePredictor
 from .speaker import SpeakerEncoder
 
@@ -48,9 +48,9 @@ class Talker(nn.Module):
         self.codec_head = nn.Linear(cfg.hidden_size, cfg.vocab_size, bias=False)
         self.code_predictor = CodePredictor(model_cfg.predictor, cfg.hidden_size)
 
-    def new_cache(self, batch: int, max_len: int, device: torch.device, dtype: torch.dtype) -> KVCache:
+    def new_cache(self, rows: int, max_len: int, device: torch.device, dtype: torch.dtype) -> KVCache:
         cfg = self.cfg
-        return KVCache(cfg.num_layers, batch, cfg.num_kv_heads, max_len, cfg.head_dim, device, dtype)
+        return KVCache(cfg.num_layers, rows, cfg.num_kv_heads, max_len, cfg.head_dim, device, dtype)
 
     def embed_text(self, token_ids: torch.Tensor) -> torch.Tensor:
         return self.text_projection(self.model.text_embedding(token_ids))
@@ -64,10 +64,15 @@ class Talker(nn.Module):
         parts += [emb(codes[..., g + 1]) for g, emb in enumerate(self.code_predictor.model.codec_embedding)]
         return torch.stack(parts, dim=-2).sum(dim=-2)
 
-    def forward(self, embeds: torch.Tensor, cache: KVCache) -> torch.Tensor:
-        """Final-norm hidden states (B, T, H) for embeddings (B, T, H) appended to the cache."""
-        x = run_layers(self.model.layers, embeds, cache, self.cfg.rope_theta, self.cfg.head_dim)
+    def prefill(self, embeds: torch.Tensor, cache: KVCache, row: int) -> torch.Tensor:
+        """Final-norm hidden states (1, T, H) for a prompt (1, T, H) appended to one cache row."""
+        x = run_layers(self.model.layers, embeds, cache, self.cfg.rope_theta, self.cfg.head_dim, row=row)
         return self.model.norm(x)
+
+    def decode(self, embeds: torch.Tensor, cache: KVCache) -> torch.Tensor:
+        """Final-norm hidden states (R, H) for one new position (R, 1, H) of cache rows 0..R-1."""
+        x = decode_rows(self.model.layers, embeds, cache, self.cfg.rope_theta, self.cfg.head_dim)
+        return self.model.norm(x[:, 0])
 
 
 class Qwen3TTSModel(nn.Module):

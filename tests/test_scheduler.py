@@ -1,0 +1,102 @@
+"""Continuous batching gives each request exactly what it would get alone."""
+
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from wyoming_qwen_tts.engine import SamplingConfig
+from wyoming_qwen_tts.engine.scheduler import BatchScheduler
+
+GREEDY = SamplingConfig.greedy()
+TEXTS = ["Hello world, this is a test.", "Good morning! The weather today is sunny.",
+         "Turn on the kitchen lights, please.", "Your timer is done."]
+
+
+@pytest.fixture(scope="module")
+def voices(base_tts, ref_wav):
+    return [base_tts.clone_voice(ref_wav, "The quick brown fox."), base_tts.clone_voice(ref_wav, x_vector_only=True)]
+
+
+@pytest.fixture()
+def scheduler(base_tts):
+    scheduler = BatchScheduler(base_tts, max_rows=3, max_len=256)
+    yield scheduler
+    scheduler.close()
+
+
+def _collect(stream):
+    chunks = list(stream)
+    return np.concatenate([c.codes for c in chunks]), np.concatenate([c.samples for c in chunks])
+
+
+def _requests(voices):
+    return [dict(text=text, voice=voices[i % 2], sampling=GREEDY, max_frames=12, min_frames=6 + i,
+                 text_mode="prefill" if i == 3 else None) for i, text in enumerate(TEXTS)]
+
+
+def test_concurrent_greedy_requests_match_single_streams(base_tts, scheduler, voices):
+    requests = _requests(voices)
+    expected = [base_tts.synthesize(**r)[1] for r in requests]
+    results = [None] * len(requests)
+
+    def run(index):
+        results[index] = _collect(scheduler.stream(**requests[index]))
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(requests))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    for want, got in zip(expected, results):
+        np.testing.assert_array_equal(got[0], want)
+
+
+def test_a_request_joins_a_running_batch_between_frames(base_tts, scheduler, voices):
+    long_request = dict(text=TEXTS[1], voice=voices[0], sampling=GREEDY, max_frames=40, min_frames=40)
+    late_request = dict(text=TEXTS[2], voice=voices[1], sampling=GREEDY, max_frames=10, min_frames=10)
+    long_stream = scheduler.stream(**long_request, first_chunk_frames=1, max_chunk_frames=1)
+    first = next(long_stream)
+    late = _collect(scheduler.stream(**late_request))
+    rest = list(long_stream)
+    assert sum(c.codes.shape[0] for c in rest) > 0  # the long one was still running
+    np.testing.assert_array_equal(late[0], base_tts.synthesize(**late_request)[1])
+    long_codes = np.concatenate([first.codes] + [c.codes for c in rest])
+    np.testing.assert_array_equal(long_codes, base_tts.synthesize(**long_request)[1])
+
+
+def test_seeded_sampling_does_not_depend_on_the_batch(base_tts, scheduler, voices):
+    request = dict(text=TEXTS[0], voice=voices[0], seed=1234, max_frames=10, min_frames=10)
+    alone = base_tts.synthesize(**request)[1]
+    companions = [scheduler.stream(text=t, voice=voices[1], seed=i, max_frames=10, min_frames=10)
+                  for i, t in enumerate(TEXTS[1:3])]
+    together = _collect(scheduler.stream(**request))[0]
+    for stream in companions:
+        list(stream)
+    np.testing.assert_array_equal(together, alone)
+
+
+def test_more_requests_than_rows_wait_their_turn(scheduler, voices):
+    streams = [scheduler.stream(text=t, voice=voices[0], sampling=GREEDY, max_frames=6, min_frames=6)
+               for t in TEXTS * 2]
+    assert all(_collect(s)[0].shape == (6, 16) for s in streams)
+
+
+def test_closing_a_stream_frees_its_row(scheduler, voices):
+    stream = scheduler.stream(text=TEXTS[1], voice=voices[0], max_frames=200, min_frames=200,
+                              first_chunk_frames=1, max_chunk_frames=1)
+    next(stream)
+    assert scheduler.active == 1
+    stream.close()
+    deadline = time.monotonic() + 10
+    while scheduler.active and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert scheduler.active == 0
+
+
+def test_requests_that_cannot_fit_a_row_are_refused_up_front(scheduler, voices):
+    with pytest.raises(ValueError, match="max_frames must be between 1 and"):
+        scheduler.stream(text=TEXTS[0], voice=voices[0], max_frames=10_000)
+    with pytest.raises(ValueError, match="split the text"):
+        scheduler.stream(text="word " * 400, voice=voices[0])
