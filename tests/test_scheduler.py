@@ -19,9 +19,10 @@ def voices(base_tts, ref_wav):
     return [base_tts.clone_voice(ref_wav, "The quick brown fox."), base_tts.clone_voice(ref_wav, x_vector_only=True)]
 
 
-@pytest.fixture()
-def scheduler(base_tts):
-    scheduler = BatchScheduler(base_tts, max_rows=3, max_len=256)
+@pytest.fixture(params=["eager", "bucketed"])
+def scheduler(base_tts, request):
+    """Eager runs each step at its exact shape; bucketed pads to the static shapes a CUDA graph replays."""
+    scheduler = BatchScheduler(base_tts, max_rows=3, max_len=256, runner=request.param)
     yield scheduler
     scheduler.close()
 
@@ -100,3 +101,10 @@ def test_requests_that_cannot_fit_a_row_are_refused_up_front(scheduler, voices):
         scheduler.stream(text=TEXTS[0], voice=voices[0], max_frames=10_000)
     with pytest.raises(ValueError, match="split the text"):
         scheduler.stream(text="word " * 400, voice=voices[0])
+
+
+def test_runner_choice_is_checked(base_tts):
+    with pytest.raises(ValueError, match="runner must be one of"):
+        BatchScheduler(base_tts, runner="warp-drive")
+    with pytest.raises(ValueError, match="need a CUDA device"):
+        BatchScheduler(base_tts, runner="cuda-graphs")

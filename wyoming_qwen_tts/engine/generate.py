@@ -18,6 +18,7 @@ import torch
 
 from .codec import DecoderState, SpeechCodec
 from .prompt import Prefill
+from .layers import KVCache, RowPositions
 from .sampling import RowParams, SamplingConfig, apply_repetition_penalty, choose, draw_keys
 from .talker import Talker
 
@@ -64,22 +65,56 @@ class Row:
         return trailing[0, index] if index < trailing.shape[1] else self.prefill.tts_pad[0, 0]
 
 
+@dataclass
+class StepInputs:
+    """What changes from one step to the next, per row."""
+
+    seeds: torch.Tensor  # (R,) int64
+    frame_index: torch.Tensor  # (R,) int64: frames the row has made so far
+    hold_eos: torch.Tensor  # (R,) bool: EOS not allowed yet
+    texts: torch.Tensor  # (R, H): text embedding added to this step's frame
+    positions: torch.Tensor  # (R,) int64: where the talker writes this step
+
+
+def frame_step(talker: Talker, hidden: torch.Tensor, seen: torch.Tensor, inputs: StepInputs,
+               params: tuple[RowParams, RowParams], banned: torch.Tensor, eos_column: torch.Tensor,
+               cache: KVCache, predictor_cache: KVCache, kv_len: int) -> torch.Tensor:
+    """One frame for rows 0..R-1: returns frames (R, G); updates hidden (R, H) and seen (R, V) in place.
+
+    Shapes depend only on (R, kv_len) and no host value is read, so this is what a CUDA graph
+    captures. Rows that draw EOS, or will stop, still run the talker step: wasted work, no harm."""
+    talker_params, predictor_params = params
+    groups = talker.cfg.num_code_groups
+    logits = apply_repetition_penalty(talker.codec_head(hidden).float(), seen, talker_params.penalty)
+    logits = logits.masked_fill(banned | (inputs.hold_eos[:, None] & eos_column), float("-inf"))
+    first = choose(logits, talker_params, draw_keys(inputs.seeds, inputs.frame_index * groups))
+    seen.scatter_(1, first[:, None], True)
+    rest = talker.code_predictor.predict(hidden, talker.embed_codec(first), predictor_cache, predictor_params,
+                                         inputs.seeds, inputs.frame_index)
+    frames = torch.cat((first[:, None], rest), dim=1)
+    embeds = talker.embed_frames(frames) + inputs.texts
+    hidden.copy_(talker.decode(embeds[:, None], cache, RowPositions(inputs.positions, kv_len)))
+    return frames
+
+
 class DecodeBatch:
     """Live rows sharing static caches; step() makes one frame for each of them."""
 
-    def __init__(self, talker: Talker, max_rows: int, max_len: int) -> None:
+    def __init__(self, talker: Talker, max_rows: int, max_len: int, runner: "StepRunner | None" = None) -> None:
         weight = talker.codec_head.weight
         self.talker = talker
         self.device, self.dtype = weight.device, weight.dtype
         self.max_rows, self.max_len = max_rows, max_len
-        self.groups = talker.cfg.num_code_groups
         self.eos = talker.cfg.codec_eos_id
+        vocab = talker.cfg.vocab_size
         self.cache = talker.new_cache(max_rows, max_len, self.device, self.dtype)
         self.predictor_cache = talker.code_predictor.new_cache(max_rows, self.device, self.dtype)
-        self.suppress = suppressed_codes(talker, self.device)
+        self.banned = suppressed_codes(talker, self.device)[None, :]
+        self.eos_column = (torch.arange(vocab, device=self.device) == self.eos)[None, :]
         self.hidden = torch.zeros(max_rows, talker.cfg.hidden_size, device=self.device, dtype=self.dtype)
-        self.seen = torch.zeros(max_rows, talker.cfg.vocab_size, dtype=torch.bool, device=self.device)
+        self.seen = torch.zeros(max_rows, vocab, dtype=torch.bool, device=self.device)
         self.rows: list[Row] = []
+        self.runner = runner or EagerRunner()
         self._params: tuple[RowParams, RowParams] | None = None
 
     def has_room(self, row: Row) -> bool:
@@ -99,63 +134,44 @@ class DecodeBatch:
         self.rows.append(row)
         self._params = None
 
-    def _row_params(self) -> tuple[RowParams, RowParams]:
+    def row_params(self) -> tuple[RowParams, RowParams]:
         if self._params is None:
             vocab, predictor_vocab = self.talker.cfg.vocab_size, self.talker.code_predictor.cfg.vocab_size
             self._params = (RowParams.stack([r.sampling.talker for r in self.rows], vocab, self.device),
                             RowParams.stack([r.sampling.predictor for r in self.rows], predictor_vocab, self.device))
         return self._params
 
-    def _host_column(self, values: list[int]) -> torch.Tensor:
-        return torch.tensor(values, dtype=torch.int64, device=self.device)
+    def _inputs(self) -> StepInputs:
+        def column(values: list[int]) -> torch.Tensor:
+            return torch.tensor(values, dtype=torch.int64, device=self.device)
+
+        rows = self.rows
+        return StepInputs(
+            seeds=column([r.seed for r in rows]),
+            frame_index=column([r.frames_done for r in rows]),
+            hold_eos=torch.tensor([r.frames_done < r.min_frames for r in rows], device=self.device),
+            texts=torch.stack([r.text_for_frame(r.frames_done) for r in rows]).to(self.dtype),
+            positions=column(self.cache.lengths[: len(rows)]),
+        )
 
     @torch.inference_mode()
     def step(self) -> tuple[list[tuple[Row, torch.Tensor]], list[Row]]:
         """One frame for every live row: ([(row, frame (G,))...], rows that finished this step)."""
         count = len(self.rows)
-        talker_params, predictor_params = self._row_params()
-        seeds = self._host_column([r.seed for r in self.rows])
-        frame_index = self._host_column([r.frames_done for r in self.rows])
-
-        logits = self.talker.codec_head(self.hidden[:count]).float()
-        if talker_params.any_penalty:
-            logits = apply_repetition_penalty(logits, self.seen[:count], talker_params.penalty)
-        hold_eos = [i for i, r in enumerate(self.rows) if r.frames_done < r.min_frames]
-        if hold_eos:
-            logits[hold_eos, self.eos] = float("-inf")
-        logits.masked_fill_(self.suppress, float("-inf"))
-        first = choose(logits, talker_params, draw_keys(seeds, frame_index * self.groups))
-        first_host = first.tolist()
-
-        going = [i for i in range(count) if first_host[i] != self.eos]
-        frames = None
-        if going:
-            picked = self._host_column(going) if len(going) < count else slice(None)
-            rest = self.talker.code_predictor.predict(
-                self.hidden[:count][picked], self.talker.embed_codec(first[picked]), self.predictor_cache,
-                predictor_params if len(going) == count else _subset(predictor_params, picked),
-                seeds[picked], frame_index[picked])
-            frames = torch.cat((first[picked, None], rest), dim=1)
-            self.seen[self._host_column(going), first[picked]] = True
-
-        produced, finished, last_frame = [], [], {}
+        kv_len = max(self.cache.lengths[:count]) + 1
+        frames = self.runner.run(self, count, self._inputs(), kv_len)
+        first_codes = frames[:, 0].tolist()
+        produced, finished = [], []
         for slot, row in enumerate(self.rows):
-            if slot not in going:
+            if first_codes[slot] == self.eos:
                 finished.append(row)
                 continue
-            frame = frames[going.index(slot)]
-            produced.append((row, frame))
+            produced.append((row, frames[slot]))
             row.frames_done += 1
+            self.cache.lengths[slot] += 1
             if row.frames_done >= row.max_frames or (row.should_stop is not None and row.should_stop()):
                 finished.append(row)
-            else:
-                last_frame[id(row)] = frame
         self._remove(finished)
-        if self.rows:
-            next_frames = torch.stack([last_frame[id(r)] for r in self.rows])
-            texts = torch.stack([r.text_for_frame(r.frames_done - 1) for r in self.rows]).to(self.dtype)
-            embeds = self.talker.embed_frames(next_frames) + texts
-            self.hidden[: len(self.rows)] = self.talker.decode(embeds[:, None], self.cache)
         return produced, finished
 
     def _remove(self, finished: list[Row]) -> None:
@@ -173,9 +189,92 @@ class DecodeBatch:
             self._params = None
 
 
-def _subset(params: RowParams, picked: torch.Tensor) -> RowParams:
-    return RowParams(params.do_sample[picked], params.inv_temperature[picked], params.top_k[picked],
-                     params.top_p[picked], params.penalty[picked], params.any_penalty)
+class StepRunner:
+    """How a batch runs frame_step: directly, padded to fixed buckets, or as CUDA graph replays."""
+
+    def run(self, batch: DecodeBatch, count: int, inputs: StepInputs, kv_len: int) -> torch.Tensor:
+        raise NotImplementedError
+
+
+class EagerRunner(StepRunner):
+    def run(self, batch: DecodeBatch, count: int, inputs: StepInputs, kv_len: int) -> torch.Tensor:
+        return frame_step(batch.talker, batch.hidden[:count], batch.seen[:count], inputs, batch.row_params(),
+                          batch.banned, batch.eos_column, batch.cache, batch.predictor_cache, kv_len)
+
+
+def _bucket(value: int, buckets: tuple[int, ...]) -> int:
+    return next(b for b in buckets if b >= value)
+
+
+class BucketedRunner(StepRunner):
+    """frame_step on static buffers padded to a few (rows, kv_len) shapes: the computation a CUDA
+    graph replays. Padding rows sit in free cache rows; they write there and are ignored."""
+
+    def __init__(self, batch: DecodeBatch, row_buckets: tuple[int, ...] = (1, 2, 4, 8, 16, 32, 64),
+                 len_buckets: tuple[int, ...] | None = None) -> None:
+        rows, device = batch.max_rows, batch.device
+        self.row_buckets = tuple(sorted({min(b, rows) for b in row_buckets} | {rows}))
+        lengths = len_buckets or tuple(128 * 2 ** i for i in range(12))
+        self.len_buckets = tuple(sorted({min(b, batch.max_len) for b in lengths} | {batch.max_len}))
+
+        def zeros(*shape: int, dtype: torch.dtype = torch.int64) -> torch.Tensor:
+            return torch.zeros(*shape, dtype=dtype, device=device)
+
+        self.inputs = StepInputs(seeds=zeros(rows), frame_index=zeros(rows), hold_eos=zeros(rows, dtype=torch.bool),
+                                 texts=zeros(rows, batch.talker.cfg.hidden_size, dtype=batch.dtype),
+                                 positions=zeros(rows))
+        greedy = SamplingConfig.greedy()
+        self.params = (RowParams.stack([greedy.talker] * rows, batch.talker.cfg.vocab_size, device),
+                       RowParams.stack([greedy.predictor] * rows, batch.talker.code_predictor.cfg.vocab_size, device))
+        self._params_of: tuple[RowParams, RowParams] | None = None
+
+    def _load(self, batch: DecodeBatch, count: int, inputs: StepInputs) -> None:
+        for static, fresh in zip(vars(self.inputs).values(), vars(inputs).values()):
+            static[:count].copy_(fresh)
+            static[count:].zero_()
+        current = batch.row_params()
+        if current is not self._params_of:  # a new batch composition: new per-row parameters
+            for static, fresh in zip(self.params, current):
+                for static_field, fresh_field in zip(static.fields(), fresh.fields()):
+                    static_field[:count].copy_(fresh_field)
+            self._params_of = current
+
+    def run(self, batch: DecodeBatch, count: int, inputs: StepInputs, kv_len: int) -> torch.Tensor:
+        self._load(batch, count, inputs)
+        rows, length = _bucket(count, self.row_buckets), _bucket(kv_len, self.len_buckets)
+        return self.execute(batch, rows, length)[:count]
+
+    def execute(self, batch: DecodeBatch, rows: int, kv_len: int) -> torch.Tensor:
+        static = StepInputs(*(v[:rows] for v in vars(self.inputs).values()))
+        params = (self.params[0].rows(rows), self.params[1].rows(rows))
+        return frame_step(batch.talker, batch.hidden[:rows], batch.seen[:rows], static, params, batch.banned,
+                          batch.eos_column, batch.cache, batch.predictor_cache, kv_len)
+
+
+class CudaGraphRunner(BucketedRunner):
+    """Captures one CUDA graph per (rows, kv_len) bucket on first use and replays it after.
+
+    The first step of a bucket runs eagerly (it is a real step, and it warms the kernels up);
+    the capture that follows only records. All graphs share one memory pool."""
+
+    def __init__(self, batch: DecodeBatch, **buckets) -> None:
+        super().__init__(batch, **buckets)
+        self.graphs: dict[tuple[int, int], tuple[torch.cuda.CUDAGraph, torch.Tensor]] = {}
+        self.pool = torch.cuda.graph_pool_handle()
+
+    def execute(self, batch: DecodeBatch, rows: int, kv_len: int) -> torch.Tensor:
+        captured = self.graphs.get((rows, kv_len))
+        if captured is not None:
+            graph, frames = captured
+            graph.replay()
+            return frames
+        frames = super().execute(batch, rows, kv_len)
+        torch.cuda.synchronize()
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph, pool=self.pool):
+            static_frames = super().execute(batch, rows, kv_len)
+        self.graphs[(rows, kv_len)] = (graph, static_frames)
+        return frames
 
 
 def generate_frames(talker: Talker, prefill: Prefill, sampling: SamplingConfig, max_frames: int, seed: int,

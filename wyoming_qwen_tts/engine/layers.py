@@ -7,6 +7,8 @@ allocation and no cache objects hidden inside modules.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -115,12 +117,13 @@ class Attention(nn.Module):
         return self.attend(q, keys, values, mask, causal=False)
 
 
+@dataclass
 class RowPositions:
-    """Where each row of a decode step writes: positions (R,) on the device, kv_len = max + 1."""
+    """Where each row of a decode step writes (positions (R,) on the device) and how many cache
+    positions attention reads (kv_len > every position; larger is only slower)."""
 
-    def __init__(self, positions: list[int], device: torch.device) -> None:
-        self.positions = torch.tensor(positions, dtype=torch.int64, device=device)
-        self.kv_len = max(positions) + 1
+    positions: torch.Tensor
+    kv_len: int
 
 
 def causal_mask(query_positions: torch.Tensor, key_positions: torch.Tensor,
@@ -209,15 +212,13 @@ def run_layers(layers: nn.ModuleList, x: torch.Tensor, cache: KVCache, theta: fl
     return x
 
 
-def decode_rows(layers: nn.ModuleList, x: torch.Tensor, cache: KVCache, theta: float, head_dim: int) -> torch.Tensor:
-    """One new position for each of rows 0..R-1, x (R, 1, H), each at its own length."""
+def decode_rows(layers: nn.ModuleList, x: torch.Tensor, cache: KVCache, theta: float, head_dim: int,
+                at: RowPositions) -> torch.Tensor:
+    """One new position for each of rows 0..R-1, x (R, 1, H), each at its own position.
+
+    Pure in its shapes (the caller keeps cache.lengths), so it can be captured in a CUDA graph."""
     count = x.shape[0]
-    lengths = cache.lengths[:count]
-    _check_room(cache, max(lengths) + 1)
-    at = RowPositions(lengths, x.device)
     cos, sin = rope_cos_sin(at.positions[:, None], head_dim, theta, x.dtype)
     for index, layer in enumerate(layers):
         x = layer(x, cos, sin, cache.keys[index, :count], cache.values[index, :count], at)
-    for r in range(count):
-        cache.lengths[r] += 1
     return x

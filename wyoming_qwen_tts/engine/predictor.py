@@ -61,16 +61,14 @@ class CodePredictor(nn.Module):
         cache.lengths[:batch] = [0] * batch
         groups = self.cfg.num_code_groups - 1
         codes = []
-        seen = torch.zeros(batch, self.cfg.vocab_size, dtype=torch.bool, device=talker_hidden.device) \
-            if rows.any_penalty else None
+        # Always applied (a penalty of 1 changes nothing), so the step has one shape for any batch.
+        seen = torch.zeros(batch, self.cfg.vocab_size, dtype=torch.bool, device=talker_hidden.device)
         x = torch.stack((talker_hidden, first_code_embedding), dim=1)
         for group in range(groups):
             logits = self.lm_head[group](self._step(x, cache)).float()
-            if seen is not None:
-                logits = apply_repetition_penalty(logits, seen, rows.penalty)
+            logits = apply_repetition_penalty(logits, seen, rows.penalty)
             code = choose(logits, rows, draw_keys(seeds, frame_index * self.cfg.num_code_groups + group + 1))
-            if seen is not None:
-                seen.scatter_(1, code[:, None], True)
+            seen.scatter_(1, code[:, None], True)
             codes.append(code)
             if group + 1 < groups:
                 x = self.model.codec_embedding[group](code)[:, None]

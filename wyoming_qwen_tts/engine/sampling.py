@@ -81,7 +81,6 @@ class RowParams:
     top_k: torch.Tensor  # (R,) int64; the vocabulary size when top-k is off
     top_p: torch.Tensor  # above 1 when top-p is off
     penalty: torch.Tensor
-    any_penalty: bool  # known on the host, so the penalty pass can be skipped without a sync
 
     @classmethod
     def stack(cls, params: list[SamplingParams], vocab: int, device: torch.device) -> "RowParams":
@@ -95,8 +94,13 @@ class RowParams:
                                dtype=torch.int64, device=device),
             top_p=column([p.top_p if p.do_sample and p.top_p < 1.0 else 2.0 for p in params]),
             penalty=column([p.repetition_penalty for p in params]),
-            any_penalty=any(p.repetition_penalty != 1.0 for p in params),
         )
+
+    def fields(self) -> tuple[torch.Tensor, ...]:
+        return self.do_sample, self.inv_temperature, self.top_k, self.top_p, self.penalty
+
+    def rows(self, count: int) -> "RowParams":
+        return RowParams(*(field[:count] for field in self.fields()))
 
 
 def apply_repetition_penalty(logits: torch.Tensor, seen: torch.Tensor, penalty: torch.Tensor) -> torch.Tensor:

@@ -13,12 +13,14 @@ from collections.abc import Iterator
 import torch
 
 from .engine import AudioChunk, QwenTTS, resolve_seed
-from .generate import MIN_FRAMES_BEFORE_EOS, DecodeBatch, Row, decode_stream, frame_budget
+from .generate import (MIN_FRAMES_BEFORE_EOS, BucketedRunner, CudaGraphRunner, DecodeBatch, EagerRunner, Row,
+                       decode_stream, frame_budget)
 from .prompt import TextMode, VoicePrompt, normalize_language
 from .sampling import SamplingConfig
 
 _LOGGER = logging.getLogger(__name__)
 _END = object()
+RUNNERS = {"eager": EagerRunner, "bucketed": BucketedRunner, "cuda-graphs": CudaGraphRunner}
 
 
 class BatchScheduler:
@@ -29,10 +31,19 @@ class BatchScheduler:
             ...
     """
 
-    def __init__(self, tts: QwenTTS, max_rows: int = 8, max_len: int = 1536) -> None:
+    def __init__(self, tts: QwenTTS, max_rows: int = 8, max_len: int = 1536, runner: str = "auto") -> None:
+        """runner: "eager", "bucketed" (static padded shapes), "cuda-graphs", or "auto" (CUDA graphs
+        on a CUDA device, eager elsewhere)."""
         if max_rows < 1 or max_len < 64:
             raise ValueError("need max_rows >= 1 and max_len >= 64")
+        if runner == "auto":
+            runner = "cuda-graphs" if tts.device.type == "cuda" else "eager"
+        if runner not in RUNNERS:
+            raise ValueError(f"runner must be one of {', '.join(RUNNERS)} or auto")
+        if runner == "cuda-graphs" and tts.device.type != "cuda":
+            raise ValueError("CUDA graphs need a CUDA device")
         self.tts = tts
+        self.runner = runner
         self.max_rows, self.max_len = max_rows, max_len
         self._pending: deque[Row] = deque()
         self._wake = threading.Condition()
@@ -125,7 +136,10 @@ class BatchScheduler:
 
     def _ensure_batch(self) -> DecodeBatch:
         if self._batch is None:
-            self._batch = DecodeBatch(self.tts.model.talker, self.max_rows, self.max_len)
+            batch = DecodeBatch(self.tts.model.talker, self.max_rows, self.max_len)
+            if self.runner != "eager":
+                batch.runner = RUNNERS[self.runner](batch)
+            self._batch = batch
         return self._batch
 
     def _admit(self, batch: DecodeBatch, row: Row) -> None:

@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .checkpoint import ModelConfig, TalkerConfig
-from .layers import DecoderLayer, KVCache, RMSNorm, decode_rows, run_layers
+from .layers import DecoderLayer, KVCache, RMSNorm, RowPositions, decode_rows, run_layers
 from .predictor import CodePredictor
 from .speaker import SpeakerEncoder
 
@@ -69,9 +69,9 @@ class Talker(nn.Module):
         x = run_layers(self.model.layers, embeds, cache, self.cfg.rope_theta, self.cfg.head_dim, row=row)
         return self.model.norm(x)
 
-    def decode(self, embeds: torch.Tensor, cache: KVCache) -> torch.Tensor:
+    def decode(self, embeds: torch.Tensor, cache: KVCache, at: RowPositions) -> torch.Tensor:
         """Final-norm hidden states (R, H) for one new position (R, 1, H) of cache rows 0..R-1."""
-        x = decode_rows(self.model.layers, embeds, cache, self.cfg.rope_theta, self.cfg.head_dim)
+        x = decode_rows(self.model.layers, embeds, cache, self.cfg.rope_theta, self.cfg.head_dim, at)
         return self.model.norm(x[:, 0])
 
 
