@@ -1,0 +1,200 @@
+"""Serving speed of our engine: one stream, the per-frame split, and a concurrency sweep.
+
+    python benchmarks/serving_bench.py --checkpoint bench-checkpoints/1.7B-Base --build 1.7B-Base \
+        --device cuda --dtype bfloat16 --runner cuda-graphs --sweep 1,4,8,16,32,64 --json out.json
+
+Reports, on one device and one checkpoint:
+  - single stream: first audio p50/p95 (request -> first playable sample), x real time;
+  - per-frame milliseconds split into talker step, code predictor (15 steps) and codec decode;
+  - peak GPU memory;
+  - a concurrency sweep: N streams submitted together to the batch scheduler; first audio p50/p95
+    across streams and each stream's speed (audio seconds per wall second, >1 = faster than real time).
+Random weights: EOS is held off (min_frames = frames) so every run has the same length.
+Runs on CPU too (slowly), which is how the script itself is tested.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from benchmarks.bench_engine import REF_TEXT, TEXT, git_commit, write_reference  # noqa: E402
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    index = min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))
+    return ordered[index]
+
+
+class Clock:
+    def __init__(self, device) -> None:
+        import torch
+
+        self.cuda = device.type == "cuda"
+        self.torch = torch
+
+    def now(self) -> float:
+        if self.cuda:
+            self.torch.cuda.synchronize()
+        return time.perf_counter()
+
+
+def single_stream(tts, voice, frames: int, runs: int, clock: Clock) -> dict:
+    first, totals = [], []
+    for index in range(runs + 1):
+        start = clock.now()
+        seen_first = None
+        for chunk in tts.stream(TEXT, voice, language="English", max_frames=frames, min_frames=frames,
+                                first_chunk_frames=1, seed=index):
+            if seen_first is None:
+                seen_first = clock.now() - start
+        total = clock.now() - start
+        if index:  # the first run warms up
+            first.append(seen_first)
+            totals.append(total)
+    audio_s = frames * 0.08
+    return {"first_audio_ms_p50": 1000 * percentile(first, 50), "first_audio_ms_p95": 1000 * percentile(first, 95),
+            "x_realtime": audio_s / statistics.median(totals), "runs": runs}
+
+
+def frame_split(tts, voice, clock: Clock, repeats: int = 20) -> dict:
+    """Milliseconds per frame in each stage, one stream, measured stage by stage."""
+    import torch
+
+    from wyoming_qwen_tts.engine.codec import DecoderState
+    from wyoming_qwen_tts.engine.generate import DecodeBatch, Row
+    from wyoming_qwen_tts.engine.layers import RowPositions
+    from wyoming_qwen_tts.engine.sampling import RowParams
+
+    talker = tts.model.talker
+    prefill = tts.prompts.build(TEXT, voice, "english")
+    batch = DecodeBatch(talker, 1, prefill.embeds.shape[1] + repeats * 3 + 8)
+    batch.admit(Row(prefill, tts.default_sampling, 0, repeats * 3 + 4))
+    params = RowParams.stack([tts.default_sampling.predictor], talker.code_predictor.cfg.vocab_size, tts.device)
+    seeds = torch.zeros(1, dtype=torch.int64, device=tts.device)
+    code0 = torch.zeros(1, dtype=torch.int64, device=tts.device)
+    frame = torch.zeros(1, talker.cfg.num_code_groups, dtype=torch.int64, device=tts.device)
+
+    def timed(fn) -> float:
+        fn()
+        start = clock.now()
+        for _ in range(repeats):
+            fn()
+        return 1000 * (clock.now() - start) / repeats
+
+    with torch.inference_mode():
+        def talker_step():
+            length = batch.cache.lengths[0]
+            batch.cache.lengths[0] += 1
+            talker.decode(talker.embed_frames(frame)[:, None], batch.cache,
+                          RowPositions(torch.tensor([length], device=tts.device), length + 1))
+
+        def predictor_step():
+            talker.code_predictor.predict(batch.hidden[:1], talker.embed_codec(code0), batch.predictor_cache, params,
+                                          seeds, seeds)
+
+        state = DecoderState()
+        codes = torch.zeros(1, 1, talker.cfg.num_code_groups, dtype=torch.int64, device=tts.device)
+        split = {"talker_ms": timed(talker_step), "predictor_ms": timed(predictor_step),
+                 "decode_1_frame_ms": timed(lambda: tts.codec.decoder(codes, state))}
+        codes8 = codes.expand(1, 8, -1).contiguous()
+        split["decode_per_frame_in_8_frame_chunks_ms"] = timed(lambda: tts.codec.decoder(codes8, state)) / 8
+    return split
+
+
+def sweep(tts, voice, levels: list[int], frames: int, runner: str, clock: Clock) -> list[dict]:
+    from wyoming_qwen_tts.engine.scheduler import BatchScheduler
+
+    results = []
+    scheduler = BatchScheduler(tts, max_rows=max(levels), max_len=512 + frames, runner=runner)
+    try:
+        list(scheduler.stream(TEXT, voice, max_frames=4, min_frames=4))  # warm-up
+        for level in levels:
+            first, speed = [None] * level, [None] * level
+            barrier = threading.Barrier(level)
+
+            def run(index: int) -> None:
+                barrier.wait()
+                start = clock.now()
+                for chunk in scheduler.stream(TEXT, voice, language="English", max_frames=frames,
+                                              min_frames=frames, seed=index):
+                    if first[index] is None:
+                        first[index] = time.perf_counter() - start
+                speed[index] = frames * 0.08 / (time.perf_counter() - start)
+
+            threads = [threading.Thread(target=run, args=(i,)) for i in range(level)]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+            results.append({"streams": level, "first_audio_ms_p50": 1000 * percentile(first, 50),
+                            "first_audio_ms_p95": 1000 * percentile(first, 95),
+                            "x_realtime_min": min(speed), "x_realtime_p50": percentile(speed, 50)})
+            print(f"  {level:3d} streams: first audio p50 {results[-1]['first_audio_ms_p50']:.0f} ms, "
+                  f"p95 {results[-1]['first_audio_ms_p95']:.0f} ms, slowest stream {min(speed):.2f}x real time",
+                  flush=True)
+    finally:
+        scheduler.close()
+    return results
+
+
+def main() -> None:
+    import torch
+
+    from wyoming_qwen_tts.engine import QwenTTS
+
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--checkpoint", type=Path, required=True)
+    parser.add_argument("--build", help="published config to build the checkpoint from when it is absent")
+    parser.add_argument("--frames", type=int, default=50)
+    parser.add_argument("--runs", type=int, default=10)
+    parser.add_argument("--sweep", default="1,4,8,16,32,64")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--dtype", default="auto")
+    parser.add_argument("--runner", default="auto", help="eager, bucketed, cuda-graphs or auto")
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args()
+
+    if not args.checkpoint.exists():
+        if not args.build:
+            raise SystemExit(f"{args.checkpoint} does not exist (give --build CONFIG)")
+        from benchmarks.make_checkpoint import build
+
+        build(args.build, args.checkpoint, torch.bfloat16, None, None)
+    tts = QwenTTS(args.checkpoint, device=args.device, dtype=args.dtype)
+    clock = Clock(tts.device)
+    with tempfile.TemporaryDirectory() as tmp:
+        ref = Path(tmp) / "reference.wav"
+        write_reference(ref)
+        voice = tts.clone_voice(ref, REF_TEXT)
+    if tts.device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    report = {"device": torch.cuda.get_device_name() if tts.device.type == "cuda" else "cpu",
+              "dtype": str(tts.dtype), "checkpoint": args.checkpoint.name, "frames": args.frames,
+              "commit": git_commit(), "date": time.strftime("%Y-%m-%d"), "command": " ".join(sys.argv)}
+    print(f"{report['device']} {report['dtype']} {report['checkpoint']} commit {report['commit']}", flush=True)
+    report["single_stream"] = single_stream(tts, voice, args.frames, args.runs, clock)
+    print("single stream:", report["single_stream"], flush=True)
+    report["frame_split"] = frame_split(tts, voice, clock)
+    print("per frame:", report["frame_split"], flush=True)
+    levels = [int(v) for v in args.sweep.split(",") if v]
+    report["sweep"] = sweep(tts, voice, levels, args.frames, args.runner, clock)
+    if tts.device.type == "cuda":
+        report["peak_gpu_memory_gib"] = torch.cuda.max_memory_allocated() / 2**30
+        print(f"peak GPU memory {report['peak_gpu_memory_gib']:.2f} GiB")
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()
