@@ -71,7 +71,6 @@ def frame_split(tts, voice, clock: Clock, repeats: int = 20) -> dict:
     """Milliseconds per frame in each stage, one stream, measured stage by stage."""
     import torch
 
-    from wyoming_qwen_tts.engine.codec import DecoderState
     from wyoming_qwen_tts.engine.generate import DecodeBatch, Row
     from wyoming_qwen_tts.engine.layers import RowPositions
     from wyoming_qwen_tts.engine.sampling import RowParams
@@ -103,7 +102,7 @@ def frame_split(tts, voice, clock: Clock, repeats: int = 20) -> dict:
             talker.code_predictor.predict(batch.hidden[:1], talker.embed_codec(code0), batch.predictor_cache, params,
                                           seeds, seeds)
 
-        state = DecoderState()
+        state = tts.codec.decoder.new_state()
         codes = torch.zeros(1, 1, talker.cfg.num_code_groups, dtype=torch.int64, device=tts.device)
         split = {"talker_ms": timed(talker_step), "predictor_ms": timed(predictor_step),
                  "decode_1_frame_ms": timed(lambda: tts.codec.decoder(codes, state))}

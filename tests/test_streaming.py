@@ -7,7 +7,6 @@ import pytest
 import torch
 
 from wyoming_qwen_tts.engine import SamplingConfig
-from wyoming_qwen_tts.engine.codec import DecoderState
 from wyoming_qwen_tts.engine.generate import FRAMES_CAP, frame_budget
 
 TEXT = "Good morning! The weather today is sunny. Tomorrow it will rain."
@@ -26,7 +25,7 @@ def test_decoder_state_makes_any_split_equal_whole_decode(base_tts, splits):
     decoder = base_tts.codec.decoder
     with torch.inference_mode():
         whole = decoder(codes)
-        state, parts, start = DecoderState(), [], 0
+        state, parts, start = decoder.new_state(), [], 0
         for size in splits:
             parts.append(decoder(codes[:, start:start + size], state))
             start += size
@@ -116,3 +115,26 @@ def test_min_frames_holds_off_eos(base_tts, icl_voice):
     assert natural < 60
     forced = base_tts.synthesize(TEXT, icl_voice, sampling=greedy, max_frames=60, min_frames=60)[1].shape[0]
     assert forced == 60
+
+
+def test_streams_at_different_positions_decode_together_as_they_would_alone(base_tts):
+    """Batched codec decoding: states of separate streams stack, decode as one batch, split back."""
+    decoder = base_tts.codec.decoder
+    gen = torch.Generator().manual_seed(9)
+    histories = [torch.randint(0, 256, (1, n, 16), generator=gen) for n in (0, 3, 11)]
+    chunk = torch.randint(0, 256, (3, 4, 16), generator=gen)
+    with torch.inference_mode():
+        alone, states = [], []
+        for b, history in enumerate(histories):
+            state = decoder.new_state()
+            if history.shape[1]:
+                decoder(history, state)
+            states.append(state.clone())
+            alone.append(decoder(chunk[b:b + 1], state))
+        batched_state = type(states[0]).stack(states)
+        together = decoder(chunk, batched_state)
+    assert batched_state.positions == [4, 7, 15]
+    for b in range(3):
+        assert float((together[b] - alone[b][0]).abs().max()) <= WAVE_TOLERANCE
+    split = batched_state.split()
+    assert [s.positions for s in split] == [[4], [7], [15]]

@@ -10,44 +10,55 @@ at once, and nothing is decoded twice. Module names follow speech_tokenizer/mode
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from .checkpoint import CodecConfig, CodecDecoderConfig
-from .layers import Attention, GatedMLP, RMSNorm, causal_mask, rope_cos_sin
+from .layers import Attention, GatedMLP, RMSNorm, rope_cos_sin
 from .mimi import MimiConfig, MimiEncoder
 
 
 @dataclass
 class DecoderState:
-    """Everything a stream's decoder remembers between chunks."""
+    """Everything a batch of streams' decoders remember between chunks; row b is stream b.
 
-    history: dict[int, torch.Tensor] = field(default_factory=dict)  # id(module) -> last inputs
-    keys: list[torch.Tensor] = field(default_factory=list)  # per layer, (B, KV, <=window-1, D)
-    values: list[torch.Tensor] = field(default_factory=list)
-    position: int = 0  # frames decoded so far
+    Allocated whole by CodecDecoder.new_state (zeros = nothing heard yet), so the states of
+    different streams stack into one batch and split back without special cases."""
+
+    history: dict[int, torch.Tensor]  # id(module) -> (B, C, context) last inputs of a causal conv
+    keys: list[torch.Tensor]  # per transformer layer, (B, KV, window-1, D): the last window-1 keys
+    values: list[torch.Tensor]
+    positions: list[int]  # frames each stream has decoded
 
     def clone(self) -> "DecoderState":
+        return DecoderState({k: v.clone() for k, v in self.history.items()}, [k.clone() for k in self.keys],
+                            [v.clone() for v in self.values], list(self.positions))
+
+    @staticmethod
+    def stack(states: "list[DecoderState]") -> "DecoderState":
+        first = states[0]
         return DecoderState(
-            history={k: v.clone() for k, v in self.history.items()},
-            keys=[k.clone() for k in self.keys], values=[v.clone() for v in self.values], position=self.position,
+            {key: torch.cat([s.history[key] for s in states]) for key in first.history},
+            [torch.cat([s.keys[i] for s in states]) for i in range(len(first.keys))],
+            [torch.cat([s.values[i] for s in states]) for i in range(len(first.values))],
+            [p for s in states for p in s.positions],
         )
 
+    def split(self) -> "list[DecoderState]":
+        return [DecoderState({k: v[b:b + 1] for k, v in self.history.items()}, [k[b:b + 1] for k in self.keys],
+                             [v[b:b + 1] for v in self.values], [self.positions[b]])
+                for b in range(len(self.positions))]
 
-def _with_history(module: nn.Module, x: torch.Tensor, length: int, state: DecoderState | None) -> torch.Tensor:
-    """x preceded by the module's last `length` input steps (zeros at the start of a stream)."""
+
+def _with_history(module: nn.Module, x: torch.Tensor, length: int, state: DecoderState) -> torch.Tensor:
+    """x preceded by the module's last `length` input steps; the state keeps the new last ones."""
     if length == 0:
         return x
-    key = id(module)
-    past = state.history.get(key) if state is not None else None
-    if past is None:
-        past = x.new_zeros(x.shape[0], x.shape[1], length)
-    joined = torch.cat((past, x), dim=-1)
-    if state is not None:
-        state.history[key] = joined[..., -length:]
+    joined = torch.cat((state.history[id(module)], x), dim=-1)
+    state.history[id(module)] = joined[..., -length:]
     return joined
 
 
@@ -59,7 +70,7 @@ class CausalConv(nn.Module):
         self.conv = nn.Conv1d(in_ch, out_ch, kernel, dilation=dilation, groups=groups)
         self.context = (kernel - 1) * dilation
 
-    def forward(self, x: torch.Tensor, state: DecoderState | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, state: DecoderState) -> torch.Tensor:
         return self.conv(_with_history(self, x, self.context, state))
 
 
@@ -78,7 +89,7 @@ class CausalTransConv(nn.Module):
         if self.overhang not in (0, stride):
             raise ValueError("only kernel == stride or kernel == 2 * stride is supported")
 
-    def forward(self, x: torch.Tensor, state: DecoderState | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, state: DecoderState) -> torch.Tensor:
         carried = 1 if self.overhang else 0
         y = self.conv(_with_history(self, x, carried, state))
         if self.overhang:
@@ -107,7 +118,7 @@ class ConvNeXtBlock(nn.Module):
         self.pwconv2 = nn.Linear(4 * dim, dim)
         self.gamma = nn.Parameter(torch.ones(dim))
 
-    def forward(self, x: torch.Tensor, state: DecoderState | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, state: DecoderState) -> torch.Tensor:
         y = self.dwconv(x, state).transpose(1, 2)
         y = self.pwconv2(F.gelu(self.pwconv1(self.norm(y))))
         return x + (self.gamma * y).transpose(1, 2)
@@ -121,7 +132,7 @@ class ResidualUnit(nn.Module):
         self.act2 = SnakeBeta(dim)
         self.conv2 = CausalConv(dim, dim, 1)
 
-    def forward(self, x: torch.Tensor, state: DecoderState | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, state: DecoderState) -> torch.Tensor:
         return x + self.conv2(self.act2(self.conv1(self.act1(x), state)), state)
 
 
@@ -133,7 +144,7 @@ class DecoderBlock(nn.Module):
             ResidualUnit(out_dim, 1), ResidualUnit(out_dim, 3), ResidualUnit(out_dim, 9),
         ])
 
-    def forward(self, x: torch.Tensor, state: DecoderState | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, state: DecoderState) -> torch.Tensor:
         x = self.block[0](x)
         for layer in self.block[1:]:
             x = layer(x, state)
@@ -172,32 +183,24 @@ class PreTransformer(nn.Module):
         self.output_proj = nn.Linear(cfg.hidden_size, cfg.latent_dim)
 
     def forward(self, x: torch.Tensor, state: DecoderState) -> torch.Tensor:
+        """x (B, T, latent) continuing each row's stream at its own position."""
         cfg = self.cfg
-        steps = x.shape[1]
-        start = state.position
-        positions = torch.arange(start, start + steps, device=x.device)
-        cos, sin = rope_cos_sin(positions, cfg.head_dim, cfg.rope_theta, x.dtype)
-        past = state.keys[0].shape[2] if state.keys else 0
-        key_positions = torch.arange(start - past, start + steps, device=x.device)
-        mask = causal_mask(positions, key_positions, window=cfg.sliding_window)
-        keep = cfg.sliding_window - 1
+        steps, kept = x.shape[1], cfg.sliding_window - 1
+        starts = torch.tensor(state.positions, device=x.device)[:, None]
+        query_pos = starts + torch.arange(steps, device=x.device)  # (B, T)
+        key_pos = starts - kept + torch.arange(kept + steps, device=x.device)  # (B, window-1+T)
+        visible = ((key_pos[:, None, :] <= query_pos[:, :, None]) & (key_pos[:, None, :] > query_pos[:, :, None] -
+                   cfg.sliding_window) & (key_pos[:, None, :] >= 0))
+        cos, sin = rope_cos_sin(query_pos, cfg.head_dim, cfg.rope_theta, x.dtype)
         x = self.input_proj(x)
         for index, layer in enumerate(self.layers):
             attn = layer.self_attn
-            h = layer.input_layernorm(x)
-            q, k, v = attn.project(h, cos, sin)
-            if past:
-                k = torch.cat((state.keys[index], k), dim=2)
-                v = torch.cat((state.values[index], v), dim=2)
-            h = attn.attend(q, k, v, mask, causal=False)
-            x = x + layer.self_attn_layer_scale(h)
+            q, k, v = attn.project(layer.input_layernorm(x), cos, sin)
+            k = torch.cat((state.keys[index], k), dim=2)
+            v = torch.cat((state.values[index], v), dim=2)
+            x = x + layer.self_attn_layer_scale(attn.attend(q, k, v, visible[:, None], causal=False))
             x = x + layer.mlp_layer_scale(layer.mlp(layer.post_attention_layernorm(x)))
-            kept_k, kept_v = k[:, :, -keep:], v[:, :, -keep:]
-            if index < len(state.keys):
-                state.keys[index], state.values[index] = kept_k, kept_v
-            else:
-                state.keys.append(kept_k)
-                state.values.append(kept_v)
+            state.keys[index], state.values[index] = k[:, :, -kept:], v[:, :, -kept:]
         return self.output_proj(self.norm(x))
 
 
@@ -273,17 +276,34 @@ class CodecDecoder(nn.Module):
         layers += [SnakeBeta(out_dim), CausalConv(out_dim, 1, 7)]
         self.decoder = nn.ModuleList(layers)
 
+    def new_state(self, batch: int = 1) -> DecoderState:
+        """Zeros everywhere: what the decoder of a fresh stream remembers."""
+        param = self.output_weight()
+        history = {}
+        for module in self.modules():
+            if isinstance(module, CausalConv) and module.context:
+                history[id(module)] = param.new_zeros(batch, module.conv.in_channels, module.context)
+            elif isinstance(module, CausalTransConv) and module.overhang:
+                history[id(module)] = param.new_zeros(batch, module.conv.in_channels, 1)
+        cfg = self.cfg
+        window = param.new_zeros(batch, cfg.num_kv_heads, cfg.sliding_window - 1, cfg.head_dim)
+        return DecoderState(history, [window.clone() for _ in range(cfg.num_layers)],
+                            [window.clone() for _ in range(cfg.num_layers)], [0] * batch)
+
+    def output_weight(self) -> torch.Tensor:
+        return self.decoder[-1].conv.weight
+
     def forward(self, codes: torch.Tensor, state: DecoderState | None = None) -> torch.Tensor:
         """codes (B, T, Q) -> audio (B, T * samples_per_frame) in [-1, 1], continuing `state`."""
         if state is None:
-            state = DecoderState()
+            state = self.new_state(codes.shape[0])
         hidden = self.pre_conv(self.quantizer.decode(codes), state).transpose(1, 2)
         hidden = self.pre_transformer(hidden, state).transpose(1, 2)
         for transconv, convnext in self.upsample:
             hidden = convnext(transconv(hidden, state), state)
         for layer in self.decoder:
             hidden = layer(hidden) if isinstance(layer, SnakeBeta) else layer(hidden, state)
-        state.position += codes.shape[1]
+        state.positions = [p + codes.shape[1] for p in state.positions]
         return hidden.clamp(min=-1.0, max=1.0).squeeze(1)
 
 

@@ -172,7 +172,7 @@ class QwenTTS:
     @torch.inference_mode()
     def decode(self, codes: np.ndarray | torch.Tensor, prefix: np.ndarray | torch.Tensor | None = None) -> np.ndarray:
         """Whole-utterance decode of codes (frames, 16); a prefix (ICL reference) conditions but is not returned."""
-        state = DecoderState()
+        state = self.codec.decoder.new_state()
         if prefix is not None and len(prefix):
             self.codec.decoder(torch.as_tensor(prefix, device=self.device)[None], state)
         return self.codec.decoder(torch.as_tensor(codes, device=self.device)[None], state)[0].float().cpu().numpy()
@@ -182,14 +182,14 @@ class QwenTTS:
         """A fresh decoder state; for ICL, primed with the reference codes (computed once per voice),
         as the official code decodes the reference and the generated codes together."""
         if voice.kind != "icl":
-            return DecoderState()
+            return self.codec.decoder.new_state()
         key = hashlib.sha1(voice.ref_codes.cpu().numpy().tobytes()).hexdigest()
         with self._primed_lock:
             primed = self._primed.get(key)
             if primed is not None:
                 self._primed.move_to_end(key)
         if primed is None:
-            primed = DecoderState()
+            primed = self.codec.decoder.new_state()
             self.codec.decoder(voice.ref_codes.to(self.device)[None], primed)
             with self._primed_lock:
                 self._primed[key] = primed

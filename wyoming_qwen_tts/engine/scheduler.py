@@ -1,6 +1,7 @@
 """Continuous batching: every active request advances one frame per step of a shared batch, and
-new requests join between steps. One thread owns the batch; each request's audio is decoded on
-the caller's side, as its frames arrive, with the request's own codec state."""
+new requests join between steps. One thread owns the batch (talker + code predictor); a second
+decodes audio: each round it takes the next chunk of every stream that has one and decodes the
+chunks of equal length together, each stream continuing its own codec state."""
 
 from __future__ import annotations
 
@@ -9,18 +10,48 @@ import queue
 import threading
 from collections import deque
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 
+from .codec import DecoderState
 from .engine import AudioChunk, QwenTTS, resolve_seed
 from .generate import (MIN_FRAMES_BEFORE_EOS, BucketedRunner, CudaGraphRunner, DecodeBatch, EagerRunner, Row,
-                       decode_stream, frame_budget)
+                       frame_budget)
 from .prompt import TextMode, VoicePrompt, normalize_language
 from .sampling import SamplingConfig
 
 _LOGGER = logging.getLogger(__name__)
 _END = object()
 RUNNERS = {"eager": EagerRunner, "bucketed": BucketedRunner, "cuda-graphs": CudaGraphRunner}
+
+
+@dataclass(eq=False)
+class Audio:
+    """A request's audio side: its codec state, frames not yet decoded, where chunks go."""
+
+    state: DecoderState
+    first_chunk_frames: int
+    max_chunk_frames: int
+    chunks: queue.SimpleQueue = field(default_factory=queue.SimpleQueue)
+    pending: list[torch.Tensor] = field(default_factory=list)
+    target: int = 0
+    decoded_frames: int = 0
+    jobs: deque = field(default_factory=deque)  # codes (n, G) tensors, then _END; codec thread only
+    failed: bool = False
+
+    def __post_init__(self) -> None:
+        self.target = self.first_chunk_frames
+
+    def take_due(self, finished: bool) -> torch.Tensor | None:
+        """The pending frames as one chunk, when enough have gathered (or the stream ended)."""
+        if not self.pending or (len(self.pending) < self.target and not finished):
+            return None
+        codes = torch.stack(self.pending)
+        self.pending = []
+        self.target = min(self.target * 2, self.max_chunk_frames)
+        return codes
 
 
 class BatchScheduler:
@@ -49,8 +80,11 @@ class BatchScheduler:
         self._wake = threading.Condition()
         self._closed = False
         self._batch: DecodeBatch | None = None
-        self._thread = threading.Thread(target=self._run, name="qwen-tts-batch", daemon=True)
-        self._thread.start()
+        self._codec_jobs: queue.SimpleQueue = queue.SimpleQueue()
+        self._threads = [threading.Thread(target=self._run, name="qwen-tts-batch", daemon=True),
+                         threading.Thread(target=self._run_codec, name="qwen-tts-codec", daemon=True)]
+        for thread in self._threads:
+            thread.start()
 
     def stream(self, text: str, voice: VoicePrompt, *, language: str | None = "auto",
                sampling: SamplingConfig | None = None, seed: int | None = None, max_frames: int | None = None,
@@ -70,24 +104,24 @@ class BatchScheduler:
             raise ValueError(f"max_frames must be between 1 and {room} for this prompt")
         if not 0 <= min_frames <= max_frames:
             raise ValueError("min_frames must be between 0 and max_frames")
+        if not 1 <= first_chunk_frames <= max_chunk_frames:
+            raise ValueError("need 1 <= first_chunk_frames <= max_chunk_frames")
         cancel = cancel or threading.Event()
-        frames_out: queue.SimpleQueue = queue.SimpleQueue()
+        audio = Audio(tts._decoder_state(voice), first_chunk_frames, max_chunk_frames)
         row = Row(prefill, sampling or tts.default_sampling, resolve_seed(seed), max_frames, min_frames,
-                  should_stop=cancel.is_set, owner=frames_out)
-        state = tts._decoder_state(voice)
+                  should_stop=cancel.is_set, owner=audio)
         with self._wake:
             if self._closed:
                 raise RuntimeError("the scheduler is closed")
             self._pending.append(row)
             self._wake.notify()
-        frames = self._frames(frames_out, cancel)
-        return tts._chunks(decode_stream(frames, tts.codec, state, first_chunk_frames, max_chunk_frames))
+        return self._chunks(audio.chunks, cancel)
 
     @staticmethod
-    def _frames(frames_out: queue.SimpleQueue, cancel: threading.Event) -> Iterator[torch.Tensor]:
+    def _chunks(chunks: queue.SimpleQueue, cancel: threading.Event) -> Iterator[AudioChunk]:
         try:
             while True:
-                item = frames_out.get()
+                item = chunks.get()
                 if item is _END:
                     return
                 if isinstance(item, BaseException):
@@ -105,7 +139,11 @@ class BatchScheduler:
         with self._wake:
             self._closed = True
             self._wake.notify()
-        self._thread.join(timeout=10)
+        self._codec_jobs.put(None)
+        for thread in self._threads:
+            thread.join(timeout=10)
+
+    # -- the batch thread --------------------------------------------------------------------
 
     def _run(self) -> None:
         while True:
@@ -120,7 +158,9 @@ class BatchScheduler:
                 self._admit(batch, row)
             if batch.rows:
                 self._step(batch)
-        self._fail_everything(RuntimeError("the scheduler was closed"))
+        error = RuntimeError("the scheduler was closed")
+        for row in list(self._pending) + (self._batch.rows if self._batch else []):
+            row.owner.chunks.put(error)
 
     def _take_pending(self) -> list[Row]:
         """Requests that fit now, in arrival order; cancelled ones are dropped."""
@@ -129,7 +169,7 @@ class BatchScheduler:
         while self._pending and len(joining) < free:
             row = self._pending.popleft()
             if row.should_stop():
-                row.owner.put(_END)
+                row.owner.chunks.put(_END)
                 continue
             joining.append(row)
         return joining
@@ -147,7 +187,7 @@ class BatchScheduler:
             batch.admit(row)
         except Exception as err:  # one bad prefill must not take the others down
             _LOGGER.exception("Admitting a request failed")
-            row.owner.put(err)
+            row.owner.chunks.put(err)
 
     def _step(self, batch: DecodeBatch) -> None:
         try:
@@ -155,15 +195,82 @@ class BatchScheduler:
         except Exception as err:
             _LOGGER.exception("A batch step failed; failing its %d requests", len(batch.rows))
             for row in batch.rows:
-                row.owner.put(err)
+                row.owner.chunks.put(err)
             self._batch = None  # fresh caches for whoever comes next
             return
+        done = {id(row) for row in finished}
         for row, frame in produced:
-            row.owner.put(frame)
+            row.owner.pending.append(frame)
+            self._send_due(row.owner, finished=id(row) in done)
         for row in finished:
-            row.owner.put(_END)
+            self._send_due(row.owner, finished=True)  # frames left from before an EOS step
+            self._codec_jobs.put((row.owner, _END))
 
-    def _fail_everything(self, err: Exception) -> None:
-        rows = list(self._pending) + (self._batch.rows if self._batch else [])
-        for row in rows:
-            row.owner.put(err)
+    def _send_due(self, audio: Audio, finished: bool) -> None:
+        codes = audio.take_due(finished)
+        if codes is not None:
+            self._codec_jobs.put((audio, codes))
+
+    # -- the codec thread --------------------------------------------------------------------
+
+    def _run_codec(self) -> None:
+        waiting: deque[Audio] = deque()  # streams with jobs, in arrival order
+        stop = False
+        while not stop:
+            job = self._codec_jobs.get()  # block for the first job, then take whatever else is there
+            while job is not None:
+                self._queue_job(job, waiting)
+                try:
+                    job = self._codec_jobs.get_nowait()
+                except queue.Empty:
+                    break
+            stop = job is None  # close() sends None
+            while waiting:
+                self._decode_round(waiting)
+
+    @staticmethod
+    def _queue_job(job: tuple[Audio, object], waiting: deque[Audio]) -> None:
+        audio, item = job
+        if not audio.jobs:
+            waiting.append(audio)
+        audio.jobs.append(item)
+
+    def _decode_round(self, waiting: deque[Audio]) -> None:
+        """Each waiting stream's next job: end markers go out, equal-length chunks decode together."""
+        by_length: dict[int, list[Audio]] = {}
+        for audio in list(waiting):
+            head = audio.jobs[0]
+            if head is _END:
+                audio.jobs.popleft()
+                if not audio.failed:
+                    audio.chunks.put(_END)
+            else:
+                by_length.setdefault(head.shape[0], []).append(audio)
+        for group in by_length.values():
+            codes = [audio.jobs.popleft() for audio in group]
+            live = [(a, c) for a, c in zip(group, codes) if not a.failed]
+            if live:
+                self._decode_group(live)
+        for audio in list(waiting):
+            if not audio.jobs:
+                waiting.remove(audio)
+
+    @torch.inference_mode()
+    def _decode_group(self, group: list[tuple[Audio, torch.Tensor]]) -> None:
+        decoder = self.tts.codec.decoder
+        try:
+            state = group[0][0].state if len(group) == 1 else DecoderState.stack([a.state for a, _ in group])
+            audio_out = decoder(torch.stack([c for _, c in group]), state)
+            states = [state] if len(group) == 1 else state.split()
+        except Exception as err:
+            _LOGGER.exception("Decoding audio failed for %d streams", len(group))
+            for audio, _ in group:
+                audio.failed = True
+                audio.chunks.put(err)
+            return
+        samples = audio_out.float().cpu().numpy()
+        for index, ((audio, codes), new_state) in enumerate(zip(group, states)):
+            audio.state = new_state
+            audio.chunks.put(AudioChunk(samples=np.ascontiguousarray(samples[index]), codes=codes.cpu().numpy(),
+                                        first_frame=audio.decoded_frames))
+            audio.decoded_frames += codes.shape[0]
