@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import statistics
 import subprocess
@@ -76,14 +77,23 @@ def bench_ours(args: argparse.Namespace, ref: Path) -> dict:
     return {"load_s": load_s, "runs": [run() for _ in range(args.runs)]}
 
 
-def bench_official(args: argparse.Namespace, ref: Path) -> dict:
-    command = [args.oracle_python, str(REPO / "benchmarks" / "official_runner.py"), "--checkpoint", str(args.checkpoint),
+def run_peer(runner: str, python: str, site: str | None, args: argparse.Namespace, ref: Path,
+             extra: list[str] = ()) -> dict:
+    """Time another engine in its own interpreter (its dependencies clash with ours)."""
+    command = [python, str(REPO / "benchmarks" / runner), "--checkpoint", str(args.checkpoint),
                "--ref-audio", str(ref), "--ref-text", REF_TEXT, "--text", TEXT, "--frames", str(args.frames),
-               "--runs", str(args.runs), "--device", args.device, "--dtype", args.dtype]
-    out = subprocess.run(command, capture_output=True, text=True, check=False)
+               "--runs", str(args.runs), "--device", args.device, "--dtype", args.dtype, *extra]
+    env = dict(os.environ)
+    if site:
+        env["PYTHONPATH"] = site + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    out = subprocess.run(command, capture_output=True, text=True, check=False, env=env)
     if out.returncode != 0:
-        raise SystemExit(f"official runner failed:\n{out.stderr[-3000:]}")
-    result = json.loads(out.stdout.strip().splitlines()[-1])
+        raise SystemExit(f"{runner} failed:\n{out.stderr[-3000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def bench_official(args: argparse.Namespace, ref: Path) -> dict:
+    result = run_peer("official_runner.py", args.oracle_python, args.oracle_site, args, ref)
     for run in result["runs"]:
         run["first_audio_s"] = run["total_s"]  # no streaming: the first audio is the whole utterance
     return result
@@ -126,6 +136,10 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtype", default="float32")
     parser.add_argument("--oracle-python", help="python of the oracle venv, to also time the official code")
+    parser.add_argument("--oracle-site", help="prepended to PYTHONPATH for --oracle-python (wheels unpacked there)")
+    parser.add_argument("--faster-python", help="a python that imports faster_qwen3_tts, to time it too")
+    parser.add_argument("--faster-site", help="prepended to PYTHONPATH for --faster-python")
+    parser.add_argument("--faster-chunk", type=int, default=1, help="faster-qwen3-tts streaming chunk (frames)")
     parser.add_argument("--json", type=Path, help="write the raw and summarized results here")
     args = parser.parse_args()
 
@@ -143,9 +157,14 @@ def main() -> None:
         raw = {"ours": bench_ours(args, ref)}
         if args.oracle_python:
             raw["official"] = bench_official(args, ref)
+        if args.faster_python:
+            raw["faster"] = run_peer("faster_runner.py", args.faster_python, args.faster_site, args, ref,
+                                     ["--chunk-size", str(args.faster_chunk)])
     rows = [summarize("wyoming-qwen-tts (streaming)", raw["ours"])]
     if "official" in raw:
         rows.append(summarize("official qwen-tts 0.1.1", raw["official"]))
+    if "faster" in raw:
+        rows.append(summarize(f"faster-qwen3-tts (chunk {args.faster_chunk})", raw["faster"]))
     config = json.loads((args.checkpoint / "config.json").read_text())
     header = (f"checkpoint {args.checkpoint.name} (talker {config['talker_config']['num_hidden_layers']} layers, "
               f"hidden {config['talker_config']['hidden_size']}), {args.device} {args.dtype}, {args.frames} frames, "
