@@ -1,0 +1,153 @@
+"""Text handling for the server: languages, sentence splitting, language detection.
+
+No torch here: the protocol side must start (and reject a bad configuration) without loading the
+engine. The ten language names are the engine's; Home Assistant gets them as ISO 639-1 codes.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+import unicodedata
+from collections.abc import Iterable
+
+from sentence_stream import SentenceBoundaryDetector
+
+_LOGGER = logging.getLogger(__name__)
+
+# Engine language name -> ISO 639-1 code (what Home Assistant matches pipeline languages against).
+LANGUAGE_CODES = {
+    "chinese": "zh", "english": "en", "japanese": "ja", "korean": "ko", "german": "de",
+    "french": "fr", "russian": "ru", "portuguese": "pt", "spanish": "es", "italian": "it",
+}
+LANGUAGE_NAMES = {code: name for name, code in LANGUAGE_CODES.items()}
+AUTO = "auto"
+
+# Longer "sentences" (no punctuation for paragraphs) are cut at clause or word boundaries so that
+# one piece never approaches the engine's length cap and audio keeps flowing.
+MAX_SENTENCE_CHARS = 300
+_CLAUSE_BREAK = re.compile(r"(?<=[,;:\u2014\u2013\uff0c\u3001\uff1b\uff1a])\s*")
+_WHITESPACE = re.compile(r"\s+")
+
+# py3langid probabilities for a sentence it is unsure of are low; below this we let the model decide.
+LANGUAGE_CONFIDENCE_FLOOR = 0.5
+
+
+def normalize_language(value: str | None) -> str:
+    """'auto' or one of the ten language names, from a name or code in any case ('EN', 'en-US', 'German')."""
+    if value is None or not str(value).strip():
+        return AUTO
+    text = str(value).strip().lower().replace("_", "-")
+    if text == AUTO or text in LANGUAGE_CODES:
+        return text
+    code = text.split("-", 1)[0]
+    if code in LANGUAGE_NAMES:
+        return LANGUAGE_NAMES[code]
+    raise ValueError(f"unknown language {value!r}; use auto, a name ({', '.join(LANGUAGE_CODES)}) "
+                     f"or a code ({', '.join(LANGUAGE_NAMES)})")
+
+
+def language_codes(names: Iterable[str]) -> list[str]:
+    """ISO 639-1 codes of the engine language names we know, in the order given, without duplicates."""
+    return list(dict.fromkeys(LANGUAGE_CODES[name] for name in names if name in LANGUAGE_CODES))
+
+
+def clean_text(text: str) -> str:
+    """One line, single spaces: line breaks from templates and LLM output are not pauses we want."""
+    return _WHITESPACE.sub(" ", text).strip()
+
+
+def is_speakable(text: str) -> bool:
+    """True when the text has something to say: a letter or a digit, in any script."""
+    return any(unicodedata.category(char)[0] in "LN" for char in text)
+
+
+def split_long(sentence: str, max_chars: int = MAX_SENTENCE_CHARS) -> list[str]:
+    """Pieces of at most max_chars, cut after clause punctuation if possible, else between words,
+    else (scripts without spaces) anywhere."""
+    if len(sentence) <= max_chars:
+        return [sentence]
+    pieces: list[str] = []
+    rest = sentence
+    while len(rest) > max_chars:
+        window = rest[: max_chars + 1]
+        cut = _last_break(window)
+        pieces.append(rest[:cut].strip())
+        rest = rest[cut:].strip()
+    if rest:
+        pieces.append(rest)
+    return [piece for piece in pieces if piece]
+
+
+def _last_break(window: str) -> int:
+    clause_ends = [match.end() for match in _CLAUSE_BREAK.finditer(window) if 0 < match.end() < len(window)]
+    if clause_ends and clause_ends[-1] > len(window) // 3:
+        return clause_ends[-1]
+    space = window.rfind(" ")
+    if space > len(window) // 3:
+        return space + 1
+    return len(window) - 1
+
+
+class SentenceSplitter:
+    """Sentences from text that arrives in pieces, mid-word ("The weather", " today is sun", "ny. Tomorrow").
+
+    Only speakable sentences come out, each at most MAX_SENTENCE_CHARS long."""
+
+    def __init__(self) -> None:
+        self._detector = SentenceBoundaryDetector()
+
+    def add(self, chunk: str) -> list[str]:
+        return _speakable_pieces(self._detector.add_chunk(chunk))
+
+    def finish(self) -> list[str]:
+        return _speakable_pieces([self._detector.finish()])
+
+
+def split_sentences(text: str) -> list[str]:
+    """The speakable sentences of a whole text."""
+    splitter = SentenceSplitter()
+    return splitter.add(text) + splitter.finish()
+
+
+def _speakable_pieces(sentences: Iterable[str]) -> list[str]:
+    pieces = []
+    for sentence in sentences:
+        cleaned = clean_text(sentence)
+        if is_speakable(cleaned):
+            pieces.extend(split_long(cleaned))
+    return pieces
+
+
+class LanguageDetector:
+    """py3langid restricted to the engine's ten languages; unsure means 'auto' (the model decides).
+
+    The model (an npz, never a pickle) takes about a second to load: load() it at start-up."""
+
+    def __init__(self, confidence_floor: float = LANGUAGE_CONFIDENCE_FLOOR) -> None:
+        self.confidence_floor = confidence_floor
+        self._identifier = None
+        self._lock = threading.Lock()
+
+    def load(self) -> None:
+        with self._lock:
+            if self._identifier is None:
+                from py3langid.langid import MODEL_FILE, LanguageIdentifier
+
+                identifier = LanguageIdentifier.from_model_file(MODEL_FILE, norm_probs=True)
+                identifier.set_languages(sorted(LANGUAGE_NAMES))
+                self._identifier = identifier
+
+    def detect(self, text: str, allowed: Iterable[str] | None = None) -> str:
+        """A language name, or 'auto' when unsure or when the guess is not among the allowed names."""
+        if not is_speakable(text):
+            return AUTO
+        self.load()
+        with self._lock:
+            code, confidence = self._identifier.classify(text)
+        name = LANGUAGE_NAMES.get(code, AUTO)
+        if confidence < self.confidence_floor or (allowed is not None and name not in set(allowed)):
+            _LOGGER.debug("Language of %r unsure (%s, %.2f): auto", text[:40], code, confidence)
+            return AUTO
+        return name
