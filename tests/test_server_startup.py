@@ -1,0 +1,130 @@
+"""Starting the server: configuration errors stop it with a clear message, frozen voices are cached."""
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from .server_harness import FIXTURES, REPO, TINY_MODELS, ServerProcess, run_cli, server_env
+
+REF = FIXTURES / "ref_16k_stereo.wav"
+
+
+def write_voices(tmp_path, text: str):
+    path = tmp_path / "voices.yaml"
+    path.write_text(text)
+    return path
+
+
+@pytest.mark.parametrize("yaml_text, voice, field, problem", [
+    ("voices:\n  alice:\n    reference: missing.wav\n", "alice", "reference", "does not exist"),
+    ("voices:\n  alice:\n    reference: not-audio.wav\n", "alice", "reference", "not a readable audio file"),
+    ("voices:\n  bob:\n    design: A calm voice.\n    speed: 9\n", "bob", "speed", "0.25 to 4.0"),
+    ("voices:\n  bob:\n    design: A calm voice.\n    language: klingon\n", "bob", "language", "unknown language"),
+    ("voices:\n  bob:\n    design: A calm voice.\n    mode: sometimes\n", "bob", "mode", "'frozen' or 'live'"),
+    ("voices:\n  bob:\n    design: A calm voice.\n    pitch: 2\n", "bob", "pitch", "unknown field"),
+    ("voices:\n  bob:\n    description: Nothing to speak with\n", "bob", "reference", "exactly one of"),
+])
+def test_bad_voices_file_names_file_voice_and_field(tmp_path, yaml_text, voice, field, problem):
+    (tmp_path / "not-audio.wav").write_text("this is not audio")
+    voices = write_voices(tmp_path, yaml_text)
+    result = run_cli(*TINY_MODELS, "--voices", str(voices), "--data-dir", str(tmp_path / "data"))
+    assert result.returncode == 2
+    message = result.stderr
+    assert str(voices) in message and f"voice {voice!r}" in message and f"field {field!r}" in message
+    assert problem in message and "Traceback" not in message
+    assert not (tmp_path / "data").exists()  # stopped before preparing anything
+
+
+@pytest.mark.parametrize("args, problem", [
+    (["--voices", "{dir}/nowhere.yaml"], "does not exist"),
+    (["--default-voice", "nobody"], "default voice 'nobody' is not in the built-in voices"),
+    (["--uri", "http://127.0.0.1:1"], "use tcp://HOST:PORT or unix://PATH"),
+    (["--uri", "tcp://127.0.0.1"], "give a host and a port"),
+    (["--design-model", "none"], "the built-in voices are designed"),
+    (["--zeroconf", "a.b"], "zeroconf name 'a.b'"),
+    (["--device", "gpu"], "--device gpu"),
+])
+def test_bad_options_stop_the_server_before_loading(tmp_path, args, problem):
+    args = [arg.replace("{dir}", str(tmp_path)) for arg in args]
+    result = run_cli(*TINY_MODELS, "--data-dir", str(tmp_path / "data"), *args)
+    assert result.returncode == 2 and problem in result.stderr and "Traceback" not in result.stderr
+
+
+def test_environment_variables_configure_the_server(tmp_path):
+    voices = write_voices(tmp_path, "voices:\n  carol:\n    design: A calm voice.\n    mode: live\n")
+    env = server_env(QWEN_TTS_VOICES=str(voices), QWEN_TTS_DESIGN_MODEL="none")
+    result = run_cli(*TINY_MODELS[:2], "--device", "cpu", env=env)
+    assert result.returncode == 2
+    assert f"{voices}: voice 'carol': field 'design'" in result.stderr and "--design-model is none" in result.stderr
+    bad_flag = run_cli("--version", env=server_env(QWEN_TTS_DEBUG="maybe"))
+    assert bad_flag.returncode == 2 and "QWEN_TTS_DEBUG='maybe'" in bad_flag.stderr
+
+
+def test_unusable_reference_audio_is_a_startup_error_naming_voice_and_file(tmp_path):
+    silent = tmp_path / "silent.wav"
+    sf.write(silent, np.zeros(24000, dtype=np.float32), 24000)
+    voices = write_voices(tmp_path, "voices:\n  quiet:\n    reference: silent.wav\n    transcript: Nothing.\n")
+    result = run_cli(*TINY_MODELS, "--voices", str(voices), "--data-dir", str(tmp_path / "data"))
+    assert result.returncode == 1
+    assert "voice 'quiet'" in result.stderr and str(silent) in result.stderr and "silent" in result.stderr
+
+
+def test_version_flag_and_console_script():
+    result = run_cli("--version")
+    from wyoming_qwen_tts import __version__
+
+    assert result.returncode == 0 and result.stdout.strip() == __version__
+
+
+def test_protocol_modules_do_not_import_torch():
+    code = ("import sys, wyoming_qwen_tts.__main__, wyoming_qwen_tts.handler, wyoming_qwen_tts.voices, "
+            "wyoming_qwen_tts.text, wyoming_qwen_tts.audio, wyoming_qwen_tts.discovery, wyoming_qwen_tts.synthesis, "
+            "wyoming_qwen_tts.healthcheck; print('torch' in sys.modules)")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=60)
+    assert result.stdout.strip() == "False", result.stderr
+
+
+FROZEN_YAML = "voices:\n  narrator:\n    design: A deep male voice with a calm, authoritative presence.\n    seed: 7\n"
+
+
+def test_frozen_voice_is_rendered_once_and_reused_after_a_restart(tmp_path):
+    voices = write_voices(tmp_path, FROZEN_YAML)
+    data = tmp_path / "data"
+    args = [*TINY_MODELS, "--voices", str(voices), "--data-dir", str(data)]
+
+    first = ServerProcess(args, tmp_path / "first.log")
+    try:
+        first.wait_ready()
+    finally:
+        assert first.stop() == 0
+    assert "Voice narrator: rendering with the design model" in first.log
+    cached = sorted(path for path in (data / "voices").rglob("*") if path.is_file())
+    assert [path.suffix for path in cached] == [".txt", ".wav", ".safetensors"]
+    (transcript,) = [path for path in cached if path.suffix == ".txt"]
+    assert transcript.read_text().startswith("Hello, it's nice to meet you.")
+    stamps = {path: path.stat().st_mtime_ns for path in cached}
+
+    second = ServerProcess(args, tmp_path / "second.log")
+    try:
+        second.wait_ready()
+    finally:
+        assert second.stop() == 0
+    log = second.log
+    assert "rendering" not in log and "Loading" in log
+    assert "Voice narrator: using the frozen voice cached" in log
+    assert "not loading the design model" in log and "(--design-model)" not in log
+    assert {path: path.stat().st_mtime_ns for path in cached} == stamps
+
+
+
+@pytest.mark.parametrize("model, problem", [
+    ("{dir}/no-such-model", "neither an existing directory nor a hub id"),
+    (str(FIXTURES / "tiny-design"), "is a voice_design checkpoint; it must be a base one"),
+])
+def test_an_unusable_model_is_a_startup_error(tmp_path, model, problem):
+    result = run_cli("--model", model.replace("{dir}", str(tmp_path)), "--design-model", str(FIXTURES / "tiny-design"),
+                     "--device", "cpu", "--data-dir", str(tmp_path / "data"))
+    assert result.returncode == 1 and problem in result.stderr and "Traceback" not in result.stderr

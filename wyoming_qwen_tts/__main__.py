@@ -1,0 +1,249 @@
+"""wyoming-qwen-tts: the Wyoming text-to-speech server (python -m wyoming_qwen_tts).
+
+Every option can also come from an environment variable (QWEN_TTS_<OPTION>, e.g. QWEN_TTS_MODEL),
+which is how the Docker image is configured; a flag on the command line wins.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import re
+import signal
+import sys
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from urllib.parse import urlparse
+
+from . import __version__
+
+_LOGGER = logging.getLogger("wyoming_qwen_tts")
+
+DEFAULT_URI = "tcp://0.0.0.0:10200"
+DEFAULT_MODEL = "Qwen/Qwen3-TTS-12Hz-1.7B-Base"
+DEFAULT_DESIGN_MODEL = "Qwen/Qwen3-TTS-12Hz-1.7B-VoiceDesign"
+DEFAULT_LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+PROGRAM_NAME = "qwen-tts"
+PROGRAM_DESCRIPTION = "Qwen3-TTS: cloned and designed voices, streamed while generated"
+DEVICE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
+TRUE_WORDS = {"1", "true", "yes", "on"}
+FALSE_WORDS = {"", "0", "false", "no", "off"}
+
+
+class ConfigError(ValueError):
+    pass
+
+
+def env(option: str) -> str:
+    return "QWEN_TTS_" + option.lstrip("-").replace("-", "_").upper()
+
+
+def env_value(option: str, default: str | None = None) -> str | None:
+    return os.environ.get(env(option), default)
+
+
+def env_flag(option: str) -> bool:
+    value = os.environ.get(env(option), "").strip().lower()
+    if value in TRUE_WORDS:
+        return True
+    if value in FALSE_WORDS:
+        return False
+    raise ConfigError(f"{env(option)}={value!r}: use true or false")
+
+
+def env_zeroconf() -> str | None:
+    """QWEN_TTS_ZEROCONF: a service name, true for the default name, unset/false for no zeroconf."""
+    value = os.environ.get(env("--zeroconf"), "").strip()
+    if value.lower() in FALSE_WORDS:
+        return None
+    return PROGRAM_NAME if value.lower() in TRUE_WORDS else value
+
+
+def default_data_dir() -> str:
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return str(Path(base) / "wyoming-qwen-tts")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="wyoming-qwen-tts", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+
+    def option(name: str, help_text: str, **kwargs) -> None:
+        parser.add_argument(name, help=f"{help_text} [env {env(name)}]", **kwargs)
+
+    option("--uri", f"where to listen: tcp://HOST:PORT or unix://PATH (default {DEFAULT_URI})",
+           default=env_value("--uri", DEFAULT_URI))
+    option("--model", f"Base checkpoint (voice cloning): hub id or directory (default {DEFAULT_MODEL})",
+           default=env_value("--model", DEFAULT_MODEL))
+    option("--design-model", f"VoiceDesign checkpoint, or none (default {DEFAULT_DESIGN_MODEL})",
+           default=env_value("--design-model", DEFAULT_DESIGN_MODEL))
+    option("--voices", "voices file (YAML); without it, four built-in designed voices", metavar="FILE",
+           default=env_value("--voices"))
+    option("--data-dir", f"caches and frozen voices (default {default_data_dir()})",
+           default=env_value("--data-dir", default_data_dir()))
+    option("--default-voice", "voice for requests that name none (default: the voices file's 'default')",
+           default=env_value("--default-voice"))
+    option("--zeroconf", f"announce the server over zeroconf/mDNS, optionally under NAME (default {PROGRAM_NAME})",
+           nargs="?", const=PROGRAM_NAME, metavar="NAME", default=env_zeroconf())
+    option("--zeroconf-host", "address to announce, and the interface to announce on "
+           "(default: the --uri host, or this machine's LAN address when that is 0.0.0.0)",
+           default=env_value("--zeroconf-host"))
+    option("--device", "auto, cpu, cuda or cuda:N (default auto: the GPU when there is one)",
+           default=env_value("--device", "auto"))
+    option("--dtype", "model weights: auto (bfloat16 on GPU, float32 on CPU), float32, bfloat16, float16",
+           choices=["auto", "float32", "bfloat16", "float16"], default=env_value("--dtype", "auto"))
+    option("--no-streaming", "do not advertise streaming synthesis (Home Assistant then sends whole texts)",
+           action="store_true", default=env_flag("--no-streaming"))
+    option("--local-files-only", "never download checkpoints; use the Hugging Face cache only",
+           action="store_true", default=env_flag("--local-files-only"))
+    option("--debug", "log DEBUG messages", action="store_true", default=env_flag("--debug"))
+    option("--log-format", "Python logging format", default=env_value("--log-format", DEFAULT_LOG_FORMAT))
+    parser.add_argument("--version", action="version", version=__version__)
+    return parser
+
+
+@dataclass(frozen=True)
+class Listen:
+    uri: str
+    scheme: str
+    host: str | None
+    port: int | None
+
+
+def parse_uri(uri: str) -> Listen:
+    parsed = urlparse(uri)
+    if parsed.scheme == "tcp":
+        try:
+            port = parsed.port
+        except ValueError:
+            port = None
+        if parsed.hostname is None or port is None:
+            raise ConfigError(f"--uri {uri}: give a host and a port, e.g. {DEFAULT_URI}")
+        return Listen(uri, "tcp", parsed.hostname, port)
+    if parsed.scheme == "unix" and parsed.path:
+        return Listen(uri, "unix", None, None)
+    raise ConfigError(f"--uri {uri}: use tcp://HOST:PORT or unix://PATH")
+
+
+def check_config(args: argparse.Namespace):
+    """Everything that can be checked before a model loads; returns (listen, catalog, engine settings)."""
+    from .synthesis import EngineSettings
+    from .voices import builtin_catalog, load_voices_file
+
+    listen = parse_uri(args.uri)
+    if not DEVICE.match(args.device):
+        raise ConfigError(f"--device {args.device}: use auto, cpu, cuda or cuda:N")
+    design_model = None if args.design_model.strip().lower() in ("", "none") else args.design_model
+    if args.zeroconf:
+        if listen.scheme != "tcp":
+            raise ConfigError("--zeroconf needs a tcp:// --uri")
+        from .discovery import check_instance_name
+
+        check_instance_name(args.zeroconf)
+    catalog = load_voices_file(args.voices) if args.voices else builtin_catalog()
+    catalog = catalog.with_default(args.default_voice)
+    if design_model is None:
+        designed = [spec for spec in catalog.voices.values() if spec.kind != "clone"]
+        if not args.voices:
+            raise ConfigError("the built-in voices are designed: with --design-model none, give a --voices file "
+                              "of cloned voices")
+        if designed:
+            raise ConfigError(f"{catalog.source}: voice {designed[0].name!r}: field 'design': a designed voice "
+                              f"({designed[0].kind}) needs the design model, but --design-model is none")
+    settings = EngineSettings(model=args.model, design_model=design_model, data_dir=Path(args.data_dir).expanduser(),
+                              device=args.device, dtype=args.dtype, local_files_only=args.local_files_only)
+    return listen, catalog, settings
+
+
+def build_info(catalog, synthesizer, streaming: bool):
+    from wyoming.info import Info, TtsProgram
+
+    from .voices import QWEN_ATTRIBUTION, tts_voices
+
+    program = TtsProgram(name=PROGRAM_NAME, description=PROGRAM_DESCRIPTION, attribution=QWEN_ATTRIBUTION,
+                         installed=True, version=__version__, voices=tts_voices(catalog, synthesizer.languages),
+                         supports_synthesize_streaming=streaming)
+    return Info(tts=[program])
+
+
+async def serve(listen: Listen, service, zeroconf_name: str | None, zeroconf_host: str | None) -> None:
+    from wyoming.server import AsyncServer
+
+    from .discovery import Announcement, advertised_address
+    from .handler import TtsEventHandler
+
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stopping.set)
+    server = AsyncServer.from_uri(listen.uri)
+    await server.start(partial(TtsEventHandler, service=service))
+    announcement = None
+    try:
+        if zeroconf_name:
+            announcement = Announcement(zeroconf_name, advertised_address(listen.host, zeroconf_host), listen.port)
+            await announcement.start()
+        catalog = service.catalog
+        _LOGGER.info("Ready: %d voices on %s (default %s)", len(catalog.voices), listen.uri, catalog.default)
+        await stopping.wait()
+        _LOGGER.info("Stopping")
+    finally:
+        if announcement is not None:
+            await announcement.stop()
+        await server.stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        parser = build_parser()
+    except ConfigError as err:  # a bad environment variable
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.debug else logging.INFO, format=args.log_format)
+    from .discovery import DiscoveryError
+    from .voices import VoicesFileError
+
+    try:
+        listen, catalog, settings = check_config(args)
+    except (ConfigError, VoicesFileError, DiscoveryError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return run_server(args, listen, catalog, settings)
+
+
+def run_server(args: argparse.Namespace, listen: Listen, catalog, settings) -> int:
+    from .discovery import DiscoveryError
+    from .handler import TtsService
+    from .synthesis import Synthesizer, VoiceSetupError
+    from .text import LanguageDetector
+
+    detector = LanguageDetector()
+    detector.load()
+    try:
+        synthesizer = Synthesizer.load(settings, catalog)
+    except VoiceSetupError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    try:
+        service = TtsService(info=build_info(catalog, synthesizer, streaming=not args.no_streaming),
+                             catalog=catalog, speaker=synthesizer, detector=detector)
+        asyncio.run(serve(listen, service, args.zeroconf, args.zeroconf_host))
+    except (OSError, DiscoveryError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    finally:
+        synthesizer.close()
+    return 0
+
+
+def run() -> None:
+    """Console script entry point."""
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    run()

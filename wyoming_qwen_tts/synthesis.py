@@ -1,0 +1,311 @@
+"""The server's only door to the engine: loads the models, prepares every voice at start-up, and
+runs generation on one worker thread, handing 16-bit PCM to asyncio as frames are decoded.
+
+One generation runs at a time (one device); requests from several connections queue up in order.
+Cancelling a request (its consumer stops, e.g. the client disconnected) sets the engine's cancel
+event, which stops generation before the next frame; a request still waiting never starts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import closing
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .audio import SAMPLE_RATE, SpeedChanger, pcm16_seconds, to_pcm16
+from .text import AUTO, LANGUAGE_CODES
+from .voices import FROZEN_MAX_SECONDS, VoiceCatalog, VoiceSpec, clone_prompt_key, frozen_prompt_key, render_key
+
+if TYPE_CHECKING:
+    from .engine import QwenTTS, VoicePrompt
+
+_LOGGER = logging.getLogger(__name__)
+FRAMES_PER_SECOND = 12.5
+_DONE = object()
+
+
+class VoiceSetupError(RuntimeError):
+    """A voice or model that cannot be prepared; the message says which and why."""
+
+
+@dataclass(frozen=True)
+class EngineSettings:
+    model: str  # Base checkpoint: directory or hub id
+    design_model: str | None  # VoiceDesign checkpoint, None to run without
+    data_dir: Path
+    device: str = "auto"
+    dtype: str = "auto"
+    local_files_only: bool = False
+
+
+@dataclass
+class ReadyVoice:
+    spec: VoiceSpec
+    prompt: VoicePrompt
+    model: QwenTTS  # the checkpoint that speaks it: Base for cloned and frozen voices, VoiceDesign for live ones
+
+    @property
+    def languages(self) -> list[str]:
+        """Language names this voice speaks: its own, or every one its model knows."""
+        if self.spec.language != AUTO:
+            return [self.spec.language]
+        return [name for name in self.model.languages if name in LANGUAGE_CODES]
+
+
+class VoiceCache:
+    """Prepared voices under data-dir: rendered references of frozen voices and voice prompts."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.renders = data_dir / "voices" / "designed"
+        self.prompts = data_dir / "voices" / "prompts"
+
+    def prompt_path(self, key: str) -> Path:
+        return self.prompts / f"{key}.safetensors"
+
+    def load_prompt(self, key: str, voice_name: str) -> VoicePrompt | None:
+        from .engine import VoicePrompt
+
+        path = self.prompt_path(key)
+        if not path.is_file():
+            return None
+        try:
+            return VoicePrompt.load(path)
+        except (ValueError, KeyError, OSError) as err:
+            _LOGGER.warning("Voice %s: ignoring unreadable cached prompt %s (%s)", voice_name, path, err)
+            return None
+
+    def save_prompt(self, key: str, prompt: VoicePrompt) -> None:
+        prompt.save(self.prompt_path(key))
+
+    def render_paths(self, key: str) -> tuple[Path, Path]:
+        return self.renders / f"{key}.wav", self.renders / f"{key}.txt"
+
+
+class Synthesizer:
+    def __init__(self, voices: dict[str, ReadyVoice]) -> None:
+        self.voices = voices
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="synthesis")
+
+    @classmethod
+    def load(cls, settings: EngineSettings, catalog: VoiceCatalog) -> Synthesizer:
+        """Load the models and prepare every voice of the catalog; raises VoiceSetupError."""
+        from .engine import CheckpointError
+
+        try:
+            voices = _prepare_voices(settings, catalog)
+        except CheckpointError as err:
+            raise VoiceSetupError(str(err)) from err
+        synthesizer = cls(voices)
+        synthesizer.warm_up()
+        return synthesizer
+
+    def languages(self, voice_name: str) -> list[str]:
+        return self.voices[voice_name].languages
+
+    def warm_up(self) -> None:
+        """A two-frame generation per voice: the first request then pays neither the device's lazy
+        initialisation nor the priming of a cloned voice's decoder state."""
+        started = time.perf_counter()
+        for voice in self.voices.values():
+            with closing(voice.model.stream("Hello.", voice.prompt, max_frames=2)) as chunks:
+                for _ in chunks:
+                    pass
+        _LOGGER.debug("Warmed up %d voices in %.2f s", len(self.voices), time.perf_counter() - started)
+
+    async def speak(self, voice_name: str, text: str, language: str = AUTO) -> AsyncIterator[bytes]:
+        """16-bit mono PCM at 24 kHz while the sentence is generated. Closing this (or cancelling the
+        task that iterates it) stops the generation."""
+        voice = self.voices[voice_name]
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue = asyncio.Queue()
+        cancel = threading.Event()
+
+        def emit(item: Any) -> None:
+            try:
+                loop.call_soon_threadsafe(queue.put_nowait, item)
+            except RuntimeError:  # the event loop is gone (shutdown): nobody is listening
+                cancel.set()
+
+        self._executor.submit(_generate, voice, text, language, cancel, emit)
+        try:
+            while (item := await queue.get()) is not _DONE:
+                if isinstance(item, BaseException):
+                    raise item
+                if item:
+                    yield item
+        finally:
+            cancel.set()
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+
+def _generate(voice: ReadyVoice, text: str, language: str, cancel: threading.Event,
+              emit: Callable[[Any], None]) -> None:
+    """Runs on the worker thread."""
+    try:
+        if cancel.is_set():
+            return
+        started = time.perf_counter()
+        first_audio = None
+        audio_seconds = 0.0
+        stretch = SpeedChanger(voice.spec.speed)
+        with closing(voice.model.stream(text, voice.prompt, language=language, cancel=cancel)) as chunks:
+            for chunk in chunks:
+                pcm = to_pcm16(stretch.process(chunk.samples))
+                first_audio = first_audio or time.perf_counter() - started
+                audio_seconds += pcm16_seconds(pcm, SAMPLE_RATE)
+                emit(pcm)
+        if cancel.is_set():
+            _LOGGER.debug("Cancelled %s after %.2f s of audio: %r", voice.spec.name, audio_seconds, text[:60])
+            return
+        emit(to_pcm16(stretch.flush()))
+        took = time.perf_counter() - started
+        _LOGGER.debug("Spoke %.2f s with %s (%s) in %.2f s, first audio after %.3f s: %r", audio_seconds,
+                      voice.spec.name, language, took, first_audio or took, text[:60])
+    except Exception as err:  # noqa: BLE001 - handed to the request, which reports it to its client
+        emit(err)
+    finally:
+        emit(_DONE)
+
+
+# -- start-up: models and voices ------------------------------------------------------------------------
+
+
+def _prepare_voices(settings: EngineSettings, catalog: VoiceCatalog) -> dict[str, ReadyVoice]:
+    cache = VoiceCache(settings.data_dir)
+    base = _load_model(settings, settings.model, "base", "--model")
+    specs = list(catalog.voices.values())
+    prompts: dict[str, VoicePrompt] = {}
+    for spec in specs:
+        if spec.kind == "clone":
+            prompts[spec.name] = _cloned_prompt(spec, base, settings, cache)
+        elif spec.kind == "frozen" and settings.design_model is not None:
+            cached = cache.load_prompt(frozen_prompt_key(spec, settings.design_model, settings.model), spec.name)
+            if cached is not None:
+                _LOGGER.info("Voice %s: using the frozen voice cached in %s", spec.name, cache.prompts)
+                prompts[spec.name] = cached
+
+    unrendered = [spec for spec in specs if spec.kind == "frozen" and spec.name not in prompts
+                  and not _render_cached(spec, settings, cache)]
+    live = [spec for spec in specs if spec.kind == "live"]
+    design = None
+    if unrendered or live:
+        if settings.design_model is None:
+            needs = (live or unrendered)[0]
+            raise VoiceSetupError(f"voice {needs.name!r} needs the VoiceDesign model, but --design-model is none")
+        design = _load_model(settings, settings.design_model, "voice_design", "--design-model")
+    elif any(spec.kind == "frozen" for spec in specs):
+        _LOGGER.info("Every designed voice is frozen and cached: not loading the design model (saves its memory)")
+
+    for spec in specs:
+        if spec.kind == "frozen" and spec.name not in prompts:
+            prompts[spec.name] = _frozen_prompt(spec, base, design, settings, cache)
+        elif spec.kind == "live":
+            prompts[spec.name] = design.design_voice(spec.design)
+    if design is not None and not live:
+        _LOGGER.info("Frozen voices rendered; releasing the design model (no live voices)")
+        device = design.device
+        design = None
+        _free_memory(device)
+
+    voices = {spec.name: ReadyVoice(spec, prompts[spec.name], design if spec.kind == "live" else base)
+              for spec in specs}
+    for voice in voices.values():
+        if voice.spec.language != AUTO and voice.spec.language not in voice.model.languages:
+            raise VoiceSetupError(f"voice {voice.spec.name!r}: field 'language': {voice.spec.language} is not "
+                                  f"spoken by {voice.model.checkpoint.path} ({', '.join(voice.model.languages)})")
+    return voices
+
+
+def _load_model(settings: EngineSettings, model: str, expected_type: str, option: str) -> QwenTTS:
+    from .engine import QwenTTS
+
+    started = time.perf_counter()
+    _LOGGER.info("Loading %s (%s) ...", model, option)
+    tts = QwenTTS(model, device=settings.device, dtype=settings.dtype, local_files_only=settings.local_files_only)
+    if tts.model_type != expected_type:
+        raise VoiceSetupError(f"{option} {model} is a {tts.model_type} checkpoint; it must be a {expected_type} one")
+    _LOGGER.info("Loaded %s in %.1f s", model, time.perf_counter() - started)
+    return tts
+
+
+def _free_memory(device) -> None:
+    import gc
+
+    import torch
+
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+
+
+def _cloned_prompt(spec: VoiceSpec, base: QwenTTS, settings: EngineSettings, cache: VoiceCache) -> VoicePrompt:
+    from .engine import ReferenceAudioError
+
+    key = clone_prompt_key(spec, settings.model)
+    cached = cache.load_prompt(key, spec.name)
+    if cached is not None:
+        return cached
+    try:
+        prompt = base.clone_voice(spec.reference, spec.transcript, x_vector_only=spec.transcript is None)
+    except (ReferenceAudioError, ValueError) as err:
+        raise VoiceSetupError(f"voice {spec.name!r}: field 'reference': {err}") from err
+    cache.save_prompt(key, prompt)
+    _LOGGER.info("Voice %s: cloned from %s (%s)", spec.name, spec.reference,
+                 "with transcript" if spec.transcript else "x-vector only")
+    return prompt
+
+
+def _render_cached(spec: VoiceSpec, settings: EngineSettings, cache: VoiceCache) -> bool:
+    if settings.design_model is None:
+        return False
+    wav, transcript = cache.render_paths(render_key(spec, settings.design_model))
+    return wav.is_file() and transcript.is_file()
+
+
+def _frozen_prompt(spec: VoiceSpec, base: QwenTTS, design: QwenTTS | None, settings: EngineSettings,
+                   cache: VoiceCache) -> VoicePrompt:
+    """Render the voice's sentence with the design model (once), then clone the rendering with Base."""
+    from .engine import ReferenceAudioError
+
+    wav, transcript_path = cache.render_paths(render_key(spec, settings.design_model))
+    if wav.is_file() and transcript_path.is_file():
+        _LOGGER.info("Voice %s: cloning the cached rendering %s", spec.name, wav)
+    else:
+        _render(spec, design, wav, transcript_path)
+    transcript = transcript_path.read_text(encoding="utf-8").strip()
+    try:
+        prompt = base.clone_voice(wav, transcript)
+    except (ReferenceAudioError, ValueError) as err:
+        raise VoiceSetupError(f"voice {spec.name!r}: the design model's rendering cannot be cloned ({err}); "
+                              "try another 'seed'") from err
+    cache.save_prompt(frozen_prompt_key(spec, settings.design_model, settings.model), prompt)
+    return prompt
+
+
+def _render(spec: VoiceSpec, design: QwenTTS, wav: Path, transcript_path: Path) -> None:
+    import soundfile as sf
+
+    max_frames = int(FROZEN_MAX_SECONDS * FRAMES_PER_SECOND)
+    started = time.perf_counter()
+    _LOGGER.info("Voice %s: rendering with the design model (once; cached in %s)", spec.name, wav.parent)
+    samples, codes = design.synthesize(spec.render_sentence, design.design_voice(spec.design),
+                                       language=spec.render_language, seed=spec.seed, max_frames=max_frames)
+    if codes.shape[0] >= max_frames:
+        _LOGGER.warning("Voice %s: the rendering did not end within %.0f s and was cut; if the voice sounds "
+                        "off, give it another 'seed'", spec.name, FROZEN_MAX_SECONDS)
+    wav.parent.mkdir(parents=True, exist_ok=True)
+    partial = wav.with_name(wav.stem + ".partial.wav")
+    sf.write(str(partial), samples.clip(-1.0, 1.0), SAMPLE_RATE, subtype="PCM_16")
+    transcript_path.write_text(spec.render_sentence + "\n", encoding="utf-8")
+    partial.replace(wav)  # last: a WAV next to its transcript means a complete rendering
+    _LOGGER.info("Voice %s: rendered %.1f s in %.1f s", spec.name, samples.size / SAMPLE_RATE,
+                 time.perf_counter() - started)
