@@ -182,6 +182,9 @@ def _generate(voice: ReadyVoice, text: str, language: str, cancel: threading.Eve
 def _prepare_voices(settings: EngineSettings, catalog: VoiceCatalog) -> dict[str, ReadyVoice]:
     cache = VoiceCache(settings.data_dir)
     base = _load_model(settings, settings.model, "base", "--model")
+    if base.device.type == "cpu":
+        why = "as asked" if settings.device == "cpu" else "PyTorch sees no CUDA GPU"
+        _LOGGER.warning("Running on the CPU (%s): speech will come slower than real time", why)
     specs = list(catalog.voices.values())
     prompts: dict[str, VoicePrompt] = {}
     for spec in specs:
