@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from .server_harness import FIXTURES, REPO, TINY_MODELS, ServerProcess, run_cli, server_env
+from .server_harness import FIXTURES, REPO, TINY_MODELS, ServerProcess, free_port, run_cli, server_env
 
 REF = FIXTURES / "ref_16k_stereo.wav"
 
@@ -128,3 +128,37 @@ def test_an_unusable_model_is_a_startup_error(tmp_path, model, problem):
     result = run_cli("--model", model.replace("{dir}", str(tmp_path)), "--design-model", str(FIXTURES / "tiny-design"),
                      "--device", "cpu", "--data-dir", str(tmp_path / "data"))
     assert result.returncode == 1 and problem in result.stderr and "Traceback" not in result.stderr
+
+
+class FixedLanguages:
+    def languages(self, voice_name: str) -> list[str]:
+        return ["english", "german"]
+
+
+@pytest.mark.parametrize("streaming", [True, False])
+def test_info_offers_streaming_unless_turned_off(streaming):
+    from wyoming_qwen_tts import __version__
+    from wyoming_qwen_tts.__main__ import build_info, build_parser
+    from wyoming_qwen_tts.voices import builtin_catalog
+
+    args = build_parser().parse_args([] if streaming else ["--no-streaming"])
+    (program,) = build_info(builtin_catalog(), FixedLanguages(), streaming=not args.no_streaming).tts
+    assert program.supports_synthesize_streaming is streaming
+    assert program.name == "qwen-tts" and program.version == __version__ and program.installed
+    assert program.attribution.name == "Qwen" and program.attribution.url == "https://github.com/QwenLM/Qwen3-TTS"
+    assert [voice.languages for voice in program.voices] == [["en", "de"]] * 4
+
+
+def test_healthcheck_fails_when_nothing_answers():
+    from wyoming_qwen_tts.healthcheck import main
+
+    assert main(["--uri", f"tcp://127.0.0.1:{free_port()}", "--timeout", "5"]) == 1
+
+
+def test_healthcheck_reaches_a_server_bound_to_every_address(monkeypatch):
+    from wyoming_qwen_tts.healthcheck import local_uri
+
+    monkeypatch.setenv("QWEN_TTS_URI", "tcp://0.0.0.0:10333")
+    assert local_uri() == "tcp://127.0.0.1:10333"
+    monkeypatch.setenv("QWEN_TTS_URI", "tcp://192.168.1.20:10200")
+    assert local_uri() == "tcp://192.168.1.20:10200"
