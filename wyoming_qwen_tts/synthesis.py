@@ -114,9 +114,12 @@ class Synthesizer:
         initialisation nor the priming of a cloned voice's decoder state."""
         started = time.perf_counter()
         for voice in self.voices.values():
-            with closing(voice.model.stream("Hello.", voice.prompt, max_frames=2)) as chunks:
-                for _ in chunks:
-                    pass
+            try:
+                with closing(voice.model.stream("Hello.", voice.prompt, max_frames=2)) as chunks:
+                    for _ in chunks:
+                        pass
+            except ValueError as err:
+                raise VoiceSetupError(f"voice {voice.spec.name!r} cannot speak: {err}") from err
         _LOGGER.debug("Warmed up %d voices in %.2f s", len(self.voices), time.perf_counter() - started)
 
     async def speak(self, voice_name: str, text: str, language: str = AUTO) -> AsyncIterator[bytes]:
