@@ -120,3 +120,21 @@ def test_several_clients_streaming_at_once_all_finish(server):
 
     for answer in asyncio.run(run_all()):
         assert answer.closing_types() == ["audio-start", "audio-stop", "synthesize-stopped"] and answer.pcm
+
+
+async def _short_request_during_a_long_one(port: int):
+    async with AsyncTcpClient("127.0.0.1", port) as client:
+        await client.write_event(Synthesize(text=LONG_TEXT + ".").event())
+        long_answer = await read_until(client, "audio-chunk")
+        short_answer = await synthesize(port, "Hi.", voice="bob")
+        await read_until(client, "audio-stop", long_answer)
+    return long_answer, short_answer
+
+
+def test_a_request_joins_a_running_one_instead_of_waiting_for_it(server):
+    """Continuous batching: a short sentence arriving mid-way through a long one is spoken at
+    once, alongside it, not after it."""
+    long_answer, short_answer = asyncio.run(_short_request_during_a_long_one(server.port))
+    assert short_answer.closing_types() == ["audio-start", "audio-stop"] and short_answer.pcm
+    assert short_answer.first_time("audio-stop") < long_answer.first_time("audio-stop")
+    assert long_answer.seconds > 2 * short_answer.seconds  # so the ordering above is not a tie

@@ -62,6 +62,16 @@ def env_zeroconf() -> str | None:
     return PROGRAM_NAME if value.lower() in TRUE_WORDS else value
 
 
+def batch_size(value: str) -> int:
+    size = int(value)
+    if not 1 <= size <= 256:
+        raise ValueError(value)
+    return size
+
+
+batch_size.__name__ = "batch size (1-256)"  # how argparse names it in its error message
+
+
 def default_data_dir() -> str:
     base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
     return str(Path(base) / "wyoming-qwen-tts")
@@ -95,6 +105,8 @@ def build_parser() -> argparse.ArgumentParser:
            default=env_value("--device", "auto"))
     option("--dtype", "model weights: auto (bfloat16 on GPU, float32 on CPU), float32, bfloat16, float16",
            choices=["auto", "float32", "bfloat16", "float16"], default=env_value("--dtype", "auto"))
+    option("--max-batch", "sentences generated together (continuous batching; memory grows with it) (default 8)",
+           type=batch_size, default=env_value("--max-batch", "8"))
     option("--no-streaming", "do not advertise streaming synthesis (Home Assistant then sends whole texts)",
            action="store_true", default=env_flag("--no-streaming"))
     option("--local-files-only", "never download checkpoints; use the Hugging Face cache only",
@@ -154,7 +166,8 @@ def check_config(args: argparse.Namespace):
             raise ConfigError(f"{catalog.source}: voice {designed[0].name!r}: field 'design': a designed voice "
                               f"({designed[0].kind}) needs the design model, but --design-model is none")
     settings = EngineSettings(model=args.model, design_model=design_model, data_dir=Path(args.data_dir).expanduser(),
-                              device=args.device, dtype=args.dtype, local_files_only=args.local_files_only)
+                              device=args.device, dtype=args.dtype, local_files_only=args.local_files_only,
+                              max_batch=args.max_batch)
     return listen, catalog, settings
 
 

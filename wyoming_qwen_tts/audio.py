@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-SAMPLE_RATE = 24000  # the engine's output rate (its SAMPLE_RATE; repeated here to keep torch out)
+from .engine import SAMPLE_RATE  # torch-free constant
+
 SAMPLE_WIDTH = 2  # bytes: 16-bit PCM
 CHANNELS = 1
 MIN_SPEED = 0.25

@@ -1,9 +1,11 @@
 """The server's only door to the engine: loads the models, prepares every voice at start-up, and
-runs generation on one worker thread, handing 16-bit PCM to asyncio as frames are decoded.
+runs generation through the engine's batch scheduler (one per loaded model), handing 16-bit PCM
+to asyncio as frames are decoded.
 
-One generation runs at a time (one device); requests from several connections queue up in order.
-Cancelling a request (its consumer stops, e.g. the client disconnected) sets the engine's cancel
-event, which stops generation before the next frame; a request still waiting never starts.
+Requests from all connections share one continuous batch: a new sentence joins between frames
+instead of waiting for the others to finish. Cancelling a request (its consumer stops, e.g. the
+client disconnected) sets the engine's cancel event, which frees its batch row within a frame; a
+request still waiting for a row never starts.
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ class EngineSettings:
     device: str = "auto"
     dtype: str = "auto"
     local_files_only: bool = False
+    max_batch: int = 8  # sentences generated together per model
 
 
 @dataclass
@@ -89,9 +92,14 @@ class VoiceCache:
 
 
 class Synthesizer:
-    def __init__(self, voices: dict[str, ReadyVoice]) -> None:
+    def __init__(self, voices: dict[str, ReadyVoice], max_batch: int = 8) -> None:
+        from .engine.scheduler import BatchScheduler
+
         self.voices = voices
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="synthesis")
+        models = {id(voice.model): voice.model for voice in voices.values()}
+        self._schedulers = {key: BatchScheduler(model, max_rows=max_batch) for key, model in models.items()}
+        # One thread per request in flight: each waits for its chunks, converts them and hands them over.
+        self._executor = ThreadPoolExecutor(max_workers=4 * max_batch * len(models), thread_name_prefix="synthesis")
 
     @classmethod
     def load(cls, settings: EngineSettings, catalog: VoiceCatalog) -> Synthesizer:
@@ -102,7 +110,7 @@ class Synthesizer:
             voices = _prepare_voices(settings, catalog)
         except CheckpointError as err:
             raise VoiceSetupError(str(err)) from err
-        synthesizer = cls(voices)
+        synthesizer = cls(voices, settings.max_batch)
         synthesizer.warm_up()
         return synthesizer
 
@@ -136,7 +144,8 @@ class Synthesizer:
             except RuntimeError:  # the event loop is gone (shutdown): nobody is listening
                 cancel.set()
 
-        self._executor.submit(_generate, voice, text, language, cancel, emit)
+        scheduler = self._schedulers[id(voice.model)]
+        self._executor.submit(_generate, voice, scheduler, text, language, cancel, emit)
         try:
             while (item := await queue.get()) is not _DONE:
                 if isinstance(item, BaseException):
@@ -148,11 +157,24 @@ class Synthesizer:
 
     def close(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)
+        for scheduler in self._schedulers.values():
+            scheduler.close()
 
 
-def _generate(voice: ReadyVoice, text: str, language: str, cancel: threading.Event,
+def _open_stream(voice: ReadyVoice, scheduler: Any, text: str, language: str, cancel: threading.Event):
+    """The batch scheduler's stream; a sentence too long for a batch row runs on its own instead."""
+    try:
+        return scheduler.stream(text, voice.prompt, language=language, cancel=cancel)
+    except ValueError as err:
+        if "split the text" not in str(err):
+            raise
+        _LOGGER.debug("Sentence too long for a batch row, generating it alone: %s", err)
+        return voice.model.stream(text, voice.prompt, language=language, cancel=cancel)
+
+
+def _generate(voice: ReadyVoice, scheduler: Any, text: str, language: str, cancel: threading.Event,
               emit: Callable[[Any], None]) -> None:
-    """Runs on the worker thread."""
+    """Runs on a worker thread, one per request."""
     try:
         if cancel.is_set():
             return
@@ -160,7 +182,7 @@ def _generate(voice: ReadyVoice, text: str, language: str, cancel: threading.Eve
         first_audio = None
         audio_seconds = 0.0
         stretch = SpeedChanger(voice.spec.speed)
-        with closing(voice.model.stream(text, voice.prompt, language=language, cancel=cancel)) as chunks:
+        with closing(_open_stream(voice, scheduler, text, language, cancel)) as chunks:
             for chunk in chunks:
                 pcm = to_pcm16(stretch.process(chunk.samples))
                 first_audio = first_audio or time.perf_counter() - started

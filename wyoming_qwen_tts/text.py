@@ -14,15 +14,9 @@ from collections.abc import Iterable
 
 from sentence_stream import SentenceBoundaryDetector
 
-_LOGGER = logging.getLogger(__name__)
+from .engine.languages import AUTO, LANGUAGE_CODES, LANGUAGE_NAMES, normalize_language  # noqa: F401 (re-exported)
 
-# Engine language name -> ISO 639-1 code (what Home Assistant matches pipeline languages against).
-LANGUAGE_CODES = {
-    "chinese": "zh", "english": "en", "japanese": "ja", "korean": "ko", "german": "de",
-    "french": "fr", "russian": "ru", "portuguese": "pt", "spanish": "es", "italian": "it",
-}
-LANGUAGE_NAMES = {code: name for name, code in LANGUAGE_CODES.items()}
-AUTO = "auto"
+_LOGGER = logging.getLogger(__name__)
 
 # Longer "sentences" (no punctuation for paragraphs) are cut at clause or word boundaries so that
 # one piece never approaches the engine's length cap and audio keeps flowing.
@@ -32,20 +26,6 @@ _WHITESPACE = re.compile(r"\s+")
 
 # py3langid probabilities for a sentence it is unsure of are low; below this we let the model decide.
 LANGUAGE_CONFIDENCE_FLOOR = 0.5
-
-
-def normalize_language(value: str | None) -> str:
-    """'auto' or one of the ten language names, from a name or code in any case ('EN', 'en-US', 'German')."""
-    if value is None or not str(value).strip():
-        return AUTO
-    text = str(value).strip().lower().replace("_", "-")
-    if text == AUTO or text in LANGUAGE_CODES:
-        return text
-    code = text.split("-", 1)[0]
-    if code in LANGUAGE_NAMES:
-        return LANGUAGE_NAMES[code]
-    raise ValueError(f"unknown language {value!r}; use auto, a name ({', '.join(LANGUAGE_CODES)}) "
-                     f"or a code ({', '.join(LANGUAGE_NAMES)})")
 
 
 def language_codes(names: Iterable[str]) -> list[str]:

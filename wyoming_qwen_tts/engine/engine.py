@@ -18,13 +18,14 @@ from .audio_io import read_audio, resample
 from .checkpoint import Checkpoint, CheckpointError, load_checkpoint, load_safetensors
 from .codec import DecoderState, SpeechCodec
 from .generate import FRAMES_CAP, MIN_FRAMES_BEFORE_EOS, decode_stream, frame_budget, generate_frames
-from .prompt import PromptBuilder, TextMode, VoicePrompt, normalize_language
+from . import SAMPLE_RATE
+from .languages import normalize_language
+from .prompt import PromptBuilder, TextMode, VoicePrompt
 from .sampling import SamplingConfig
 from .speaker import log_mel
 from .talker import Qwen3TTSModel
 
 _LOGGER = logging.getLogger(__name__)
-SAMPLE_RATE = 24000
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 

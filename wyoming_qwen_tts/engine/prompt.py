@@ -25,30 +25,13 @@ from typing import Literal
 import torch
 
 from .checkpoint import ModelConfig
+from .languages import normalize_language
 from .talker import Talker
 
 VoiceKind = Literal["icl", "xvector", "design", "speaker"]
 TextMode = Literal["per_frame", "prefill"]
 
-LANGUAGES = ("chinese", "english", "japanese", "korean", "german", "french", "russian", "portuguese",
-             "spanish", "italian")
-LANGUAGE_CODES = {"zh": "chinese", "en": "english", "ja": "japanese", "ko": "korean", "de": "german",
-                  "fr": "french", "ru": "russian", "pt": "portuguese", "es": "spanish", "it": "italian"}
 PROMPT_FORMAT = "wyoming-qwen-tts voice prompt v1"
-
-
-def normalize_language(language: str | None) -> str:
-    """'auto' or one of the ten language names, from a name or code in any case ('EN', 'en-US')."""
-    if language is None or not language.strip():
-        return "auto"
-    value = language.strip().lower().replace("_", "-")
-    if value == "auto" or value in LANGUAGES:
-        return value
-    base = value.split("-", 1)[0]
-    if base in LANGUAGE_CODES:
-        return LANGUAGE_CODES[base]
-    raise ValueError(f"unknown language {language!r}; use auto, a name ({', '.join(LANGUAGES)}) or a code "
-                     f"({', '.join(LANGUAGE_CODES)})")
 
 
 @dataclass

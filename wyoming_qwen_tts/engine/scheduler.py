@@ -19,7 +19,8 @@ from .codec import DecoderState
 from .engine import AudioChunk, QwenTTS, resolve_seed
 from .generate import (MIN_FRAMES_BEFORE_EOS, BucketedRunner, CudaGraphRunner, DecodeBatch, EagerRunner, Row,
                        frame_budget)
-from .prompt import TextMode, VoicePrompt, normalize_language
+from .languages import normalize_language
+from .prompt import TextMode, VoicePrompt
 from .sampling import SamplingConfig
 
 _LOGGER = logging.getLogger(__name__)
