@@ -110,3 +110,27 @@ def test_runner_choice_is_checked(base_tts):
         BatchScheduler(base_tts, runner="warp-drive")
     with pytest.raises(ValueError, match="need a CUDA device"):
         BatchScheduler(base_tts, runner="cuda-graphs")
+
+
+def test_a_failing_step_fails_its_requests_and_the_scheduler_keeps_serving(base_tts, voices):
+    scheduler = BatchScheduler(base_tts, max_rows=2, max_len=256)
+    try:
+        first = scheduler.stream(text=TEXTS[0], voice=voices[0], max_frames=20, min_frames=20,
+                                 first_chunk_frames=1, max_chunk_frames=1)
+        next(first)
+        batch = scheduler._batch
+        original = batch.runner.run
+
+        def failing(*args, **kwargs):  # e.g. CUDA out of memory in the middle of a step
+            batch.runner.run = original
+            raise RuntimeError("CUDA out of memory (injected)")
+
+        batch.runner.run = failing
+        with pytest.raises(RuntimeError, match="injected"):
+            list(first)
+        later = _collect(scheduler.stream(text=TEXTS[1], voice=voices[1], sampling=GREEDY, max_frames=5,
+                                          min_frames=5))
+        np.testing.assert_array_equal(later[0], base_tts.synthesize(text=TEXTS[1], voice=voices[1], sampling=GREEDY,
+                                                                     max_frames=5, min_frames=5)[1])
+    finally:
+        scheduler.close()

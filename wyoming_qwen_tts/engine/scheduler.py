@@ -198,6 +198,8 @@ class BatchScheduler:
             for row in batch.rows:
                 row.owner.chunks.put(err)
             self._batch = None  # fresh caches for whoever comes next
+            if self.tts.device.type == "cuda":
+                torch.cuda.empty_cache()  # after an out-of-memory error, give the memory back first
             return
         done = {id(row) for row in finished}
         for row, frame in produced:
