@@ -2,7 +2,8 @@
 # Run ON the GPU machine (device tool), from the repository root, with .whl carried along:
 #   bash benchmarks/gpu_run.sh [check|serve|compare|all]
 # check:   tools/gpu_check.py (CUDA graphs and batching give the single-stream codes)
-# serve:   benchmarks/serving_bench.py on a full-size 1.7B Base random checkpoint (sweep 1..64)
+# serve:   benchmarks/serving_bench.py on a full-size 1.7B Base random checkpoint (sweep 1..64), and
+#          benchmarks/socket_bench.py: first audio at the Wyoming socket through the real server
 # compare: benchmarks/bench_engine.py: ours vs the official qwen-tts vs faster-qwen3-tts, same checkpoint
 # Results go to $OUT (or ./gpu-results) as JSON and logs.
 set -euo pipefail
@@ -30,6 +31,9 @@ fi
 if [ "$what" = serve ] || [ "$what" = all ]; then
     python3 benchmarks/serving_bench.py --checkpoint "$ckpt" --device cuda --dtype bfloat16 --runner cuda-graphs \
         --frames 50 --runs 10 --sweep 1,4,8,16,32,64 --json "$out/serving.json" 2>&1 | tee "$out/serving.log"
+    install server
+    PYTHONPATH="/tmp/site-server:$PYTHONPATH" python3 benchmarks/socket_bench.py --checkpoint "$ckpt" --device cuda \
+        --runs 20 --concurrency 1,8,32 --max-batch 32 --json "$out/socket.json" 2>&1 | tee "$out/socket.log"
 fi
 if [ "$what" = compare ] || [ "$what" = all ]; then
     install official

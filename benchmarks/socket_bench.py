@@ -1,0 +1,128 @@
+"""First audio at the Wyoming socket: what Home Assistant waits for.
+
+Starts the real server (python -m wyoming_qwen_tts) on a checkpoint with one ICL voice, then times
+`synthesize` requests from a wyoming client on loopback: request sent -> first audio-chunk
+received, and -> audio-stop, one client at a time and then N at once.
+
+    python benchmarks/socket_bench.py --checkpoint bench-checkpoints/1.7B-Base --device cuda \
+        --runs 20 --concurrency 1,8,32 [--json out.json]
+
+Random weights speak noise and may end early (EOS): first-audio figures are what this measures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from benchmarks.bench_engine import REF_TEXT, TEXT, git_commit, write_reference  # noqa: E402
+from benchmarks.serving_bench import percentile  # noqa: E402
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+async def one_request(port: int, text: str) -> tuple[float, float]:
+    from wyoming.client import AsyncTcpClient
+    from wyoming.tts import Synthesize
+
+    async with AsyncTcpClient("127.0.0.1", port) as client:
+        start = time.perf_counter()
+        await client.write_event(Synthesize(text=text).event())
+        first = None
+        while True:
+            event = await client.read_event()
+            if event is None:
+                raise ConnectionError("server closed the connection")
+            if event.type == "audio-chunk" and first is None:
+                first = time.perf_counter() - start
+            if event.type == "audio-stop":
+                return first if first is not None else float("nan"), time.perf_counter() - start
+
+
+async def wait_ready(port: int, process: subprocess.Popen, timeout: float = 900) -> None:
+    from wyoming.client import AsyncTcpClient
+    from wyoming.info import Describe
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise SystemExit(f"server exited with {process.returncode}")
+        try:
+            async with AsyncTcpClient("127.0.0.1", port) as client:
+                await client.write_event(Describe().event())
+                if await asyncio.wait_for(client.read_event(), 5) is not None:
+                    return
+        except (OSError, asyncio.TimeoutError):
+            await asyncio.sleep(0.5)
+    raise SystemExit("server did not come up")
+
+
+async def measure(port: int, runs: int, levels: list[int]) -> dict:
+    await one_request(port, TEXT)  # warm-up
+    sequential = [await one_request(port, TEXT) for _ in range(runs)]
+    report = {"sequential": {"first_audio_ms_p50": 1000 * percentile([f for f, _ in sequential], 50),
+                             "first_audio_ms_p95": 1000 * percentile([f for f, _ in sequential], 95)}}
+    report["concurrent"] = []
+    for level in levels:
+        answers = await asyncio.gather(*(one_request(port, TEXT) for _ in range(level)))
+        firsts = [f for f, _ in answers]
+        report["concurrent"].append({"clients": level, "first_audio_ms_p50": 1000 * percentile(firsts, 50),
+                                     "first_audio_ms_p95": 1000 * percentile(firsts, 95)})
+    return report
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--checkpoint", type=Path, required=True)
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--dtype", default="auto")
+    parser.add_argument("--runs", type=int, default=20)
+    parser.add_argument("--concurrency", default="1,8,32")
+    parser.add_argument("--max-batch", type=int, default=32)
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args()
+    levels = [int(v) for v in args.concurrency.split(",") if v]
+    port = free_port()
+    with tempfile.TemporaryDirectory() as tmp:
+        ref = Path(tmp) / "ref.wav"
+        write_reference(ref)
+        voices = Path(tmp) / "voices.yaml"
+        voices.write_text(f"default: ref\nvoices:\n  ref:\n    description: bench\n    reference: {ref}\n"
+                          f"    transcript: \"{REF_TEXT}\"\n    language: english\n")
+        command = [sys.executable, "-m", "wyoming_qwen_tts", "--uri", f"tcp://127.0.0.1:{port}",
+                   "--model", str(args.checkpoint), "--design-model", "none", "--voices", str(voices),
+                   "--data-dir", str(Path(tmp) / "data"), "--device", args.device, "--dtype", args.dtype,
+                   "--max-batch", str(args.max_batch)]
+        log = open(Path(tmp) / "server.log", "w")
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=dict(os.environ))
+        try:
+            asyncio.run(wait_ready(port, process))
+            report = asyncio.run(measure(port, args.runs, levels))
+        finally:
+            process.terminate()
+            process.wait(timeout=30)
+            log.close()
+    report.update(checkpoint=args.checkpoint.name, device=args.device, commit=git_commit(),
+                  date=time.strftime("%Y-%m-%d"), command=" ".join(sys.argv))
+    print(json.dumps(report, indent=2))
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()
