@@ -267,7 +267,7 @@ class CudaGraphRunner(BucketedRunner):
         if captured is not None:
             graph, frames = captured
             graph.replay()
-            return frames
+            return frames.clone()  # the graph's output buffer is overwritten by the next replay
         frames = super().execute(batch, rows, kv_len)
         torch.cuda.synchronize()
         graph = torch.cuda.CUDAGraph()
