@@ -271,7 +271,8 @@ class CudaGraphRunner(BucketedRunner):
         frames = super().execute(batch, rows, kv_len)
         torch.cuda.synchronize()
         graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph, pool=self.pool):
+        # thread_local: the codec thread keeps allocating and launching while this thread captures
+        with torch.cuda.graph(graph, pool=self.pool, capture_error_mode="thread_local"):
             static_frames = super().execute(batch, rows, kv_len)
         self.graphs[(rows, kv_len)] = (graph, static_frames)
         return frames

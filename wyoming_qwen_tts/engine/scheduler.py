@@ -109,6 +109,8 @@ class BatchScheduler:
             raise ValueError("need 1 <= first_chunk_frames <= max_chunk_frames")
         cancel = cancel or threading.Event()
         audio = Audio(tts._decoder_state(voice), first_chunk_frames, max_chunk_frames)
+        if tts.device.type == "cuda":
+            torch.cuda.current_stream().synchronize()  # the state's copy is done before the codec stream reads it
         row = Row(prefill, sampling or tts.default_sampling, resolve_seed(seed), max_frames, min_frames,
                   should_stop=cancel.is_set, owner=audio)
         with self._wake:
@@ -217,6 +219,16 @@ class BatchScheduler:
     # -- the codec thread --------------------------------------------------------------------
 
     def _run_codec(self) -> None:
+        if self.tts.device.type == "cuda":
+            # Its own CUDA stream, so decoding overlaps the batch's steps. Frames arrive complete
+            # (the batch thread read them back before queueing), and every decode ends with a copy
+            # to the host, so no cross-stream synchronisation is needed.
+            with torch.cuda.stream(torch.cuda.Stream(device=self.tts.device)):
+                self._codec_loop()
+        else:
+            self._codec_loop()
+
+    def _codec_loop(self) -> None:
         waiting: deque[Audio] = deque()  # streams with jobs, in arrival order
         stop = False
         while not stop:
