@@ -5,7 +5,9 @@ import pytest
 from wyoming_qwen_tts.text import (
     MAX_SENTENCE_CHARS,
     LanguageDetector,
+    RequestText,
     SentenceSplitter,
+    clean_text,
     is_speakable,
     language_codes,
     normalize_language,
@@ -75,6 +77,72 @@ def test_long_sentences_are_cut_at_clauses_then_words():
     assert " ".join(split_long(words)) == words
     unspaced = "字" * 700
     assert "".join(split_long(unspaced)) == unspaced and max(map(len, split_long(unspaced))) <= MAX_SENTENCE_CHARS
+
+
+@pytest.mark.parametrize("text, spoken", [
+    ("Sure! 😊 The lights are off. 👍🏽", "Sure! The lights are off."),
+    ("Family: 👨\u200d👩\u200d👧 at home ❤️ now", "Family: at home now"),
+    ("Null\x00 bell\x07 escape\x1b[0m done", "Null bell escape [0m done"),
+    ("zero\u200bwidth, soft\u00adhyphen, \ufeffBOM, bidi\u202e", "zero width, soft hyphen, BOM, bidi"),
+    ("lone \ud800 surrogate, private \ue000 use", "lone surrogate, private use"),
+    ("It is 25 °C, or 77 ℉ ™", "It is 25 °C, or 77 ℉ ™"),  # letterlike symbols stay
+])
+def test_control_characters_and_emoji_are_not_spoken(text, spoken):
+    assert clean_text(text) == spoken
+
+
+def test_emoji_only_text_has_nothing_to_say():
+    assert split_sentences("😀 🎉 ✅") == []
+
+
+def test_mixed_scripts_stay_in_one_sentence():
+    assert split_sentences("Hello 你好 Привет مرحبا.") == ["Hello 你好 Привет مرحبا."]
+
+
+def test_request_text_keeps_the_first_max_chars_cut_between_words():
+    text = RequestText(max_chars=30)
+    sentences = text.add("The first sentence. The second one is cut here.") + text.finish()
+    assert sentences == ["The first sentence.", "The second"]
+    assert text.truncated and text.received == 47
+
+
+def test_request_text_in_pieces_stops_at_the_limit_and_counts_the_rest():
+    text = RequestText(max_chars=30)
+    assert text.add("Twenty characters. Then") == ["Twenty characters."]
+    assert not text.truncated
+    assert text.add(" more text") == []
+    assert text.add(" that is dropped.") == []
+    assert text.finish() == ["Then more"]
+    assert text.truncated and text.received == 23 + 10 + 17
+
+
+def test_a_hundred_thousand_characters_become_at_most_max_chars_of_sentences():
+    text = RequestText(max_chars=5000)
+    sentences = text.add("This is a sentence of some length. " * 3000) + text.finish()
+    assert text.received == 105000 and sum(map(len, sentences)) <= 5000
+    whole, last = sentences[:-1], sentences[-1]
+    assert len(whole) == 5000 // 35 and set(whole) == {"This is a sentence of some length."}
+    assert "This is a sentence of some length.".startswith(last)
+
+
+def test_ssml_tags_are_dropped_and_entities_decoded():
+    text = RequestText(max_chars=1000, markup=True)
+    ssml = '<speak>Tom &amp; Jerry.<break time="1s"/>It is <emphasis>very</emphasis> late.</speak>'
+    assert text.add(ssml) + text.finish() == ["Tom & Jerry.", "It is very late."]
+
+
+def test_ssml_is_recognised_by_its_look_and_tags_may_be_split_across_pieces():
+    text = RequestText(max_chars=1000)
+    pieces = ["  <speak><prosody ra", 'te="slow">Good ni', "ght &a", "mp; sleep well.</pros", "ody></speak>"]
+    sentences = [sentence for piece in pieces for sentence in text.add(piece)] + text.finish()
+    assert sentences == ["Good night & sleep well."]
+
+
+def test_plain_text_with_angle_brackets_is_read_as_is():
+    text = RequestText(max_chars=1000)
+    assert text.add("If a < b and c > d, say so.") + text.finish() == ["If a < b and c > d, say so."]
+    explicit = RequestText(max_chars=1000, markup=False)
+    assert explicit.add("<speak>Hi</speak>") + explicit.finish() == ["<speak>Hi</speak>"]
 
 
 @pytest.fixture(scope="module")

@@ -11,6 +11,7 @@ import re
 import threading
 import unicodedata
 from collections.abc import Iterable
+from html.parser import HTMLParser
 
 from sentence_stream import SentenceBoundaryDetector
 
@@ -24,6 +25,14 @@ MAX_SENTENCE_CHARS = 300
 _CLAUSE_BREAK = re.compile(r"(?<=[,;:\u2014\u2013\uff0c\u3001\uff1b\uff1a])\s*")
 _WHITESPACE = re.compile(r"\s+")
 
+# Not speech: controls, format marks (zero-width, bidi, soft hyphen, BOM), lone surrogates (JSON
+# can carry them), private use and unassigned code points. Each becomes a space.
+_UNSPOKEN_CATEGORIES = {"Cc", "Cf", "Cs", "Co", "Cn"}
+# Emoji and pictographs: symbols ("So") in these blocks; the model has no reading for them. Letterlike
+# symbols below U+2190 (°, ℃, ™) and CJK symbols are kept.
+_PICTOGRAPH_BLOCKS = ((0x2190, 0x2BFF), (0x1F000, 0x1FAFF))
+_EMOJI_MODIFIERS = {0x20E3, *range(0xFE00, 0xFE10), *range(0x1F3FB, 0x1F400), *range(0xE0100, 0xE01F0)}
+
 # py3langid probabilities for a sentence it is unsure of are low; below this we let the model decide.
 LANGUAGE_CONFIDENCE_FLOOR = 0.5
 
@@ -34,8 +43,20 @@ def language_codes(names: Iterable[str]) -> list[str]:
 
 
 def clean_text(text: str) -> str:
-    """One line, single spaces: line breaks from templates and LLM output are not pauses we want."""
-    return _WHITESPACE.sub(" ", text).strip()
+    """One line, single spaces, nothing unspeakable: line breaks from templates and LLM output are
+    not pauses we want; control characters and emoji are not speech."""
+    kept = "".join(" " if _is_unspoken(char) else char for char in text)
+    return _WHITESPACE.sub(" ", kept).strip()
+
+
+def _is_unspoken(char: str) -> bool:
+    category = unicodedata.category(char)
+    if category in _UNSPOKEN_CATEGORIES:
+        return True
+    code = ord(char)
+    if category == "So":
+        return any(first <= code <= last for first, last in _PICTOGRAPH_BLOCKS)
+    return code in _EMOJI_MODIFIERS
 
 
 def is_speakable(text: str) -> bool:
@@ -98,6 +119,79 @@ def _speakable_pieces(sentences: Iterable[str]) -> list[str]:
         if is_speakable(cleaned):
             pieces.extend(split_long(cleaned))
     return pieces
+
+
+def looks_like_ssml(text: str) -> bool:
+    return text.lstrip().startswith("<speak")
+
+
+class MarkupStripper(HTMLParser):
+    """The text of SSML (or any XML-like markup) fed in pieces: tags are dropped (each leaves a
+    space), entities decoded; a tag or entity split across pieces waits for its end."""
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self._text: list[str] = []
+
+    def take(self, chunk: str) -> str:
+        self.feed(chunk)
+        return self._drain()
+
+    def finish(self) -> str:
+        self.close()
+        return self._drain()
+
+    def handle_data(self, data: str) -> None:
+        self._text.append(data)
+
+    def handle_starttag(self, tag: str, attrs) -> None:
+        self._text.append(" ")
+
+    def handle_endtag(self, tag: str) -> None:
+        self._text.append(" ")
+
+    def _drain(self) -> str:
+        text, self._text = "".join(self._text), []
+        return text
+
+
+class RequestText:
+    """One request's text as it arrives, whole or in pieces: the first max_chars characters are
+    kept (cut between words), markup is dropped when the text is SSML (markup=None: SSML when it
+    starts with <speak), and the speakable sentences come out as soon as they are complete."""
+
+    def __init__(self, max_chars: int, markup: bool | None = None) -> None:
+        self.max_chars = max_chars
+        self.received = 0  # characters received, kept or not
+        self._markup = markup
+        self._stripper: MarkupStripper | None = None
+        self._splitter = SentenceSplitter()
+
+    @property
+    def truncated(self) -> bool:
+        return self.received > self.max_chars
+
+    def add(self, chunk: str) -> list[str]:
+        kept = self._within_limit(chunk)
+        if self._markup is None and kept.strip():
+            self._markup = looks_like_ssml(kept)
+        if self._markup:
+            self._stripper = self._stripper or MarkupStripper()
+            kept = self._stripper.take(kept)
+        return self._splitter.add(kept)
+
+    def finish(self) -> list[str]:
+        tail = self._stripper.finish() if self._stripper else ""
+        return self._splitter.add(tail) + self._splitter.finish()
+
+    def _within_limit(self, chunk: str) -> str:
+        room = max(0, self.max_chars - self.received)
+        self.received += len(chunk)
+        if len(chunk) <= room:
+            return chunk
+        kept = chunk[:room]
+        word_start = kept.rfind(" ")
+        return kept[:word_start] if word_start > 0 and not chunk[room].isspace() else kept
 
 
 class LanguageDetector:
