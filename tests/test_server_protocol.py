@@ -1,75 +1,15 @@
 """The event handler in-process with a stand-in speaker: every path ends with the closing events."""
 
 import asyncio
-from functools import partial
 
 import pytest
 from wyoming.client import AsyncTcpClient
 from wyoming.event import Event
-from wyoming.info import Describe, Info
-from wyoming.server import AsyncTcpServer
+from wyoming.info import Describe
 from wyoming.tts import Synthesize, SynthesizeChunk, SynthesizeStart, SynthesizeStop, SynthesizeVoice
 
-from wyoming_qwen_tts.handler import TtsEventHandler, TtsService
-from wyoming_qwen_tts.text import LanguageDetector
-from wyoming_qwen_tts.voices import VoiceCatalog, VoiceSpec
-
-from .server_harness import free_port, read_until
-
-CATALOG = VoiceCatalog({
-    "ann": VoiceSpec(name="ann", description="Ann", design="x"),
-    "fritz": VoiceSpec(name="fritz", description="Fritz", design="y", language="german"),
-}, default="ann")
-
-
-class StandInSpeaker:
-    """Records what it is asked to say; 'fail' in a sentence raises, 'forever' never ends."""
-
-    def __init__(self) -> None:
-        self.said: list[tuple[str, str, str]] = []
-        self.cancelled = asyncio.Event()
-
-    def languages(self, voice_name: str) -> list[str]:
-        return ["english", "german", "french"]
-
-    async def speak(self, voice_name: str, text: str, language: str = "auto"):
-        self.said.append((voice_name, text, language))
-        if "fail" in text:
-            raise ValueError("the model refused")
-        yield b"\x01\x00" * 480
-        if "forever" in text:
-            try:
-                await asyncio.Event().wait()
-            finally:
-                self.cancelled.set()
-        yield b"\x02\x00" * 480
-
-
-async def serving(speaker: StandInSpeaker):
-    detector = LanguageDetector()
-    service = TtsService(info=Info(), catalog=CATALOG, speaker=speaker, detector=detector)
-    server = AsyncTcpServer("127.0.0.1", free_port())
-    await server.start(partial(TtsEventHandler, service=service))
-    return server
-
-
-async def exchange(server, *events: Event, last: str = "audio-stop"):
-    async with AsyncTcpClient("127.0.0.1", server.port) as client:
-        for event in events:
-            await client.write_event(event)
-        return await read_until(client, last, timeout=10)
-
-
-def run(scenario):
-    async def main():
-        speaker = StandInSpeaker()
-        server = await serving(speaker)
-        try:
-            return await scenario(server, speaker)
-        finally:
-            await server.stop()
-
-    return asyncio.run(main())
+from .server_harness import read_until
+from .standin import exchange, run
 
 
 def test_a_failing_sentence_reports_an_error_and_the_rest_is_still_spoken():
@@ -149,8 +89,9 @@ def test_an_unreadable_event_drops_only_that_connection():
         reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
         writer.write(b'["not", "an", "event"]\n')
         await writer.drain()
-        assert await asyncio.wait_for(reader.read(), 10) == b""
+        said = await asyncio.wait_for(reader.read(), 10)  # everything until the server closes
         writer.close()
+        assert said.startswith(b'{"type": "error"') and b"bad-event" in said
         async with AsyncTcpClient("127.0.0.1", server.port) as client:
             await client.write_event(SynthesizeChunk(text="stray chunk").event())
             await client.write_event(Describe().event())

@@ -14,7 +14,7 @@ import asyncio
 import logging
 import threading
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import closing
 from dataclasses import dataclass
@@ -30,6 +30,8 @@ if TYPE_CHECKING:
 
 _LOGGER = logging.getLogger(__name__)
 FRAMES_PER_SECOND = 12.5
+# Audio chunks (80-640 ms each) per request that may wait for a slow client.
+PENDING_CHUNKS = 16
 _DONE = object()
 
 
@@ -134,26 +136,16 @@ class Synthesizer:
         """16-bit mono PCM at 24 kHz while the sentence is generated. Closing this (or cancelling the
         task that iterates it) stops the generation."""
         voice = self.voices[voice_name]
-        loop = asyncio.get_running_loop()
-        queue: asyncio.Queue = asyncio.Queue()
-        cancel = threading.Event()
-
-        def emit(item: Any) -> None:
-            try:
-                loop.call_soon_threadsafe(queue.put_nowait, item)
-            except RuntimeError:  # the event loop is gone (shutdown): nobody is listening
-                cancel.set()
-
+        handoff = Handoff(asyncio.get_running_loop(), PENDING_CHUNKS)
         scheduler = self._schedulers[id(voice.model)]
-        self._executor.submit(_generate, voice, scheduler, text, language, cancel, emit)
+        self._executor.submit(_generate, voice, scheduler, text, language, handoff)
         try:
-            while (item := await queue.get()) is not _DONE:
+            while (item := await handoff.get()) is not _DONE:
                 if isinstance(item, BaseException):
                     raise item
-                if item:
-                    yield item
+                yield item
         finally:
-            cancel.set()
+            handoff.cancel.set()
 
     def close(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)
@@ -172,9 +164,46 @@ def _open_stream(voice: ReadyVoice, scheduler: Any, text: str, language: str, ca
         return voice.model.stream(text, voice.prompt, language=language, cancel=cancel)
 
 
-def _generate(voice: ReadyVoice, scheduler: Any, text: str, language: str, cancel: threading.Event,
-              emit: Callable[[Any], None]) -> None:
+class Handoff:
+    """Audio from a generation thread to the request's coroutine. At most `capacity` chunks wait
+    for the client: a client that reads slowly makes the thread wait, instead of the server
+    buffering the whole sentence a second time."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, capacity: int) -> None:
+        self.cancel = threading.Event()
+        self._loop = loop
+        self._items: asyncio.Queue = asyncio.Queue()
+        self._room = threading.Semaphore(capacity)
+
+    def put_audio(self, pcm: bytes) -> bool:
+        """From the thread: waits for room; False when the request was cancelled meanwhile."""
+        while not self._room.acquire(timeout=0.1):
+            if self.cancel.is_set():
+                return False
+        return self._send(pcm)
+
+    def put_end(self, item: Any) -> None:
+        """From the thread: the end (_DONE) or a failure, which never wait for room."""
+        self._send(item)
+
+    async def get(self) -> Any:
+        item = await self._items.get()
+        if isinstance(item, bytes):
+            self._room.release()
+        return item
+
+    def _send(self, item: Any) -> bool:
+        try:
+            self._loop.call_soon_threadsafe(self._items.put_nowait, item)
+            return True
+        except RuntimeError:  # the event loop is gone (shutdown): nobody is listening
+            self.cancel.set()
+            return False
+
+
+def _generate(voice: ReadyVoice, scheduler: Any, text: str, language: str, handoff: Handoff) -> None:
     """Runs on a worker thread, one per request."""
+    cancel = handoff.cancel
     try:
         if cancel.is_set():
             return
@@ -187,18 +216,21 @@ def _generate(voice: ReadyVoice, scheduler: Any, text: str, language: str, cance
                 pcm = to_pcm16(stretch.process(chunk.samples))
                 first_audio = first_audio or time.perf_counter() - started
                 audio_seconds += pcm16_seconds(pcm, SAMPLE_RATE)
-                emit(pcm)
+                if pcm and not handoff.put_audio(pcm):
+                    break
         if cancel.is_set():
             _LOGGER.debug("Cancelled %s after %.2f s of audio: %r", voice.spec.name, audio_seconds, text[:60])
             return
-        emit(to_pcm16(stretch.flush()))
+        tail = to_pcm16(stretch.flush())
+        if tail:
+            handoff.put_audio(tail)
         took = time.perf_counter() - started
         _LOGGER.debug("Spoke %.2f s with %s (%s) in %.2f s, first audio after %.3f s: %r", audio_seconds,
                       voice.spec.name, language, took, first_audio or took, text[:60])
     except Exception as err:  # noqa: BLE001 - handed to the request, which reports it to its client
-        emit(err)
+        handoff.put_end(err)
     finally:
-        emit(_DONE)
+        handoff.put_end(_DONE)
 
 
 # -- start-up: models and voices ------------------------------------------------------------------------

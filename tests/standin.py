@@ -1,0 +1,86 @@
+"""The event handler in-process, served on loopback, with a stand-in speaker instead of the models."""
+
+from __future__ import annotations
+
+import asyncio
+from functools import partial
+
+from wyoming.client import AsyncTcpClient
+from wyoming.event import Event
+from wyoming.info import Info
+from wyoming.server import AsyncTcpServer
+
+from wyoming_qwen_tts.handler import Limits, TtsEventHandler, TtsService
+from wyoming_qwen_tts.text import LanguageDetector
+from wyoming_qwen_tts.voices import VoiceCatalog, VoiceSpec
+
+from .server_harness import free_port, read_until
+
+CATALOG = VoiceCatalog({
+    "ann": VoiceSpec(name="ann", description="Ann", design="x"),
+    "fritz": VoiceSpec(name="fritz", description="Fritz", design="y", language="german"),
+}, default="ann")
+CHUNK = b"\x01\x00" * 480  # 20 ms
+BIG_CHUNK = b"\x03\x00" * 24000  # 1 s
+
+
+class StandInSpeaker:
+    """Records what it is asked to say. Two chunks of audio per sentence, unless the sentence says:
+    'fail' raises before any audio, 'crash' raises after the first chunk, 'forever' never ends
+    after its first chunk, 'endless' yields a second of audio after another, without end."""
+
+    def __init__(self) -> None:
+        self.said: list[tuple[str, str, str]] = []
+        self.cancelled = asyncio.Event()
+        self.endless_chunks = 0  # seconds of audio an 'endless' sentence was asked for
+
+    def languages(self, voice_name: str) -> list[str]:
+        return ["english", "german", "french"]
+
+    async def speak(self, voice_name: str, text: str, language: str = "auto"):
+        self.said.append((voice_name, text, language))
+        if "fail" in text:
+            raise ValueError("the model refused")
+        try:
+            if "endless" in text:
+                while True:
+                    self.endless_chunks += 1
+                    yield BIG_CHUNK
+                    await asyncio.sleep(0)
+            yield CHUNK
+            if "crash" in text:
+                raise RuntimeError("out of memory")
+            if "forever" in text:
+                await asyncio.Event().wait()
+            yield CHUNK
+        except (GeneratorExit, asyncio.CancelledError):
+            self.cancelled.set()  # closed before its end: the generation was cancelled
+            raise
+
+
+async def serving(speaker: StandInSpeaker, limits: Limits | None = None) -> AsyncTcpServer:
+    service = TtsService(info=Info(), catalog=CATALOG, speaker=speaker, detector=LanguageDetector(),
+                         limits=limits or Limits())
+    server = AsyncTcpServer("127.0.0.1", free_port())
+    await server.start(partial(TtsEventHandler, service=service))
+    return server
+
+
+async def exchange(server: AsyncTcpServer, *events: Event, last: str = "audio-stop"):
+    async with AsyncTcpClient("127.0.0.1", server.port) as client:
+        for event in events:
+            await client.write_event(event)
+        return await read_until(client, last, timeout=10)
+
+
+def run(scenario, limits: Limits | None = None):
+    """scenario(server, speaker) against a fresh in-process server."""
+    async def main():
+        speaker = StandInSpeaker()
+        server = await serving(speaker, limits)
+        try:
+            return await scenario(server, speaker)
+        finally:
+            await server.stop()
+
+    return asyncio.run(main())
