@@ -8,24 +8,16 @@ frames + 1 stops right after. chunk_size is its streaming granularity in frames.
 
 from __future__ import annotations
 
-import argparse
 import json
 import time
 
 import numpy as np
 import torch
+from peer_args import peer_parser  # beside this script
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--checkpoint", required=True)
-    parser.add_argument("--ref-audio", required=True)
-    parser.add_argument("--ref-text", required=True)
-    parser.add_argument("--text", required=True)
-    parser.add_argument("--frames", type=int, required=True)
-    parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--device", default="cuda")
-    parser.add_argument("--dtype", default="bfloat16")
+    parser = peer_parser(device="cuda", dtype="bfloat16")
     parser.add_argument("--chunk-size", type=int, default=1)
     args = parser.parse_args()
 

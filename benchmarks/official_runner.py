@@ -8,7 +8,6 @@ suppressed when sampling), so max_new_tokens = frames + 1 gives exactly `frames`
 
 from __future__ import annotations
 
-import argparse
 import importlib.machinery
 import json
 import sys
@@ -24,19 +23,12 @@ for _name in ("sox", "onnxruntime", "torchaudio", "torchaudio.compliance", "torc
     _stub.__spec__ = importlib.machinery.ModuleSpec(_name, None)
     sys.modules.setdefault(_name, _stub)
 
+from peer_args import peer_parser  # noqa: E402  (beside this script)
 from qwen_tts import Qwen3TTSModel  # noqa: E402
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--checkpoint", required=True)
-    parser.add_argument("--ref-audio", required=True)
-    parser.add_argument("--ref-text", required=True)
-    parser.add_argument("--text", required=True)
-    parser.add_argument("--frames", type=int, required=True)
-    parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--dtype", default="float32")
+    parser = peer_parser(device="cpu", dtype="float32")
     args = parser.parse_args()
 
     dtype = getattr(torch, args.dtype)

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .checkpoint import CodecConfig, CodecDecoderConfig
-from .layers import Attention, GatedMLP, RMSNorm, rope_cos_sin
+from .layers import Attention, GatedMLP, LayerScale, RMSNorm, rope_cos_sin
 from .mimi import MimiConfig, MimiEncoder
 
 
@@ -149,15 +149,6 @@ class DecoderBlock(nn.Module):
         for layer in self.block[1:]:
             x = layer(x, state)
         return x
-
-
-class LayerScale(nn.Module):
-    def __init__(self, dim: int) -> None:
-        super().__init__()
-        self.scale = nn.Parameter(torch.ones(dim))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.scale * x
 
 
 class TransformerLayer(nn.Module):

@@ -165,6 +165,26 @@ class DecoderLayer(nn.Module):
         return x + self.mlp(self.post_attention_layernorm(x))
 
 
+def decoder_stack(cfg) -> nn.ModuleList:
+    """The DecoderLayers of a TransformerConfig (talker, code predictor)."""
+    return nn.ModuleList(
+        DecoderLayer(cfg.hidden_size, cfg.intermediate_size, cfg.num_heads, cfg.num_kv_heads, cfg.head_dim,
+                     cfg.rms_norm_eps)
+        for _ in range(cfg.num_layers)
+    )
+
+
+class LayerScale(nn.Module):
+    """Per-channel scale of a residual branch."""
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.scale = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.scale * x
+
+
 class KVCache:
     """Static keys/values for a stack of layers, (layers, rows, kv_heads, max_len, head_dim) each,
     and how many positions each row holds (kept on the host: no device sync to read it)."""

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .layers import apply_rope, rope_cos_sin
+from .layers import Attention, LayerScale, rope_cos_sin
 
 
 @dataclass(frozen=True)
@@ -138,26 +138,6 @@ class SEANetEncoder(nn.Module):
         return x
 
 
-class MimiAttention(nn.Module):
-    def __init__(self, cfg: MimiConfig) -> None:
-        super().__init__()
-        dim, heads, kv_heads = cfg.heads_dim, cfg.num_attention_heads, cfg.num_key_value_heads
-        self.heads, self.kv_heads, self.dim = heads, kv_heads, dim
-        self.q_proj = nn.Linear(cfg.hidden_size, heads * dim, bias=cfg.attention_bias)
-        self.k_proj = nn.Linear(cfg.hidden_size, kv_heads * dim, bias=cfg.attention_bias)
-        self.v_proj = nn.Linear(cfg.hidden_size, kv_heads * dim, bias=cfg.attention_bias)
-        self.o_proj = nn.Linear(heads * dim, cfg.hidden_size, bias=cfg.attention_bias)
-
-    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-        batch, steps, _ = x.shape
-        q = self.q_proj(x).view(batch, steps, self.heads, self.dim).transpose(1, 2)
-        k = self.k_proj(x).view(batch, steps, self.kv_heads, self.dim).transpose(1, 2)
-        v = self.v_proj(x).view(batch, steps, self.kv_heads, self.dim).transpose(1, 2)
-        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
-        out = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=self.heads != self.kv_heads)
-        return self.o_proj(out.transpose(1, 2).reshape(batch, steps, self.heads * self.dim))
-
-
 class MimiMLP(nn.Module):
     def __init__(self, cfg: MimiConfig) -> None:
         super().__init__()
@@ -168,27 +148,20 @@ class MimiMLP(nn.Module):
         return self.fc2(F.gelu(self.fc1(x)))
 
 
-class MimiLayerScale(nn.Module):
-    def __init__(self, dim: int) -> None:
-        super().__init__()
-        self.scale = nn.Parameter(torch.ones(dim))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.scale * x
-
-
 class MimiTransformerLayer(nn.Module):
     def __init__(self, cfg: MimiConfig) -> None:
         super().__init__()
-        self.self_attn = MimiAttention(cfg)
+        self.self_attn = Attention(cfg.hidden_size, cfg.num_attention_heads, cfg.num_key_value_heads, cfg.heads_dim,
+                                   qk_norm_eps=None, bias=cfg.attention_bias)
         self.mlp = MimiMLP(cfg)
         self.input_layernorm = nn.LayerNorm(cfg.hidden_size, eps=cfg.norm_eps)
         self.post_attention_layernorm = nn.LayerNorm(cfg.hidden_size, eps=cfg.norm_eps)
-        self.self_attn_layer_scale = MimiLayerScale(cfg.hidden_size)
-        self.mlp_layer_scale = MimiLayerScale(cfg.hidden_size)
+        self.self_attn_layer_scale = LayerScale(cfg.hidden_size)
+        self.mlp_layer_scale = LayerScale(cfg.hidden_size)
 
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-        x = x + self.self_attn_layer_scale(self.self_attn(self.input_layernorm(x), cos, sin))
+        q, k, v = self.self_attn.project(self.input_layernorm(x), cos, sin)
+        x = x + self.self_attn_layer_scale(self.self_attn.attend(q, k, v, None, causal=True))
         return x + self.mlp_layer_scale(self.mlp(self.post_attention_layernorm(x)))
 
 

@@ -11,18 +11,14 @@ import torch
 from torch import nn
 
 from .checkpoint import PredictorConfig
-from .layers import DecoderLayer, KVCache, RMSNorm, run_layers
+from .layers import KVCache, RMSNorm, decoder_stack, run_layers
 from .sampling import RowParams, apply_repetition_penalty, choose, draw_keys
 
 
 class PredictorModel(nn.Module):
     def __init__(self, cfg: PredictorConfig, talker_hidden: int) -> None:
         super().__init__()
-        self.layers = nn.ModuleList(
-            DecoderLayer(cfg.hidden_size, cfg.intermediate_size, cfg.num_heads, cfg.num_kv_heads, cfg.head_dim,
-                         cfg.rms_norm_eps)
-            for _ in range(cfg.num_layers)
-        )
+        self.layers = decoder_stack(cfg)
         self.norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
         # Embeddings of codebooks 1..15 live in the talker's width; the projection follows.
         self.codec_embedding = nn.ModuleList(

@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .checkpoint import ModelConfig, TalkerConfig
-from .layers import DecoderLayer, KVCache, RMSNorm, RowPositions, decode_rows, run_layers
+from .layers import KVCache, RMSNorm, RowPositions, decode_rows, decoder_stack, run_layers
 from .predictor import CodePredictor
 from .speaker import SpeakerEncoder
 
@@ -28,11 +28,7 @@ class TextProjection(nn.Module):
 class TalkerModel(nn.Module):
     def __init__(self, cfg: TalkerConfig) -> None:
         super().__init__()
-        self.layers = nn.ModuleList(
-            DecoderLayer(cfg.hidden_size, cfg.intermediate_size, cfg.num_heads, cfg.num_kv_heads, cfg.head_dim,
-                         cfg.rms_norm_eps)
-            for _ in range(cfg.num_layers)
-        )
+        self.layers = decoder_stack(cfg)
         self.norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
         self.codec_embedding = nn.Embedding(cfg.vocab_size, cfg.hidden_size)
         self.text_embedding = nn.Embedding(cfg.text_vocab_size, cfg.text_hidden_size)
