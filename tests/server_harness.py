@@ -75,10 +75,11 @@ class ServerProcess:
                 time.sleep(0.2)
         raise TimeoutError(f"server not ready after {timeout} s:\n{self.log}")
 
-    def wait_for_log(self, text: str, timeout: float = 60.0) -> str:
+    def wait_for_log(self, text: str, timeout: float = 60.0, since: int = 0) -> str:
+        """The log from offset `since` (a len(self.log) taken earlier) once it holds text."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            log = self.log
+            log = self.log[since:]
             if text in log:
                 return log
             time.sleep(0.05)

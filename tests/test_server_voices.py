@@ -104,9 +104,10 @@ async def _disconnect_mid_stream(port: int):
 
 
 def test_disconnect_mid_stream_cancels_the_generation(server):
+    since = len(server.log)
     answer = asyncio.run(_disconnect_mid_stream(server.port))
     assert answer.closing_types() == ["audio-start", "audio-stop"] and answer.pcm
-    log = server.wait_for_log("Cancelled alice after")
+    log = server.wait_for_log("Cancelled alice after", since=since)
     cancelled = log.split("Cancelled alice after ", 1)[1]
     made = float(cancelled.split(" s of audio", 1)[0])
     # The whole sentence would be ~20 s of audio (its frame budget); generation stopped early.

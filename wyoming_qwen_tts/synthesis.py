@@ -145,7 +145,7 @@ class Synthesizer:
                     raise item
                 yield item
         finally:
-            handoff.cancel.set()
+            handoff.abandon()
 
     def close(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)
@@ -170,15 +170,21 @@ class Handoff:
     buffering the whole sentence a second time."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop, capacity: int) -> None:
-        self.cancel = threading.Event()
+        self.cancel = threading.Event()  # the engine's: also set by the engine when a stream ends
+        self.abandoned = False  # the request stopped listening (client gone, time limit, shutdown)
         self._loop = loop
         self._items: asyncio.Queue = asyncio.Queue()
         self._room = threading.Semaphore(capacity)
 
+    def abandon(self) -> None:
+        """Stop the generation: its batch row is freed within a frame."""
+        self.abandoned = True
+        self.cancel.set()
+
     def put_audio(self, pcm: bytes) -> bool:
-        """From the thread: waits for room; False when the request was cancelled meanwhile."""
+        """From the thread: waits for room; False when the request was abandoned meanwhile."""
         while not self._room.acquire(timeout=0.1):
-            if self.cancel.is_set():
+            if self.abandoned:
                 return False
         return self._send(pcm)
 
@@ -197,28 +203,27 @@ class Handoff:
             self._loop.call_soon_threadsafe(self._items.put_nowait, item)
             return True
         except RuntimeError:  # the event loop is gone (shutdown): nobody is listening
-            self.cancel.set()
+            self.abandon()
             return False
 
 
 def _generate(voice: ReadyVoice, scheduler: Any, text: str, language: str, handoff: Handoff) -> None:
     """Runs on a worker thread, one per request."""
-    cancel = handoff.cancel
     try:
-        if cancel.is_set():
+        if handoff.abandoned:
             return
         started = time.perf_counter()
         first_audio = None
         audio_seconds = 0.0
         stretch = SpeedChanger(voice.spec.speed)
-        with closing(_open_stream(voice, scheduler, text, language, cancel)) as chunks:
+        with closing(_open_stream(voice, scheduler, text, language, handoff.cancel)) as chunks:
             for chunk in chunks:
                 pcm = to_pcm16(stretch.process(chunk.samples))
                 first_audio = first_audio or time.perf_counter() - started
                 audio_seconds += pcm16_seconds(pcm, SAMPLE_RATE)
                 if pcm and not handoff.put_audio(pcm):
                     break
-        if cancel.is_set():
+        if handoff.abandoned:
             _LOGGER.debug("Cancelled %s after %.2f s of audio: %r", voice.spec.name, audio_seconds, text[:60])
             return
         tail = to_pcm16(stretch.flush())
