@@ -58,8 +58,8 @@ class StandInSpeaker:
             raise
 
 
-async def serving(speaker: StandInSpeaker, limits: Limits | None = None) -> AsyncTcpServer:
-    service = TtsService(info=Info(), catalog=CATALOG, speaker=speaker, detector=LanguageDetector(),
+async def serving(speaker, limits: Limits | None = None, catalog: VoiceCatalog = CATALOG) -> AsyncTcpServer:
+    service = TtsService(info=Info(), catalog=catalog, speaker=speaker, detector=LanguageDetector(),
                          limits=limits or Limits())
     server = AsyncTcpServer("127.0.0.1", free_port())
     await server.start(partial(TtsEventHandler, service=service))

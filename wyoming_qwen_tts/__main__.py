@@ -72,6 +72,26 @@ def batch_size(value: str) -> int:
 batch_size.__name__ = "batch size (1-256)"  # how argparse names it in its error message
 
 
+def positive_seconds(value: str) -> float:
+    seconds = float(value)
+    if not 0 < seconds < float("inf"):
+        raise ValueError(value)
+    return seconds
+
+
+positive_seconds.__name__ = "number of seconds (> 0)"
+
+
+def text_chars(value: str) -> int:
+    chars = int(value)
+    if chars < 1:
+        raise ValueError(value)
+    return chars
+
+
+text_chars.__name__ = "number of characters (>= 1)"
+
+
 def default_data_dir() -> str:
     base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
     return str(Path(base) / "wyoming-qwen-tts")
@@ -107,6 +127,17 @@ def build_parser() -> argparse.ArgumentParser:
            choices=["auto", "float32", "bfloat16", "float16"], default=env_value("--dtype", "auto"))
     option("--max-batch", "sentences generated together (continuous batching; memory grows with it) (default 8)",
            type=batch_size, default=env_value("--max-batch", "8"))
+    option("--max-text-chars", "characters spoken per request; the rest is skipped, with an error event "
+           "(default 5000)", type=text_chars, default=env_value("--max-text-chars", "5000"))
+    option("--max-seconds-per-sentence", "wall-clock seconds a sentence may take (waiting for a batch row "
+           "included); then its audio so far is kept and the request ends (default 60)",
+           type=positive_seconds, default=env_value("--max-seconds-per-sentence", "60"))
+    option("--idle-timeout", "seconds a connection may send no event while nothing is being spoken; then it "
+           "is closed (an open stream first ends properly) (default 60)",
+           type=positive_seconds, default=env_value("--idle-timeout", "60"))
+    option("--write-timeout", "seconds a client may take to accept one event; a client that stops reading is "
+           "dropped and its generation cancelled (default 30)",
+           type=positive_seconds, default=env_value("--write-timeout", "30"))
     option("--no-streaming", "do not advertise streaming synthesis (Home Assistant then sends whole texts)",
            action="store_true", default=env_flag("--no-streaming"))
     option("--local-files-only", "never download checkpoints; use the Hugging Face cache only",
@@ -228,6 +259,13 @@ def main(argv: list[str] | None = None) -> int:
     return run_server(args, listen, catalog, settings)
 
 
+def limits_of(args: argparse.Namespace):
+    from .handler import Limits
+
+    return Limits(max_text_chars=args.max_text_chars, sentence_seconds=args.max_seconds_per_sentence,
+                  idle_seconds=args.idle_timeout, write_seconds=args.write_timeout)
+
+
 def run_server(args: argparse.Namespace, listen: Listen, catalog, settings) -> int:
     from .discovery import DiscoveryError
     from .handler import TtsService
@@ -243,7 +281,7 @@ def run_server(args: argparse.Namespace, listen: Listen, catalog, settings) -> i
         return 1
     try:
         service = TtsService(info=build_info(catalog, synthesizer, streaming=not args.no_streaming),
-                             catalog=catalog, speaker=synthesizer, detector=detector)
+                             catalog=catalog, speaker=synthesizer, detector=detector, limits=limits_of(args))
         asyncio.run(serve(listen, service, args.zeroconf, args.zeroconf_host))
     except (OSError, DiscoveryError) as err:
         print(f"error: {err}", file=sys.stderr)
