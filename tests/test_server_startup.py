@@ -1,5 +1,6 @@
 """Starting the server: configuration errors stop it with a clear message, frozen voices are cached."""
 
+import shutil
 import subprocess
 import sys
 
@@ -128,6 +129,51 @@ def test_an_unusable_model_is_a_startup_error(tmp_path, model, problem):
     result = run_cli("--model", model.replace("{dir}", str(tmp_path)), "--design-model", str(FIXTURES / "tiny-design"),
                      "--device", "cpu", "--data-dir", str(tmp_path / "data"))
     assert result.returncode == 1 and problem in result.stderr and "Traceback" not in result.stderr
+
+
+def damaged_weights(tmp_path):
+    checkpoint = tmp_path / "damaged"
+    shutil.copytree(FIXTURES / "tiny-base", checkpoint)
+    (checkpoint / "model.safetensors").write_bytes((FIXTURES / "tiny-base" / "model.safetensors").read_bytes()[:1000])
+    return checkpoint
+
+
+def test_a_missing_design_model_is_a_startup_error_naming_the_option(tmp_path):
+    result = run_cli("--model", str(FIXTURES / "tiny-base"), "--design-model", str(tmp_path / "no-design"),
+                     "--device", "cpu", "--data-dir", str(tmp_path / "data"))
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert f"error: --design-model: model '{tmp_path / 'no-design'}' is neither" in result.stderr
+
+
+def test_damaged_weights_are_a_startup_error_not_a_traceback(tmp_path):
+    voices = write_voices(tmp_path, f"voices:\n  alice:\n    reference: {REF}\n")
+    result = run_cli("--model", str(damaged_weights(tmp_path)), "--design-model", "none", "--voices", str(voices),
+                     "--device", "cpu", "--data-dir", str(tmp_path / "data"))
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert f"error: --model {tmp_path / 'damaged'} cannot be loaded: SafetensorError" in result.stderr
+
+
+def test_a_voices_file_that_is_a_folder_is_reported(tmp_path):
+    result = run_cli(*TINY_MODELS, "--voices", str(tmp_path), "--data-dir", str(tmp_path / "data"))
+    assert result.returncode == 2 and f"voices file {tmp_path} cannot be read" in result.stderr
+
+
+def test_a_damaged_cached_voice_is_made_again(tmp_path):
+    voices = write_voices(tmp_path, f"voices:\n  alice:\n    reference: {REF}\n    transcript: The quick brown fox.\n")
+    args = [*TINY_MODELS, "--voices", str(voices), "--data-dir", str(tmp_path / "data")]
+    first = ServerProcess(args, tmp_path / "first.log")
+    try:
+        first.wait_ready()
+    finally:
+        assert first.stop() == 0
+    (prompt,) = (tmp_path / "data" / "voices" / "prompts").glob("*.safetensors")
+    prompt.write_bytes(b"not a voice prompt")
+    second = ServerProcess(args, tmp_path / "second.log")
+    try:
+        second.wait_ready()
+    finally:
+        assert second.stop() == 0
+    assert "Voice alice: ignoring unreadable cached prompt" in second.log and "Voice alice: cloned from" in second.log
 
 
 class FixedLanguages:

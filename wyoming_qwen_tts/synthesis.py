@@ -291,11 +291,18 @@ def _prepare_voices(settings: EngineSettings, catalog: VoiceCatalog) -> dict[str
 
 
 def _load_model(settings: EngineSettings, model: str, expected_type: str, option: str) -> QwenTTS:
-    from .engine import QwenTTS
+    from safetensors import SafetensorError
+
+    from .engine import CheckpointError, QwenTTS
 
     started = time.perf_counter()
     _LOGGER.info("Loading %s (%s) ...", model, option)
-    tts = QwenTTS(model, device=settings.device, dtype=settings.dtype, local_files_only=settings.local_files_only)
+    try:
+        tts = QwenTTS(model, device=settings.device, dtype=settings.dtype, local_files_only=settings.local_files_only)
+    except CheckpointError as err:
+        raise VoiceSetupError(f"{option}: {err}") from err
+    except (OSError, ValueError, KeyError, RuntimeError, SafetensorError) as err:  # damaged files, out of memory
+        raise VoiceSetupError(f"{option} {model} cannot be loaded: {type(err).__name__}: {err}") from err
     if tts.model_type != expected_type:
         raise VoiceSetupError(f"{option} {model} is a {tts.model_type} checkpoint; it must be a {expected_type} one")
     _LOGGER.info("Loaded %s in %.1f s", model, time.perf_counter() - started)
