@@ -22,6 +22,7 @@ CATALOG = VoiceCatalog({
 }, default="ann")
 CHUNK = b"\x01\x00" * 480  # 20 ms
 BIG_CHUNK = b"\x03\x00" * 24000  # 1 s
+DETECTOR = LanguageDetector()  # shared: its model takes a second to load
 
 
 class StandInSpeaker:
@@ -59,7 +60,7 @@ class StandInSpeaker:
 
 
 async def serving(speaker, limits: Limits | None = None, catalog: VoiceCatalog = CATALOG) -> AsyncTcpServer:
-    service = TtsService(info=Info(), catalog=catalog, speaker=speaker, detector=LanguageDetector(),
+    service = TtsService(info=Info(), catalog=catalog, speaker=speaker, detector=DETECTOR,
                          limits=limits or Limits())
     server = AsyncTcpServer("127.0.0.1", free_port())
     await server.start(partial(TtsEventHandler, service=service))
