@@ -1,0 +1,289 @@
+#!/usr/bin/env python3
+"""Load and soak the real server: many connections at once, then many requests in a row, with the
+server's memory (RSS) before and after. Prints the figures RELIABILITY.md records.
+
+    python tools/soak.py                       # tiny test checkpoint, 64 at once, 500 requests
+    python tools/soak.py --requests 100 --warmup 20 --json   # what the CI test runs
+
+Starts `python -m wyoming_qwen_tts` on a free loopback port (CPU unless --device says otherwise)
+with one cloned voice, and stops it at the end. The requests cycle through whole texts, Home
+Assistant-style streams, clients that hang up after the first audio, and malformed requests;
+every answered request must end with its closing events. Linux only (RSS from /proc).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from wyoming.client import AsyncTcpClient
+from wyoming.event import Event
+from wyoming.info import Describe
+from wyoming.tts import Synthesize, SynthesizeChunk, SynthesizeStart, SynthesizeStop
+
+REPO = Path(__file__).resolve().parent.parent
+FIXTURES = REPO / "tests" / "fixtures"
+READ_TIMEOUT = 300.0
+TEXTS = [
+    "Hi.",
+    "The front door has been open for ten minutes.",
+    "Good morning! It is sunny today. Tomorrow it will rain.",
+    "Dinner is ready. 🍝",
+    "Guten Morgen, wie geht es dir?",
+]
+# One cycle of request kinds: mostly whole texts, some streams, a hang-up and a malformed request.
+KINDS = ["whole"] * 6 + ["stream"] * 2 + ["hang-up", "malformed"]
+
+
+@dataclass
+class Outcome:
+    kind: str
+    ok: bool
+    seconds: float
+    first_audio: float | None = None
+    problem: str = ""
+
+
+@dataclass
+class Report:
+    load: list[Outcome] = field(default_factory=list)
+    load_seconds: float = 0.0
+    soak: list[Outcome] = field(default_factory=list)
+    soak_seconds: float = 0.0
+    rss_start_mb: float = 0.0
+    rss_after_warmup_mb: float = 0.0
+    rss_samples_mb: list[float] = field(default_factory=list)
+    rss_end_mb: float = 0.0
+
+    @property
+    def rss_growth_percent(self) -> float:
+        return 100.0 * (self.rss_end_mb - self.rss_after_warmup_mb) / self.rss_after_warmup_mb
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError(f"no VmRSS for process {pid}")
+
+
+class Server:
+    def __init__(self, args: argparse.Namespace, workdir: Path) -> None:
+        voices = workdir / "voices.yaml"
+        voices.write_text(f"voices:\n  soak:\n    reference: {FIXTURES / 'ref_16k_stereo.wav'}\n"
+                          "    transcript: The quick brown fox.\n")
+        self.port = free_port()
+        command = [sys.executable, "-m", "wyoming_qwen_tts", "--uri", f"tcp://127.0.0.1:{self.port}",
+                   "--model", args.model, "--design-model", "none", "--voices", str(voices),
+                   "--data-dir", str(workdir / "data"), "--device", args.device, "--max-batch", str(args.max_batch),
+                   *args.server_args]
+        env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
+        self.log_path = workdir / "server.log"
+        self._log = open(self.log_path, "w")  # noqa: SIM115 - closed by stop()
+        self.process = subprocess.Popen(command, cwd=REPO, stdout=self._log, stderr=subprocess.STDOUT, env=env)
+
+    def wait_ready(self, timeout: float = 600.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"server exited with {self.process.returncode}:\n{self.log_path.read_text()}")
+            try:
+                asyncio.run(asyncio.wait_for(describe(self.port), 5))
+                return
+            except (OSError, TimeoutError):
+                time.sleep(0.2)
+        raise TimeoutError(f"server not ready after {timeout} s")
+
+    def stop(self) -> int:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self._log.close()
+        return self.process.returncode
+
+
+async def describe(port: int) -> None:
+    async with AsyncTcpClient("127.0.0.1", port) as client:
+        await client.write_event(Describe().event())
+        while (event := await client.read_event()) is not None:
+            if event.type == "info":
+                return
+    raise ConnectionError("closed without info")
+
+
+def request_events(kind: str, text: str) -> tuple[list[Event], list[str]]:
+    """What a request of this kind sends, and the closing events it must get (in order)."""
+    if kind == "stream":
+        words = text.split(" ")
+        chunks = [SynthesizeChunk(text=word + " ").event() for word in words]
+        return ([SynthesizeStart().event(), *chunks, Synthesize(text=text).event(), SynthesizeStop().event()],
+                ["audio-start", "audio-stop", "synthesize-stopped"])
+    if kind == "malformed":
+        return [Event("synthesize", {"text": ["not", "a", "string"]})], ["error", "audio-start", "audio-stop"]
+    return [Synthesize(text=text).event()], ["audio-start", "audio-stop"]
+
+
+async def one_request(port: int, number: int, kind: str | None = None) -> Outcome:
+    kind = kind or KINDS[number % len(KINDS)]
+    text = TEXTS[number % len(TEXTS)]
+    events, closing = request_events(kind, text)
+    last = closing[-1]
+    started = time.monotonic()
+    first_audio = None
+    seen: list[str] = []
+    try:
+        async with AsyncTcpClient("127.0.0.1", port) as client:
+            for event in events:
+                await client.write_event(event)
+            while True:
+                event = await asyncio.wait_for(client.read_event(), READ_TIMEOUT)
+                if event is None:
+                    return Outcome(kind, False, time.monotonic() - started, first_audio, f"closed after {seen}")
+                if event.type == "audio-chunk":
+                    first_audio = first_audio or time.monotonic() - started
+                    if kind == "hang-up":
+                        return Outcome(kind, True, time.monotonic() - started, first_audio)
+                    continue
+                seen.append(event.type)
+                if event.type == last:
+                    break
+    except (OSError, TimeoutError) as err:
+        return Outcome(kind, False, time.monotonic() - started, first_audio, f"{type(err).__name__}: {err}")
+    wanted = [kind for kind in seen if kind != "error"] == [kind for kind in closing if kind != "error"]
+    ok = wanted and (("error" in seen) == ("error" in closing))
+    return Outcome(kind, ok, time.monotonic() - started, first_audio, "" if ok else f"got {seen}")
+
+
+async def many_at_once(port: int, connections: int) -> list[Outcome]:
+    return list(await asyncio.gather(*(one_request(port, number, "whole") for number in range(connections))))
+
+
+async def in_a_row(port: int, start: int, count: int, concurrency: int,
+                   every: int = 0, sample=None) -> list[Outcome]:
+    """count requests, concurrency at a time; sample() after every `every` of them finished."""
+    numbers = iter(range(start, start + count))
+    outcomes: list[Outcome] = []
+
+    async def worker() -> None:
+        for number in numbers:
+            outcomes.append(await one_request(port, number))
+            if every and len(outcomes) % every == 0:
+                sample()
+
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return outcomes
+
+
+def soak(args: argparse.Namespace, server: Server) -> Report:
+    pid = server.process.pid
+    report = Report(rss_start_mb=rss_mb(pid))
+    started = time.monotonic()
+    report.load = asyncio.run(many_at_once(server.port, args.connections))
+    report.load_seconds = time.monotonic() - started
+    asyncio.run(in_a_row(server.port, 0, args.warmup, args.concurrency))
+    report.rss_after_warmup_mb = rss_mb(pid)
+    started = time.monotonic()
+    report.soak = asyncio.run(in_a_row(server.port, args.warmup, args.requests, args.concurrency,
+                                       every=sample_every(args), sample=lambda: report.rss_samples_mb.append(rss_mb(pid))))
+    report.soak_seconds = time.monotonic() - started
+    report.rss_end_mb = rss_mb(pid)
+    return report
+
+
+def sample_every(args: argparse.Namespace) -> int:
+    return max(1, args.requests // 10)
+
+
+def percentile(values: list[float], fraction: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
+
+
+def summary(report: Report) -> dict:
+    def phase(outcomes: list[Outcome], seconds: float) -> dict:
+        failed = [outcome for outcome in outcomes if not outcome.ok]
+        firsts = [outcome.first_audio for outcome in outcomes if outcome.first_audio is not None]
+        totals = [outcome.seconds for outcome in outcomes if outcome.kind in ("whole", "stream")]
+        return {"requests": len(outcomes), "failed": len(failed), "failures": [o.problem for o in failed[:5]],
+                "seconds": round(seconds, 1), "first_audio_p50_s": round(percentile(firsts, 0.5), 3),
+                "first_audio_p95_s": round(percentile(firsts, 0.95), 3),
+                "total_p50_s": round(percentile(totals, 0.5), 3), "total_p95_s": round(percentile(totals, 0.95), 3)}
+
+    return {"load": phase(report.load, report.load_seconds), "soak": phase(report.soak, report.soak_seconds),
+            "kinds": {kind: sum(outcome.kind == kind for outcome in report.soak) for kind in dict.fromkeys(KINDS)},
+            "rss_mb": {"start": round(report.rss_start_mb, 1), "after_warmup": round(report.rss_after_warmup_mb, 1),
+                       "end": round(report.rss_end_mb, 1),
+                       "max": round(max(report.rss_samples_mb + [report.rss_end_mb]), 1),
+                       "samples": [round(value, 1) for value in report.rss_samples_mb]},
+            "rss_growth_percent": round(report.rss_growth_percent, 2)}
+
+
+def print_summary(figures: dict, args: argparse.Namespace) -> None:
+    load, soaked, rss = figures["load"], figures["soak"], figures["rss_mb"]
+    print(f"load: {load['requests']} connections at once, {load['failed']} failed, {load['seconds']} s "
+          f"(first audio p50 {load['first_audio_p50_s']} s, p95 {load['first_audio_p95_s']} s)")
+    print(f"soak: {soaked['requests']} requests after {args.warmup} warm-up, {args.concurrency} at a time, "
+          f"{soaked['failed']} failed, {soaked['seconds']} s; kinds {figures['kinds']}")
+    print(f"      request p50 {soaked['total_p50_s']} s, p95 {soaked['total_p95_s']} s; "
+          f"first audio p50 {soaked['first_audio_p50_s']} s, p95 {soaked['first_audio_p95_s']} s")
+    print(f"rss: start {rss['start']} MB, after warm-up {rss['after_warmup']} MB, end {rss['end']} MB, "
+          f"max {rss['max']} MB; growth after warm-up {figures['rss_growth_percent']} %")
+    print(f"rss samples (every {sample_every(args)} requests): {rss['samples']}")
+    for problem in load["failures"] + soaked["failures"]:
+        print(f"failure: {problem}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default=str(FIXTURES / "tiny-base"), help="Base checkpoint (default: tiny test one)")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--max-batch", type=int, default=8)
+    parser.add_argument("--connections", type=int, default=64, help="load: connections at once (default 64)")
+    parser.add_argument("--warmup", type=int, default=50, help="requests before the memory baseline (default 50)")
+    parser.add_argument("--requests", type=int, default=500, help="soak: requests after the warm-up (default 500)")
+    parser.add_argument("--concurrency", type=int, default=4, help="soak: requests in flight (default 4)")
+    parser.add_argument("--max-growth", type=float, default=2.0, help="RSS growth that fails the run, in %% (2)")
+    parser.add_argument("--json", action="store_true", help="print the figures as JSON too")
+    parser.add_argument("server_args", nargs="*", help="more server options, after --")
+    args = parser.parse_args(argv)
+    with tempfile.TemporaryDirectory(prefix="qwen-tts-soak-") as workdir:
+        server = Server(args, Path(workdir))
+        try:
+            server.wait_ready()
+            figures = summary(soak(args, server))
+        finally:
+            code = server.stop()
+        log = server.log_path.read_text()
+    print_summary(figures, args)
+    tracebacks = log.count("Traceback")
+    print(f"server: exit code {code}, {tracebacks} tracebacks in its log")
+    if args.json:
+        print(json.dumps({**figures, "server_exit_code": code, "server_tracebacks": tracebacks}))
+    failed = figures["load"]["failed"] + figures["soak"]["failed"]
+    return 0 if not failed and figures["rss_growth_percent"] < args.max_growth and code == 0 and not tracebacks else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
