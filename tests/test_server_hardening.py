@@ -313,6 +313,26 @@ def test_language_detection_failing_still_ends_the_request(monkeypatch):
     assert german.closing_types() == CLOSED  # a voice with its own language needs no detection
 
 
+def test_a_bug_while_answering_still_sends_the_closing_events(monkeypatch):
+    from wyoming_qwen_tts.handler import TtsEventHandler
+
+    async def buggy_speak(self, response, sentence):
+        raise AttributeError("a bug")
+
+    monkeypatch.setattr(TtsEventHandler, "_speak", buggy_speak)
+
+    async def scenario(server, speaker):
+        async with AsyncTcpClient("127.0.0.1", server.port) as client:
+            await client.write_event(Synthesize(text="Hello. Again.").event())
+            answer = await read_until(client, "audio-stop", timeout=10)
+            await client.write_event(Describe().event())
+            return answer, await read_until(client, "info", timeout=10)
+
+    answer, info = run(scenario)
+    assert answer.closing_types() == ["audio-start", "error", "audio-stop"] and info.types == ["info"]
+    assert answer.events[1][1].data == {"text": "internal error: a bug", "code": "AttributeError"}
+
+
 def test_a_client_that_stops_reading_is_dropped_and_its_generation_cancelled():
     async def scenario(server, speaker):
         sock = socket.socket()

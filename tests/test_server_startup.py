@@ -81,9 +81,9 @@ def test_version_flag_and_console_script():
 
 
 def test_protocol_modules_do_not_import_torch():
-    code = ("import sys, wyoming_qwen_tts.__main__, wyoming_qwen_tts.handler, wyoming_qwen_tts.voices, "
-            "wyoming_qwen_tts.text, wyoming_qwen_tts.audio, wyoming_qwen_tts.discovery, wyoming_qwen_tts.synthesis, "
-            "wyoming_qwen_tts.healthcheck; print('torch' in sys.modules)")
+    code = ("import sys, wyoming_qwen_tts.__main__, wyoming_qwen_tts.handler, wyoming_qwen_tts.protocol, "
+            "wyoming_qwen_tts.voices, wyoming_qwen_tts.text, wyoming_qwen_tts.audio, wyoming_qwen_tts.discovery, "
+            "wyoming_qwen_tts.synthesis, wyoming_qwen_tts.healthcheck; print('torch' in sys.modules)")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=60)
     assert result.stdout.strip() == "False", result.stderr
 

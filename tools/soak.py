@@ -18,7 +18,6 @@ import asyncio
 import json
 import os
 import socket
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -203,8 +202,11 @@ def soak(args: argparse.Namespace, server: Server) -> Report:
     asyncio.run(in_a_row(server.port, 0, args.warmup, args.concurrency))
     report.rss_after_warmup_mb = rss_mb(pid)
     started = time.monotonic()
+    def sample() -> None:
+        report.rss_samples_mb.append(rss_mb(pid))
+
     report.soak = asyncio.run(in_a_row(server.port, args.warmup, args.requests, args.concurrency,
-                                       every=sample_every(args), sample=lambda: report.rss_samples_mb.append(rss_mb(pid))))
+                                       every=sample_every(args), sample=sample))
     report.soak_seconds = time.monotonic() - started
     report.rss_end_mb = rss_mb(pid)
     return report

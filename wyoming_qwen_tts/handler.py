@@ -279,9 +279,7 @@ class TtsEventHandler(AsyncEventHandler):
         stream.end()
 
     def _report_if_truncated(self, response: Response, text: RequestText) -> None:
-        if text.truncated:
-            _LOGGER.warning("Text from %s longer than %d characters: speaking the first %d", self._peer,
-                            text.max_chars, text.max_chars)
+        if text.truncated:  # logged when the error is sent, in its place among the answers
             response.report(f"text longer than {text.max_chars} characters: only the first {text.max_chars} "
                             "are spoken", code="text-too-long")
 
