@@ -2,13 +2,15 @@
 """Load and soak the real server: many connections at once, then many requests in a row, with the
 server's memory (RSS) before and after. Prints the figures RELIABILITY.md records.
 
-    python tools/soak.py                       # tiny test checkpoint, 64 at once, 500 requests
-    python tools/soak.py --requests 100 --warmup 20 --json   # what the CI test runs
+    python tools/soak.py --json                # tiny test checkpoint, 64 at once, 500 requests
+    python tools/soak.py --model DIR --device cuda --max-batch 16 -- --write-timeout 10  # server options after --
 
-Starts `python -m wyoming_qwen_tts` on a free loopback port (CPU unless --device says otherwise)
-with one cloned voice, and stops it at the end. The requests cycle through whole texts, Home
-Assistant-style streams, clients that hang up after the first audio, and malformed requests;
-every answered request must end with its closing events. Linux only (RSS from /proc).
+Starts the server with the tests' runner (tests/server_harness.py: a free loopback port, --debug,
+OMP_NUM_THREADS=1, offline) with one cloned voice, and stops it at the end. The requests cycle
+through whole texts, Home Assistant-style streams, clients that hang up after the first audio, and
+malformed requests; every answered request must end with its closing events. Exit status 0 when
+all did, the RSS grew less than --max-growth and the server stopped cleanly. Linux only (RSS from
+/proc).
 """
 
 from __future__ import annotations
@@ -16,9 +18,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
-import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -27,11 +26,12 @@ from pathlib import Path
 
 from wyoming.client import AsyncTcpClient
 from wyoming.event import Event
-from wyoming.info import Describe
 from wyoming.tts import Synthesize, SynthesizeChunk, SynthesizeStart, SynthesizeStop
 
 REPO = Path(__file__).resolve().parent.parent
-FIXTURES = REPO / "tests" / "fixtures"
+sys.path.insert(0, str(REPO))
+from tests.server_harness import FIXTURES, ServerProcess, server_env  # noqa: E402 - the tests' server runner
+
 READ_TIMEOUT = 300.0
 TEXTS = [
     "Hi.",
@@ -69,12 +69,6 @@ class Report:
         return 100.0 * (self.rss_end_mb - self.rss_after_warmup_mb) / self.rss_after_warmup_mb
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 def rss_mb(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -82,52 +76,14 @@ def rss_mb(pid: int) -> float:
     raise RuntimeError(f"no VmRSS for process {pid}")
 
 
-class Server:
-    def __init__(self, args: argparse.Namespace, workdir: Path) -> None:
-        voices = workdir / "voices.yaml"
-        voices.write_text(f"voices:\n  soak:\n    reference: {FIXTURES / 'ref_16k_stereo.wav'}\n"
-                          "    transcript: The quick brown fox.\n")
-        self.port = free_port()
-        command = [sys.executable, "-m", "wyoming_qwen_tts", "--uri", f"tcp://127.0.0.1:{self.port}",
-                   "--model", args.model, "--design-model", "none", "--voices", str(voices),
-                   "--data-dir", str(workdir / "data"), "--device", args.device, "--max-batch", str(args.max_batch),
-                   *args.server_args]
-        env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
-        self.log_path = workdir / "server.log"
-        self._log = open(self.log_path, "w")  # noqa: SIM115 - closed by stop()
-        self.process = subprocess.Popen(command, cwd=REPO, stdout=self._log, stderr=subprocess.STDOUT, env=env)
-
-    def wait_ready(self, timeout: float = 600.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"server exited with {self.process.returncode}:\n{self.log_path.read_text()}")
-            try:
-                asyncio.run(asyncio.wait_for(describe(self.port), 5))
-                return
-            except (OSError, TimeoutError):
-                time.sleep(0.2)
-        raise TimeoutError(f"server not ready after {timeout} s")
-
-    def stop(self) -> int:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        self._log.close()
-        return self.process.returncode
-
-
-async def describe(port: int) -> None:
-    async with AsyncTcpClient("127.0.0.1", port) as client:
-        await client.write_event(Describe().event())
-        while (event := await client.read_event()) is not None:
-            if event.type == "info":
-                return
-    raise ConnectionError("closed without info")
+def start_server(args: argparse.Namespace, workdir: Path) -> ServerProcess:
+    """The server with one cloned voice; OMP_NUM_THREADS=1 and offline, as in the tests."""
+    voices = workdir / "voices.yaml"
+    voices.write_text(f"voices:\n  soak:\n    reference: {FIXTURES / 'ref_16k_stereo.wav'}\n"
+                      "    transcript: The quick brown fox.\n")
+    options = ["--model", args.model, "--design-model", "none", "--voices", str(voices), "--data-dir",
+               str(workdir / "data"), "--device", args.device, "--max-batch", str(args.max_batch), *args.server_args]
+    return ServerProcess(options, workdir / "server.log", env=server_env())
 
 
 def request_events(kind: str, text: str) -> tuple[list[Event], list[str]]:
@@ -193,7 +149,7 @@ async def in_a_row(port: int, start: int, count: int, concurrency: int,
     return outcomes
 
 
-def soak(args: argparse.Namespace, server: Server) -> Report:
+def soak(args: argparse.Namespace, server: ServerProcess) -> Report:
     pid = server.process.pid
     report = Report(rss_start_mb=rss_mb(pid))
     started = time.monotonic()
@@ -271,13 +227,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("server_args", nargs="*", help="more server options, after --")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="qwen-tts-soak-") as workdir:
-        server = Server(args, Path(workdir))
+        server = start_server(args, Path(workdir))
         try:
-            server.wait_ready()
+            server.wait_ready(timeout=600)
             figures = summary(soak(args, server))
         finally:
             code = server.stop()
-        log = server.log_path.read_text()
+        log = server.log
     print_summary(figures, args)
     tracebacks = log.count("Traceback")
     print(f"server: exit code {code}, {tracebacks} tracebacks in its log")
