@@ -120,12 +120,14 @@ class Synthesizer:
         return self.voices[voice_name].languages
 
     def warm_up(self) -> None:
-        """A two-frame generation per voice: the first request then pays neither the device's lazy
-        initialisation nor the priming of a cloned voice's decoder state."""
+        """A two-frame generation per voice through its model's batch: the first request then pays
+        neither the device's lazy initialisation, nor the batch's caches (and, on a GPU, the capture
+        of its CUDA graphs), nor the priming of a cloned voice's decoder state."""
         started = time.perf_counter()
         for voice in self.voices.values():
+            scheduler = self._schedulers[id(voice.model)]
             try:
-                with closing(voice.model.stream("Hello.", voice.prompt, max_frames=2)) as chunks:
+                with closing(scheduler.stream("Hello.", voice.prompt, max_frames=2)) as chunks:
                     for _ in chunks:
                         pass
             except ValueError as err:

@@ -195,6 +195,9 @@ class StepRunner:
     def run(self, batch: DecodeBatch, count: int, inputs: StepInputs, kv_len: int) -> torch.Tensor:
         raise NotImplementedError
 
+    def prepare(self, batch: DecodeBatch) -> None:
+        """Called once on the empty batch, before any row is admitted."""
+
 
 class EagerRunner(StepRunner):
     def run(self, batch: DecodeBatch, count: int, inputs: StepInputs, kv_len: int) -> torch.Tensor:
@@ -243,6 +246,14 @@ class BucketedRunner(StepRunner):
         self._load(batch, count, inputs)
         rows, length = _bucket(count, self.row_buckets), _bucket(kv_len, self.len_buckets)
         return self.execute(batch, rows, length)[:count]
+
+    def prepare(self, batch: DecodeBatch) -> None:
+        """Every bucket once, so that a CUDA graph runner captures them all now (at start-up) and not
+        in the middle of somebody's sentence. No row is live: what the steps write into the caches
+        and the row buffers is overwritten when a row is admitted."""
+        for rows in self.row_buckets:
+            for length in self.len_buckets:
+                self.execute(batch, rows, length)
 
     def execute(self, batch: DecodeBatch, rows: int, kv_len: int) -> torch.Tensor:
         static = StepInputs(*(v[:rows] for v in vars(self.inputs).values()))

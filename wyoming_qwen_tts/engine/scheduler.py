@@ -182,6 +182,7 @@ class BatchScheduler:
             batch = DecodeBatch(self.tts.model.talker, self.max_rows, self.max_len)
             if self.runner != "eager":
                 batch.runner = RUNNERS[self.runner](batch)
+                batch.runner.prepare(batch)
             self._batch = batch
         return self._batch
 
