@@ -117,7 +117,10 @@ def sweep(tts, voice, levels: list[int], frames: int, runner: str, clock: Clock)
     results = []
     scheduler = BatchScheduler(tts, max_rows=max(levels), max_len=512 + frames, runner=runner)
     try:
-        list(scheduler.stream(TEXT, voice, max_frames=4, min_frames=4))  # warm-up
+        started = time.perf_counter()
+        list(scheduler.stream(TEXT, voice, max_frames=4, min_frames=4))  # warm-up: caches, every CUDA graph
+        warm_up_s = time.perf_counter() - started
+        print(f"  batch of {max(levels)} rows ready (caches, graphs) in {warm_up_s:.1f} s", flush=True)
         for level in levels:
             first, speed = [None] * level, [None] * level
             barrier = threading.Barrier(level)
