@@ -250,9 +250,10 @@ class BucketedRunner(StepRunner):
     def prepare(self, batch: DecodeBatch) -> None:
         """Every bucket once, so that a CUDA graph runner captures them all now (at start-up) and not
         in the middle of somebody's sentence. No row is live: what the steps write into the caches
-        and the row buffers is overwritten when a row is admitted."""
-        for rows in self.row_buckets:
-            for length in self.len_buckets:
+        and the row buffers is overwritten when a row is admitted. Largest first: the smaller graphs
+        then fit in the memory the larger ones' captures freed in the shared pool."""
+        for rows in reversed(self.row_buckets):
+            for length in reversed(self.len_buckets):
                 self.execute(batch, rows, length)
 
     def execute(self, batch: DecodeBatch, rows: int, kv_len: int) -> torch.Tensor:
