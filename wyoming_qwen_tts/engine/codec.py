@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .checkpoint import CodecConfig, CodecDecoderConfig
-from .layers import Attention, GatedMLP, LayerScale, RMSNorm, rope_cos_sin
+from .layers import Attention, GatedMLP, LayerScale, RMSNorm, causal_mask, rope_cos_sin
 from .mimi import MimiConfig, MimiEncoder
 
 
@@ -180,8 +180,7 @@ class PreTransformer(nn.Module):
         starts = torch.tensor(state.positions, device=x.device)[:, None]
         query_pos = starts + torch.arange(steps, device=x.device)  # (B, T)
         key_pos = starts - kept + torch.arange(kept + steps, device=x.device)  # (B, window-1+T)
-        visible = ((key_pos[:, None, :] <= query_pos[:, :, None]) & (key_pos[:, None, :] > query_pos[:, :, None] -
-                   cfg.sliding_window) & (key_pos[:, None, :] >= 0))
+        visible = causal_mask(query_pos, key_pos, cfg.sliding_window) & (key_pos >= 0)[:, None, :]
         cos, sin = rope_cos_sin(query_pos, cfg.head_dim, cfg.rope_theta, x.dtype)
         x = self.input_proj(x)
         for index, layer in enumerate(self.layers):

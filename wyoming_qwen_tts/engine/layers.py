@@ -102,8 +102,8 @@ class Attention(nn.Module):
             k_cache[rows, :, at.positions] = k[:, :, 0]
             v_cache[rows, :, at.positions] = v[:, :, 0]
             keys, values = k_cache[:, :, : at.kv_len], v_cache[:, :, : at.kv_len]
-            visible = torch.arange(at.kv_len, device=x.device)[None, :] <= at.positions[:, None]
-            return self.attend(q, keys, values, visible[:, None, None, :], causal=False)
+            visible = causal_mask(at.positions[:, None], torch.arange(at.kv_len, device=x.device))  # (R, 1, kv_len)
+            return self.attend(q, keys, values, visible[:, None], causal=False)
         start = at
         end = start + x.shape[1]
         k_cache[:, :, start:end] = k
@@ -128,9 +128,10 @@ class RowPositions:
 
 def causal_mask(query_positions: torch.Tensor, key_positions: torch.Tensor,
                 window: int | None = None) -> torch.Tensor:
-    """Boolean (queries, keys) mask: a query sees keys at or before its position, and with a
-    window only the last `window` of them (itself included), as transformers' sliding window."""
-    query_pos, key_pos = query_positions[:, None], key_positions[None, :]
+    """Boolean (..., queries, keys) mask for positions (..., queries) and (..., keys): a query sees
+    keys at or before its position, and with a window only the last `window` of them (itself
+    included), as transformers' sliding window."""
+    query_pos, key_pos = query_positions[..., :, None], key_positions[..., None, :]
     visible = key_pos <= query_pos
     if window is not None:
         visible &= key_pos > query_pos - window
