@@ -17,9 +17,8 @@ import torch
 from .audio_io import read_audio, resample
 from .checkpoint import Checkpoint, CheckpointError, load_checkpoint, load_safetensors
 from .codec import DecoderState, SpeechCodec
-from .generate import FRAMES_CAP, MIN_FRAMES_BEFORE_EOS, decode_stream, frame_budget, generate_frames
+from .generate import FRAMES_CAP, MIN_FRAMES_BEFORE_EOS, FrameChunks, decode_stream, frame_limits, generate_frames
 from . import SAMPLE_RATE
-from .languages import normalize_language
 from .prompt import PromptBuilder, TextMode, VoicePrompt
 from .sampling import SamplingConfig
 from .speaker import log_mel
@@ -141,19 +140,15 @@ class QwenTTS:
         EOS is not taken before min_frames (benchmarks set min_frames = max_frames for a fixed length).
 
         Everything about the request is checked before the first chunk is produced."""
-        prefill = self.prompts.build(text, voice, normalize_language(language), text_mode, device=self.device)
-        if max_frames is None:
-            max_frames = frame_budget(prefill.text_tokens)
-        elif not 1 <= max_frames <= 8 * FRAMES_CAP:
-            raise ValueError(f"max_frames must be between 1 and {8 * FRAMES_CAP}")
-        if not 0 <= min_frames <= max_frames:
-            raise ValueError("min_frames must be between 0 and max_frames")
+        prefill = self.prompts.build(text, voice, language, text_mode, device=self.device)
+        max_frames = frame_limits(prefill.text_tokens, max_frames, min_frames, most=8 * FRAMES_CAP)
+        chunks = FrameChunks(first_chunk_frames, max_chunk_frames)
         sampling = sampling or self.default_sampling
         state = self._decoder_state(voice)
         should_stop = cancel.is_set if cancel is not None else None
         frames = generate_frames(self.model.talker, prefill, sampling, max_frames, resolve_seed(seed), should_stop,
                                  min_frames)
-        return self._chunks(decode_stream(frames, self.codec, state, first_chunk_frames, max_chunk_frames))
+        return self._chunks(decode_stream(frames, self.codec, state, chunks))
 
     @staticmethod
     def _chunks(decoded: Iterator[tuple[torch.Tensor, torch.Tensor]]) -> Iterator[AudioChunk]:

@@ -33,6 +33,18 @@ def frame_budget(text_tokens: int, cap: int = FRAMES_CAP) -> int:
     return max(1, min(cap, BUDGET_BASE_FRAMES + BUDGET_FRAMES_PER_TOKEN * text_tokens))
 
 
+def frame_limits(text_tokens: int, max_frames: int | None, min_frames: int, most: int) -> int:
+    """The request's max_frames: the caller's (1..most) or the text's budget (at most `most`);
+    min_frames checked against it."""
+    if max_frames is None:
+        max_frames = min(frame_budget(text_tokens), most)
+    elif not 1 <= max_frames <= most:
+        raise ValueError(f"max_frames must be between 1 and {most} for this request")
+    if not 0 <= min_frames <= max_frames:
+        raise ValueError("min_frames must be between 0 and max_frames")
+    return max_frames
+
+
 def suppressed_codes(talker: Talker, device: torch.device) -> torch.Tensor:
     """Bool (V,): the top 1024 ids (specials, languages, speakers) except EOS never get sampled."""
     cfg = talker.cfg
@@ -304,22 +316,34 @@ def generate_frames(talker: Talker, prefill: Prefill, sampling: SamplingConfig, 
             yield frame
 
 
+class FrameChunks:
+    """Frames gathered into chunks for the codec: first_chunk_frames, then doubling up to
+    max_chunk_frames (a small first chunk for early audio, larger ones for throughput)."""
+
+    def __init__(self, first_chunk_frames: int = 1, max_chunk_frames: int = 8) -> None:
+        if not 1 <= first_chunk_frames <= max_chunk_frames:
+            raise ValueError("need 1 <= first_chunk_frames <= max_chunk_frames")
+        self.pending: list[torch.Tensor] = []
+        self.target = first_chunk_frames
+        self.largest = max_chunk_frames
+
+    def take_due(self, finished: bool) -> torch.Tensor | None:
+        """The pending frames as one chunk (n, G), when enough have gathered (or the stream ended)."""
+        if not self.pending or (len(self.pending) < self.target and not finished):
+            return None
+        codes = torch.stack(self.pending)
+        self.pending = []
+        self.target = min(self.target * 2, self.largest)
+        return codes
+
+
 @torch.inference_mode()
 def decode_stream(frames: Iterator[torch.Tensor], codec: SpeechCodec, state: DecoderState,
-                  first_chunk_frames: int = 1, max_chunk_frames: int = 8) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """Group frames into chunks (first_chunk_frames, then doubling up to max_chunk_frames) and
-    decode each as soon as it is full. Yields (codes (n, G), audio (n * 1920,)) per chunk."""
-    if first_chunk_frames < 1 or max_chunk_frames < first_chunk_frames:
-        raise ValueError("need 1 <= first_chunk_frames <= max_chunk_frames")
-    pending: list[torch.Tensor] = []
-    target = first_chunk_frames
+                  chunks: FrameChunks) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Decode each chunk as soon as it is full. Yields (codes (n, G), audio (n * 1920,)) per chunk."""
     for frame in frames:
-        pending.append(frame)
-        if len(pending) >= target:
-            codes = torch.stack(pending)
+        chunks.pending.append(frame)
+        if (codes := chunks.take_due(finished=False)) is not None:
             yield codes, codec.decoder(codes[None], state)[0]
-            pending = []
-            target = min(target * 2, max_chunk_frames)
-    if pending:
-        codes = torch.stack(pending)
+    if (codes := chunks.take_due(finished=True)) is not None:
         yield codes, codec.decoder(codes[None], state)[0]

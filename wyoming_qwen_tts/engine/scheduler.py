@@ -17,9 +17,8 @@ import torch
 
 from .codec import DecoderState
 from .engine import AudioChunk, QwenTTS, resolve_seed
-from .generate import (MIN_FRAMES_BEFORE_EOS, BucketedRunner, CudaGraphRunner, DecodeBatch, EagerRunner, Row,
-                       frame_budget)
-from .languages import normalize_language
+from .generate import (MIN_FRAMES_BEFORE_EOS, BucketedRunner, CudaGraphRunner, DecodeBatch, EagerRunner,
+                       FrameChunks, Row, frame_limits)
 from .prompt import TextMode, VoicePrompt
 from .sampling import SamplingConfig
 
@@ -33,26 +32,11 @@ class Audio:
     """A request's audio side: its codec state, frames not yet decoded, where chunks go."""
 
     state: DecoderState
-    first_chunk_frames: int
-    max_chunk_frames: int
+    frames: FrameChunks
     chunks: queue.SimpleQueue = field(default_factory=queue.SimpleQueue)
-    pending: list[torch.Tensor] = field(default_factory=list)
-    target: int = 0
     decoded_frames: int = 0
     jobs: deque = field(default_factory=deque)  # codes (n, G) tensors, then _END; codec thread only
     failed: bool = False
-
-    def __post_init__(self) -> None:
-        self.target = self.first_chunk_frames
-
-    def take_due(self, finished: bool) -> torch.Tensor | None:
-        """The pending frames as one chunk, when enough have gathered (or the stream ended)."""
-        if not self.pending or (len(self.pending) < self.target and not finished):
-            return None
-        codes = torch.stack(self.pending)
-        self.pending = []
-        self.target = min(self.target * 2, self.max_chunk_frames)
-        return codes
 
 
 class BatchScheduler:
@@ -93,22 +77,16 @@ class BatchScheduler:
                cancel: threading.Event | None = None, min_frames: int = MIN_FRAMES_BEFORE_EOS) -> Iterator[AudioChunk]:
         """As QwenTTS.stream; the request is checked and queued now, its frames come from the batch."""
         tts = self.tts
-        prefill = tts.prompts.build(text, voice, normalize_language(language), text_mode, device=tts.device)
+        prefill = tts.prompts.build(text, voice, language, text_mode, device=tts.device)
         room = self.max_len - prefill.embeds.shape[1]
         text_still_to_feed = prefill.trailing_text.shape[1]
         if room <= text_still_to_feed:
             raise ValueError(f"the prompt and text take {prefill.embeds.shape[1] + text_still_to_feed} positions, "
                              f"more than the {self.max_len} a batch row holds: split the text")
-        if max_frames is None:
-            max_frames = min(frame_budget(prefill.text_tokens), room)
-        elif not 1 <= max_frames <= room:
-            raise ValueError(f"max_frames must be between 1 and {room} for this prompt")
-        if not 0 <= min_frames <= max_frames:
-            raise ValueError("min_frames must be between 0 and max_frames")
-        if not 1 <= first_chunk_frames <= max_chunk_frames:
-            raise ValueError("need 1 <= first_chunk_frames <= max_chunk_frames")
+        max_frames = frame_limits(prefill.text_tokens, max_frames, min_frames, most=room)
+        frames = FrameChunks(first_chunk_frames, max_chunk_frames)
         cancel = cancel or threading.Event()
-        audio = Audio(tts._decoder_state(voice), first_chunk_frames, max_chunk_frames)
+        audio = Audio(tts._decoder_state(voice), frames)
         if tts.device.type == "cuda":
             torch.cuda.current_stream().synchronize()  # the state's copy is done before the codec stream reads it
         row = Row(prefill, sampling or tts.default_sampling, resolve_seed(seed), max_frames, min_frames,
@@ -206,14 +184,14 @@ class BatchScheduler:
             return
         done = {id(row) for row in finished}
         for row, frame in produced:
-            row.owner.pending.append(frame)
+            row.owner.frames.pending.append(frame)
             self._send_due(row.owner, finished=id(row) in done)
         for row in finished:
             self._send_due(row.owner, finished=True)  # frames left from before an EOS step
             self._codec_jobs.put((row.owner, _END))
 
     def _send_due(self, audio: Audio, finished: bool) -> None:
-        codes = audio.take_due(finished)
+        codes = audio.frames.take_due(finished)
         if codes is not None:
             self._codec_jobs.put((audio, codes))
 
