@@ -106,8 +106,8 @@ class QwenTTS:
         """A cloned voice: ICL (reference codes + transcript) when ref_text is given, else x-vector only."""
         if self.model_type != "base":
             raise ValueError(f"voice cloning needs a Base checkpoint; this one is {self.model_type}")
-        use_icl = not x_vector_only and ref_text is not None and ref_text.strip() != ""
-        if not x_vector_only and ref_text is not None and not ref_text.strip():
+        use_icl = not x_vector_only and ref_text is not None
+        if use_icl and not ref_text.strip():
             raise ValueError("ref_text is empty: give the transcript of the reference audio, or clone x-vector only")
         samples, rate = read_audio(ref_audio)
         wav = torch.from_numpy(resample(samples, rate, SAMPLE_RATE))

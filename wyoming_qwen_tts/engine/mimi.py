@@ -246,7 +246,7 @@ class MimiEncoder(nn.Module):
         self.encoder = SEANetEncoder(cfg)
         self.encoder_transformer = MimiTransformer(cfg)
         stride = cfg.downsample_stride
-        self.downsample = (MimiConv(cfg.hidden_size, cfg.hidden_size, 2 * stride, stride=2, pad_mode="replicate",
+        self.downsample = (MimiConv(cfg.hidden_size, cfg.hidden_size, 2 * stride, stride=stride, pad_mode="replicate",
                                     bias=False) if stride != 1 else None)
         self.quantizer = MimiQuantizer(cfg)
 
