@@ -30,7 +30,7 @@ from wyoming.server import AsyncEventHandler
 from wyoming.tts import Synthesize, SynthesizeChunk, SynthesizeStart, SynthesizeStop, SynthesizeStopped
 
 from .audio import CHANNELS, SAMPLE_RATE, SAMPLE_WIDTH, pcm16_seconds
-from .protocol import BadFrame, FrameLimits, read_event
+from .protocol import BadFrame, FrameLimits, read_event, shorten
 from .text import AUTO, LanguageDetector, RequestText, normalize_language
 from .voices import VoiceCatalog, VoiceSpec
 
@@ -41,6 +41,7 @@ _CLOSE = object()  # the last item of a connection's queue: answer nothing more
 _BUSY_CHECK_SECONDS = 1.0
 # On shutdown, a request in flight gets this long to write its error and closing events.
 _SHUTDOWN_WRITE_SECONDS = 2.0
+LOGGED_CHARS = 80  # of a client's voice name, language or event type in a log line
 
 
 class Speaker(Protocol):
@@ -228,7 +229,7 @@ class TtsEventHandler(AsyncEventHandler):
         elif SynthesizeStop.is_type(event.type):
             await self._on_stream_stop()
         else:
-            _LOGGER.debug("Ignoring event %s", _shorten(event.type))
+            _LOGGER.debug("Ignoring event %s", shorten(event.type, LOGGED_CHARS))
         return True
 
     # -- requests ----------------------------------------------------------------------------------------
@@ -293,7 +294,8 @@ class TtsEventHandler(AsyncEventHandler):
             name, language, problem = None, None, f"{event.type}: {err}"
         voice, known = catalog.resolve(name)
         if not known:
-            _LOGGER.warning("Unknown voice %s: using the default voice %s", _shorten(repr(name)), voice.name)
+            _LOGGER.warning("Unknown voice %s: using the default voice %s", shorten(repr(name), LOGGED_CHARS),
+                            voice.name)
         response = await self._new_response(voice, language, streaming)
         if problem:
             response.report(problem)
@@ -446,7 +448,7 @@ def _markup_of(event: Event) -> bool | None:
     if text_format in ("ssml", "text"):
         return text_format == "ssml"
     _LOGGER.warning("Unknown text_format %s: reading the text as plain text or SSML by its look",
-                    _shorten(repr(text_format)))
+                    shorten(repr(text_format), LOGGED_CHARS))
     return None
 
 
@@ -466,7 +468,7 @@ def _voice_of(event: Event) -> tuple[str | None, str | None]:
     try:
         return name, normalize_language(str(language))
     except ValueError:
-        _LOGGER.warning("Ignoring unknown language %s in the request", _shorten(repr(language)))
+        _LOGGER.warning("Ignoring unknown language %s in the request", shorten(repr(language), LOGGED_CHARS))
         return name, None
 
 
@@ -476,6 +478,3 @@ def _peer_name(writer: asyncio.StreamWriter) -> str:
         return f"{peer[0]}:{peer[1]}"
     return str(peer or "a local client")
 
-
-def _shorten(text: str, limit: int = 80) -> str:
-    return text if len(text) <= limit else text[: limit - 3] + "..."

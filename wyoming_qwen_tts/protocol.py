@@ -90,7 +90,7 @@ def _loads(raw: bytes, what: str) -> Any:
     try:
         return json.loads(raw)
     except (ValueError, RecursionError) as err:  # not UTF-8, not JSON, or nested too deeply
-        raise BadFrame(f"{what} is not JSON: {_shorten(str(err))}") from None
+        raise BadFrame(f"{what} is not JSON: {shorten(str(err))}") from None
 
 
 def _json_object(value: Any, what: str) -> dict[str, Any]:
@@ -100,8 +100,9 @@ def _json_object(value: Any, what: str) -> dict[str, Any]:
 
 
 def _describe(value: Any) -> str:
-    return f"{type(value).__name__} {_shorten(repr(value))}"
+    return f"{type(value).__name__} {shorten(repr(value))}"
 
 
-def _shorten(text: str, limit: int = 60) -> str:
+def shorten(text: str, limit: int = 60) -> str:
+    """Client-given text for a message or a log line, cut to `limit` characters."""
     return text if len(text) <= limit else text[: limit - 3] + "..."
