@@ -52,12 +52,11 @@ def main() -> int:
         expected = [tts.synthesize(**r)[1] for r in requests(sampling, seeded)]
         for runner in ("eager", "bucketed", "cuda-graphs"):
             scheduler = BatchScheduler(tts, max_rows=4, max_len=512, runner=runner)
-            results = [None] * len(TEXTS)
-
             def run(index, reqs=requests(sampling, seeded)):
                 results[index] = np.concatenate([c.codes for c in scheduler.stream(**reqs[index])])
 
             for _ in range(2):  # the second pass runs on a batch that already served
+                results = [None] * len(TEXTS)  # a request that fails in this pass must not show the last one's codes
                 threads = [threading.Thread(target=run, args=(i,)) for i in range(len(TEXTS))]
                 for thread in threads:
                     thread.start()
