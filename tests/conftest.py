@@ -8,11 +8,6 @@ PARITY = FIXTURES / "parity"
 
 
 @pytest.fixture(scope="session")
-def fixtures_dir() -> Path:
-    return FIXTURES
-
-
-@pytest.fixture(scope="session")
 def parity_cases() -> dict:
     return json.loads((PARITY / "manifest.json").read_text())["cases"]
 

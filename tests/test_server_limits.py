@@ -25,7 +25,11 @@ def voices_file(tmp, speed: float = 1.0):
 def start(tmp, checkpoint, voices, *options) -> ServerProcess:
     process = ServerProcess(["--model", str(checkpoint), "--design-model", "none", "--device", "cpu",
                              "--voices", str(voices), "--data-dir", str(tmp / "data"), *options], tmp / "server.log")
-    process.wait_ready()
+    try:
+        process.wait_ready()
+    except BaseException:
+        process.stop()  # a server that never got ready must not outlive the test
+        raise
     return process
 
 
