@@ -22,6 +22,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+JOIN_TIMEOUT_S = 120  # a request that takes longer is stuck: report it instead of waiting for ever
 TEXTS = ["Hello world, this is a test.", "Good morning! The weather today is sunny.",
          "Turn on the kitchen lights, please.", "Your timer is done."]
 
@@ -61,8 +62,11 @@ def main() -> int:
                 for thread in threads:
                     thread.start()
                 for thread in threads:
-                    thread.join()
-                same = all(np.array_equal(a, b) for a, b in zip(results, expected))
+                    thread.join(timeout=JOIN_TIMEOUT_S)
+                stuck = sum(thread.is_alive() for thread in threads)
+                if stuck:
+                    print(f"{label:7s} {runner:12s} {stuck} requests did not finish within {JOIN_TIMEOUT_S} s")
+                same = not stuck and all(r is not None and np.array_equal(r, e) for r, e in zip(results, expected))
                 print(f"{label:7s} {runner:12s} codes equal single stream: {same}")
                 failures += not same
             if runner == "cuda-graphs":  # every bucket captured when the batch was made, none since

@@ -175,8 +175,9 @@ class QwenTTS:
 
     @torch.inference_mode()
     def _decoder_state(self, voice: VoicePrompt) -> DecoderState:
-        """A fresh decoder state; for ICL, primed with the reference codes (computed once per voice),
-        as the official code decodes the reference and the generated codes together."""
+        """A fresh decoder state, made on the current CUDA stream; for ICL, primed with the reference
+        codes (computed once per voice), as the official code decodes the reference and the
+        generated codes together."""
         if voice.kind != "icl":
             return self.codec.decoder.new_state()
         key = hashlib.sha1(voice.ref_codes.cpu().numpy().tobytes()).hexdigest()
@@ -187,17 +188,43 @@ class QwenTTS:
         if primed is None:
             primed = self.codec.decoder.new_state()
             self.codec.decoder(voice.ref_codes.to(self.device)[None], primed)
+            self._wait_for_current_stream()  # other threads' streams read it once it is shared
             with self._primed_lock:
                 self._primed[key] = primed
                 while len(self._primed) > 32:
                     self._primed.popitem(last=False)
-        return primed.clone()
+        state = primed.clone()
+        self._wait_for_current_stream()  # the clone has read `primed` before anyone may evict and free it
+        return state
+
+    def _wait_for_current_stream(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.current_stream(self.device).synchronize()
+
+
+HOST = torch.device("cpu")
+# Parts used only to build prompts (the 0.6 GB text embedding table) or to clone a voice (the
+# speaker and speech encoders) stay in host memory; only their small results go to the device.
+MODEL_ON_HOST = ("talker.model.text_embedding.", "speaker_encoder.")
+CODEC_ON_HOST = ("encoder.",)
+
+
+def model_placement(name: str, device: torch.device, dtype: torch.dtype) -> tuple[torch.device, torch.dtype]:
+    """Where a model weight lives and in which dtype. The speaker encoder runs once per voice:
+    float32, for the best embedding."""
+    return (HOST if name.startswith(MODEL_ON_HOST) else device,
+            torch.float32 if name.startswith("speaker_encoder.") else dtype)
+
+
+def codec_placement(name: str, device: torch.device, dtype: torch.dtype) -> tuple[torch.device, torch.dtype]:
+    """The decoder in `dtype` on the device; the encoder (Base only, once per voice) float32 on the host."""
+    return (HOST, torch.float32) if name.startswith(CODEC_ON_HOST) else (device, dtype)
 
 
 def _load_model(checkpoint: Checkpoint, device: torch.device, dtype: torch.dtype) -> Qwen3TTSModel:
     with torch.device("meta"):
         model = Qwen3TTSModel(checkpoint.config)
-    weights = load_safetensors(checkpoint.weight_files, device=device)
+    weights = load_safetensors(checkpoint.weight_files, device=HOST)  # memory-mapped: each weight goes once to its place
     wanted = set(model.state_dict())
     missing = sorted(wanted - set(weights))
     if missing:
@@ -205,31 +232,32 @@ def _load_model(checkpoint: Checkpoint, device: torch.device, dtype: torch.dtype
     # Weights of parts this engine does not run (none in released checkpoints) are skipped.
     state = {}
     for name in wanted:
-        tensor = weights[name]
-        # The speaker encoder runs once per voice: keep it in float32 for the best embedding.
-        state[name] = tensor.to(torch.float32 if name.startswith("speaker_encoder.") else dtype)
+        place, place_dtype = model_placement(name, device, dtype)
+        state[name] = weights[name].to(device=place, dtype=place_dtype)
     try:
         model.load_state_dict(state, strict=True, assign=True)
     except RuntimeError as err:
         raise CheckpointError(f"{checkpoint.path}: weights do not fit config.json: {err}") from err
-    return model.eval()
+    return model.eval().requires_grad_(False)  # inference only: no step may record an autograd graph
 
 
 def _load_codec(checkpoint: Checkpoint, device: torch.device, dtype: torch.dtype, with_encoder: bool) -> SpeechCodec:
-    """The decoder in `dtype`; the encoder (Base only, once per voice) in float32."""
     with torch.device("meta"):
         codec = SpeechCodec(checkpoint.codec, with_encoder=with_encoder)
-    weights = load_safetensors(checkpoint.codec_weight_files, device=device)
+    weights = load_safetensors(checkpoint.codec_weight_files, device=HOST)
     state = {}
-    for name, param in codec.state_dict().items():
+    for name in codec.state_dict():
         if name not in weights:
             raise CheckpointError(f"{checkpoint.path}/speech_tokenizer/model.safetensors lacks {name}")
-        state[name] = weights[name].to(dtype if name.startswith("decoder.") else torch.float32)
+        place, place_dtype = codec_placement(name, device, dtype)
+        state[name] = weights[name].to(device=place, dtype=place_dtype)
     try:
         codec.load_state_dict(state, strict=True, assign=True)
     except RuntimeError as err:
         raise CheckpointError(f"{checkpoint.path}/speech_tokenizer: weights do not fit its config.json: {err}") from err
-    return codec.eval()
+    codec.eval().requires_grad_(False)
+    codec.decoder.quantizer.build_tables()
+    return codec
 
 
 def _load_tokenizer(checkpoint: Checkpoint):
