@@ -49,11 +49,11 @@ class Talker(nn.Module):
         return KVCache(cfg.num_layers, rows, cfg.num_kv_heads, max_len, cfg.head_dim, device, dtype)
 
     def embed_text(self, token_ids: torch.Tensor) -> torch.Tensor:
-        """The projected text embeddings, on the device of token_ids. The table itself may live in
-        host memory (the loader keeps it there): only the looked-up rows travel."""
+        """Projected text embeddings, on the projection's device. The table may live in host
+        memory (the loader keeps it there), as should the ids: only the looked-up rows travel."""
         table = self.model.text_embedding
         rows = table(token_ids.to(table.weight.device))
-        return self.text_projection(rows.to(self.text_projection.linear_fc1.weight.device)).to(token_ids.device)
+        return self.text_projection(rows.to(self.text_projection.linear_fc1.weight.device))
 
     def embed_codec(self, token_ids: torch.Tensor) -> torch.Tensor:
         return self.model.codec_embedding(token_ids)
