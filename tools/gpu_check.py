@@ -70,7 +70,8 @@ def run_batch(tts, runner: str, requests: list[dict], max_len: int = 512):
 
 @contextmanager
 def recording_margins(margins: list[float], best: list[float]):
-    """Every greedy choice's gap between its two best logits, in call order (16 per frame)."""
+    """Every greedy choice's gap between its two best logits, in call order (16 per frame). It
+    reads values back to the host: only for eager steps, never inside a graph capture."""
     from wyoming_qwen_tts.engine import generate, predictor
 
     original = generate.choose
@@ -173,10 +174,10 @@ def main() -> int:
     # 2. single stream vs batch, greedy, tolerant of near ties
     greedy = requests(SamplingConfig.greedy(), False)
     singles = []
-    for request in greedy:
+    for request in greedy:  # each alone, eagerly: the margins are read on the host after every choice
         margins, best = [], []
         with recording_margins(margins, best):
-            single = tts.synthesize(**request)[1]
+            single = run_batch(tts, "eager", [request])[0][0]
         singles.append((single, margins, best))
     for runner in ("eager", "cuda-graphs"):
         batched, _, _ = run_batch(tts, runner, greedy)
