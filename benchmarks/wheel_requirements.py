@@ -159,12 +159,14 @@ def installed_problems(sites: list[Path], ours: bool) -> list[str]:
     `ours`, our own), met by what Python finds first on sites + sys.path (as PYTHONPATH puts them)."""
     from importlib import metadata
 
+    def found(dist) -> Dist:
+        name = canonicalize_name(dist.metadata["Name"])
+        return Dist(name, Version(dist.version), dist.requires or [], origin=f"{name} {dist.version}")
+
     available: dict[str, Dist] = {}
     for dist in metadata.distributions(path=[str(s) for s in sites] + sys.path):
-        name = canonicalize_name(dist.metadata["Name"])
-        available.setdefault(name, Dist(name, Version(dist.version), dist.requires or [], origin=f"{name} {dist.version}"))
-    carried = [Dist(canonicalize_name(d.metadata["Name"]), Version(d.version), d.requires or [],
-                    origin=f"{d.metadata['Name']} {d.version}") for d in metadata.distributions(path=[str(s) for s in sites])]
+        available.setdefault(canonicalize_name(dist.metadata["Name"]), found(dist))  # the first on the path wins
+    carried = [found(dist) for dist in metadata.distributions(path=[str(s) for s in sites])]
     wanted = [(d.origin, r, frozenset()) for d in carried for r in d.requires] + (_own_requirements() if ours else [])
     return unmet(wanted, available, absent="is not installed")
 

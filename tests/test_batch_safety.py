@@ -117,7 +117,8 @@ def test_a_consumer_does_not_wait_for_a_dead_engine(base_tts, voice, monkeypatch
 def test_codebook_tables_are_made_when_the_codec_is_loaded():
     from wyoming_qwen_tts.engine import QwenTTS
 
-    quantizer = QwenTTS(FIXTURES / "tiny-base", device="cpu", dtype="float32").codec.decoder.quantizer  # nothing decoded yet
+    fresh = QwenTTS(FIXTURES / "tiny-base", device="cpu", dtype="float32")  # nothing decoded yet
+    quantizer = fresh.codec.decoder.quantizer
     for rvq in (quantizer.rvq_first, quantizer.rvq_rest):
         expected = torch.stack([layer._codebook.table() for layer in rvq.vq.layers])
         assert rvq.tables is not None and torch.equal(rvq.tables, expected)

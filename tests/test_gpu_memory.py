@@ -129,7 +129,7 @@ def test_the_loader_places_weights_by_that_rule_and_prompts_are_built_for_the_de
             assert param.device == expected and not param.requires_grad, name
     assert tts.model.talker.model.text_embedding.weight.device == HOST
     hidden = tts.checkpoint.config.talker.hidden_size
-    voice = VoicePrompt(kind="icl", speaker_embedding=torch.zeros(hidden), ref_codes=torch.zeros(5, 16, dtype=torch.long),
-                        ref_text="The quick brown fox.")
+    voice = VoicePrompt(kind="icl", speaker_embedding=torch.zeros(hidden),
+                        ref_codes=torch.zeros(5, 16, dtype=torch.long), ref_text="The quick brown fox.")
     prefill = tts.prompts.build("Hello there.", voice, "english", device=tts.device)
     assert prefill.embeds.device.type == "meta" and prefill.trailing_text.device.type == "meta"

@@ -224,7 +224,7 @@ def codec_placement(name: str, device: torch.device, dtype: torch.dtype) -> tupl
 def _load_model(checkpoint: Checkpoint, device: torch.device, dtype: torch.dtype) -> Qwen3TTSModel:
     with torch.device("meta"):
         model = Qwen3TTSModel(checkpoint.config)
-    weights = load_safetensors(checkpoint.weight_files, device=HOST)  # memory-mapped: each weight goes once to its place
+    weights = load_safetensors(checkpoint.weight_files, device=HOST)  # each weight then goes once to its place
     wanted = set(model.state_dict())
     missing = sorted(wanted - set(weights))
     if missing:
