@@ -13,9 +13,11 @@ import unicodedata
 from collections.abc import Iterable
 from html.parser import HTMLParser
 
+import emoji
 from sentence_stream import SentenceBoundaryDetector
 
 from .engine.languages import AUTO, LANGUAGE_CODES, LANGUAGE_NAMES, normalize_language  # noqa: F401 (re-exported)
+from .speech_text import MarkdownReader, Piece
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -26,12 +28,13 @@ _CLAUSE_BREAK = re.compile(r"(?<=[,;:\u2014\u2013\uff0c\u3001\uff1b\uff1a])\s*")
 _WHITESPACE = re.compile(r"\s+")
 
 # Not speech: controls, format marks (zero-width, bidi, soft hyphen, BOM), lone surrogates (JSON
-# can carry them), private use and unassigned code points. Each becomes a space.
+# can carry them), private use and unassigned code points, and the replacement character. Each
+# becomes a space.
 _UNSPOKEN_CATEGORIES = {"Cc", "Cf", "Cs", "Co", "Cn"}
-# Emoji and pictographs: symbols ("So") in these blocks; the model has no reading for them. Letterlike
-# symbols below U+2190 (°, ℃, ™) and CJK symbols are kept.
-_PICTOGRAPH_BLOCKS = ((0x2190, 0x2BFF), (0x1F000, 0x1FAFF))
-_EMOJI_MODIFIERS = {0x20E3, *range(0xFE00, 0xFE10), *range(0x1F3FB, 0x1F400), *range(0xE0100, 0xE01F0)}
+_REPLACEMENT_CHARACTER = "\ufffd"
+# Emoji (the emoji package knows them, sequences and modifiers included) have no reading, except the
+# single letterlike symbols before the arrows block that are emoji only in their coloured form: © ® ™.
+_FIRST_PICTOGRAPH = 0x2190
 
 # py3langid probabilities for a sentence it is unsure of are low; below this we let the model decide.
 LANGUAGE_CONFIDENCE_FLOOR = 0.5
@@ -45,18 +48,17 @@ def language_codes(names: Iterable[str]) -> list[str]:
 def clean_text(text: str) -> str:
     """One line, single spaces, nothing unspeakable: line breaks from templates and LLM output are
     not pauses we want; control characters and emoji are not speech."""
-    kept = "".join(" " if _is_unspoken(char) else char for char in text)
+    without_emoji = emoji.replace_emoji(text, _spoken_emoji)
+    kept = "".join(" " if _is_unspoken(char) else char for char in without_emoji)
     return _WHITESPACE.sub(" ", kept).strip()
 
 
+def _spoken_emoji(found: str, _data: dict) -> str:
+    return found if len(found) == 1 and ord(found) < _FIRST_PICTOGRAPH else " "
+
+
 def _is_unspoken(char: str) -> bool:
-    category = unicodedata.category(char)
-    if category in _UNSPOKEN_CATEGORIES:
-        return True
-    code = ord(char)
-    if category == "So":
-        return any(first <= code <= last for first, last in _PICTOGRAPH_BLOCKS)
-    return code in _EMOJI_MODIFIERS
+    return unicodedata.category(char) in _UNSPOKEN_CATEGORIES or char == _REPLACEMENT_CHARACTER
 
 
 def is_speakable(text: str) -> bool:
@@ -158,13 +160,16 @@ class MarkupStripper(HTMLParser):
 class RequestText:
     """One request's text as it arrives, whole or in pieces: the first max_chars characters are
     kept (cut between words), markup is dropped when the text is SSML (markup=None: SSML when it
-    starts with <speak), and the speakable sentences come out as soon as they are complete."""
+    starts with <speak>), other text is read as markdown unless markdown=False (chat and LLM
+    replies: see speech_text), and the speakable sentences come out as soon as they are complete."""
 
-    def __init__(self, max_chars: int, markup: bool | None = None) -> None:
+    def __init__(self, max_chars: int, markup: bool | None = None, markdown: bool = True) -> None:
         self.max_chars = max_chars
         self.received = 0  # characters received, kept or not
         self._markup = markup
+        self._markdown = markdown
         self._stripper: MarkupStripper | None = None
+        self._reader: MarkdownReader | None = None
         self._splitter = SentenceSplitter()
 
     @property
@@ -177,12 +182,25 @@ class RequestText:
             self._markup = looks_like_ssml(kept)
         if self._markup:
             self._stripper = self._stripper or MarkupStripper()
-            kept = self._stripper.take(kept)
+            return self._splitter.add(self._stripper.take(kept))
+        if self._markdown and (self._reader or kept.strip()):
+            self._reader = self._reader or MarkdownReader()
+            return self._sentences_of(self._reader.add(kept))
         return self._splitter.add(kept)
 
     def finish(self) -> list[str]:
+        if self._reader:
+            return self._sentences_of(self._reader.finish()) + self._splitter.finish()
         tail = self._stripper.finish() if self._stripper else ""
         return self._splitter.add(tail) + self._splitter.finish()
+
+    def _sentences_of(self, pieces: list[Piece]) -> list[str]:
+        sentences = []
+        for piece in pieces:
+            sentences += self._splitter.add(piece.text)
+            if piece.ends_block:
+                sentences += self._splitter.finish()
+        return sentences
 
     def _within_limit(self, chunk: str) -> str:
         room = max(0, self.max_chars - self.received)
