@@ -14,7 +14,7 @@ of the reply gives the same text as the whole reply.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import NamedTuple
 from urllib.parse import urlsplit
 
@@ -48,6 +48,7 @@ class _Block:
     content: str = ""
     lead: str = ""  # said first: an ordered list item's number
     cells: tuple[tuple[str, str], ...] = ()
+    context_line: int = 0  # where to start parsing to read the line after it right: its table's first line
 
 
 def markdown_parser() -> MarkdownIt:
@@ -68,18 +69,40 @@ def _note_open_delimiters(state: StateInline) -> None:
         state.env[_OPEN_DELIMITER] = True
 
 
+class _Structure(NamedTuple):
+    """The blocks of the complete lines of the pending source."""
+
+    complete: str
+    blocks: list[_Block]
+    line_count: int
+    last_top_start: int  # first line of the last top-level block
+
+
+class _Guess(NamedTuple):
+    """The blocks with the line still arriving, from the line where its context starts. Once the
+    arriving line is a paragraph line with its first word complete, more text on it only lengthens
+    the last block's content: base + the line from its indent on."""
+
+    complete: str
+    blocks: list[_Block]
+    base: str | None
+    indent: int
+
+
 class MarkdownReader:
     """Markdown arriving in pieces -> Pieces of plain text, block by block.
 
-    Only the source from the start of the last top-level block is kept and parsed again; earlier
-    top-level blocks are said and cannot change."""
+    The complete lines are parsed when a line completes; the line still arriving is parsed with the
+    last block (its context), once per line while it decides what it is. Only the source from the
+    start of the last top-level block is kept: earlier top-level blocks are said and cannot change."""
 
     def __init__(self) -> None:
         self._parser = markdown_parser()
-        self._pending = ""  # source not yet said, from the start of a top-level block
+        self._pending = ""  # source not yet said in full, from the start of a top-level block
         self._done = 0  # blocks of the pending source said in full
         self._said = 0  # characters of the next block's content said already
-        self._structure: tuple[str, list[_Block], int] | None = None  # (complete lines, blocks, last top-level start)
+        self._structure: _Structure | None = None
+        self._guess: _Guess | None = None
 
     def add(self, chunk: str) -> list[Piece]:
         self._pending += chunk
@@ -87,33 +110,34 @@ class MarkdownReader:
 
     def finish(self) -> list[Piece]:
         pieces = self._release(final=True)
-        self._pending, self._done, self._said, self._structure = "", 0, 0, None
+        self._pending, self._done, self._said, self._structure, self._guess = "", 0, 0, None, None
         return pieces
 
     # -- what can be said ------------------------------------------------------------------------------
 
     def _release(self, final: bool) -> list[Piece]:
-        complete = self._pending if final else self._pending[: self._pending.rfind("\n") + 1]
-        blocks, last_top_start = self._blocks_of(complete)
-        line_count = len(complete.splitlines())
-        arriving = [] if final else self._with_arriving_line(complete)
+        structure = self._structure_of(self._pending if final else self._pending[: self._pending.rfind("\n") + 1])
+        blocks = structure.blocks
+        arriving = [] if final else self._with_arriving_line(structure)
         pieces = []
-        while self._done < len(blocks) and (final or _is_closed(blocks[self._done], line_count)
-                                             or _is_followed(blocks[self._done], arriving, self._done, line_count)):
+        while self._done < len(blocks) and (final or _is_closed(blocks[self._done], structure.line_count)
+                                             or self._is_followed(structure, arriving)):
             pieces.append(Piece(self._rest_of(blocks[self._done]), True))
             self._done, self._said = self._done + 1, 0
         if not final:
-            pieces.extend(self._open_part(blocks, arriving, complete))
-            self._forget_said_blocks(blocks, last_top_start)
+            pieces.extend(self._open_part(structure, arriving))
+            self._forget_said_blocks(structure)
         return [piece for piece in pieces if piece.text or piece.ends_block]
 
-    def _with_arriving_line(self, complete: str) -> list[_Block]:
-        """The blocks as they stand with the line still arriving (none when nothing arrives after the
-        complete lines): a guess, since the rest of the line can change them."""
-        partial = self._pending[len(complete):]
-        if not partial.strip():
-            return []
-        return self._parse(self._pending)[0]
+    def _is_followed(self, structure: _Structure, arriving: list[_Block]) -> bool:
+        """The line still arriving already starts a new block with text after its marker ("- It", "## Ti"):
+        the last block of the complete lines is closed without waiting for the end of that line."""
+        blocks = structure.blocks
+        if self._done != len(blocks) - 1 or len(arriving) != 2 or not _same_text(arriving[0], blocks[-1]):
+            return False
+        following = arriving[1]
+        return following.first_line >= structure.line_count and following.kind != "row" and bool(
+            following.content.strip())
 
     def _rest_of(self, block: _Block) -> str:
         if block.kind == "row":
@@ -127,9 +151,10 @@ class MarkdownReader:
     def _text_of(self, block: _Block, content: str) -> str:
         return (block.lead if self._said == 0 else "") + self._spoken(content)
 
-    def _open_part(self, blocks: list[_Block], arriving: list[_Block], complete: str) -> list[Piece]:
+    def _open_part(self, structure: _Structure, arriving: list[_Block]) -> list[Piece]:
         """Early fragments of the open paragraph or heading: its complete lines, and the line still
         arriving when that line goes on the same block."""
+        blocks = structure.blocks
         open_block = blocks[self._done] if self._done < len(blocks) else None
         if open_block is not None and open_block.kind == "row":
             return []
@@ -139,8 +164,8 @@ class MarkdownReader:
             last_line_start = content.rfind("\n") + 1
             if "|" in content[last_line_start:]:  # a table's header row if the next line is a delimiter row
                 content = content[: max(last_line_start - 1, 0)]
-        guess = arriving[-1] if len(arriving) == self._done + 1 else None
-        partial = self._pending[len(complete):]
+        guess = self._arriving_block(blocks, arriving)
+        partial = self._pending[len(structure.complete):]
         if (guess is not None and guess.kind != "row" and "|" not in partial and guess.content.startswith(content)
                 and (open_block is None or (content == open_block.content
                                              and guess.first_line == open_block.first_line))):
@@ -154,6 +179,15 @@ class MarkdownReader:
         text = self._text_of(open_block, content[self._said:said_to])
         self._said = said_to
         return [Piece(text, False)]
+
+    def _arriving_block(self, blocks: list[_Block], arriving: list[_Block]) -> _Block | None:
+        """The block the arriving line belongs to, when it is the next block to say and the last one."""
+        if not arriving:
+            return None
+        first_index = max(len(blocks) - 1, 0)  # the guess starts with the last complete block, if any
+        if first_index + len(arriving) - 1 != self._done:
+            return None
+        return arriving[-1]
 
     def _last_safe_cut(self, content: str, end_is_a_cut: bool) -> int | None:
         """The latest position after what is said already, before a space, after a CJK full stop, or
@@ -178,27 +212,42 @@ class MarkdownReader:
         literal = "".join(token.content for token in children if token.type == "text")
         return "`" not in literal and _brackets_closed(literal)
 
-    def _forget_said_blocks(self, blocks: list[_Block], last_top_start: int) -> None:
+    def _forget_said_blocks(self, structure: _Structure) -> None:
         """Drops the source of top-level blocks said in full; the last one may still go on (a list, a fence)."""
-        said_before = sum(1 for block in blocks if block.first_line < last_top_start)
-        if last_top_start <= 0 or self._done < said_before:
+        said_before = sum(1 for block in structure.blocks if block.first_line < structure.last_top_start)
+        if structure.last_top_start <= 0 or self._done < said_before:
             return
-        offset = _offset_of_line(self._pending, last_top_start)
-        self._pending = self._pending[offset:]
+        self._pending = self._pending[_offset_of_line(self._pending, structure.last_top_start):]
         self._done -= said_before
-        self._structure = None
+        self._structure = self._guess = None
 
     # -- parsing ---------------------------------------------------------------------------------------
 
-    def _blocks_of(self, complete: str) -> tuple[list[_Block], int]:
-        if self._structure is None or self._structure[0] != complete:
-            self._structure = (complete, *self._parse(complete))
-        return self._structure[1], self._structure[2]
+    def _structure_of(self, complete: str) -> _Structure:
+        if self._structure is None or self._structure.complete != complete:
+            tokens = self._parser.parse(complete)
+            top_starts = [token.map[0] for token in tokens if token.level == 0 and token.map]
+            self._structure = _Structure(complete, _blocks(tokens), len(complete.splitlines()),
+                                         top_starts[-1] if top_starts else 0)
+        return self._structure
 
-    def _parse(self, source: str) -> tuple[list[_Block], int]:
-        tokens = self._parser.parse(source)
-        top_starts = [token.map[0] for token in tokens if token.level == 0 and token.map and token.nesting >= 0]
-        return _blocks(tokens), (top_starts[-1] if top_starts else 0)
+    def _with_arriving_line(self, structure: _Structure) -> list[_Block]:
+        """The blocks from the last complete block (its table, for a row) on, with the line still
+        arriving: a guess, since the rest of that line can still change them. Lines are numbered as
+        in the pending source."""
+        partial = self._pending[len(structure.complete):]
+        if not partial.strip() or "|" in partial:  # nothing, or maybe a table row: said when complete
+            return []
+        guess = self._guess
+        if guess is not None and guess.complete == structure.complete and guess.base is not None:
+            return guess.blocks[:-1] + [replace(guess.blocks[-1], content=guess.base + partial[guess.indent:])]
+        context_line = structure.blocks[-1].context_line if structure.blocks else 0
+        source = self._pending[_offset_of_line(self._pending, context_line):]
+        blocks = [replace(block, first_line=block.first_line + context_line,
+                          end_line=block.end_line + context_line, context_line=block.context_line + context_line)
+                  for block in _blocks(self._parser.parse(source))]
+        self._guess = _Guess(structure.complete, blocks, *_line_base(blocks, partial))
+        return blocks
 
     def _spoken(self, inline_markdown: str) -> str:
         if not inline_markdown:
@@ -207,14 +256,28 @@ class MarkdownReader:
         return "".join(_spoken_token(token) for token in children)
 
 
+def _line_base(blocks: list[_Block], partial: str) -> tuple[str | None, int]:
+    """(base, indent) when the arriving line is settled as a line of the last block, a paragraph: its
+    first word is complete and more text can only lengthen it. (None, 0) otherwise."""
+    stripped = partial.strip()
+    # A line that starts with a letter starts no block; other starts ("1.", "-", "#") are decided by
+    # the time a space follows the first word.
+    settled = stripped[:1].isalpha() or len(stripped.split()) > 1 or partial[-1].isspace()
+    if not (settled and blocks and blocks[-1].kind == "paragraph" and blocks[-1].content.endswith(stripped)):
+        return None, 0
+    return blocks[-1].content[: len(blocks[-1].content) - len(stripped)], len(partial) - len(partial.lstrip())
+
+
+def _same_text(one: _Block, other: _Block) -> bool:
+    return (one.kind, one.content, one.lead, one.cells) == (other.kind, other.content, other.lead, other.cells)
+
+
 def _spoken_token(token: Token) -> str:
     if token.type in ("text", "code_inline"):
         return hosts_for_urls(token.content)
     if token.type in ("softbreak", "hardbreak"):
         return " "
-    if token.type == "image":  # its alt text, like a screen reader
-        return "".join(_spoken_token(child) for child in token.children or [])
-    return ""  # emphasis, strikethrough and link markers
+    return ""  # emphasis, strikethrough and link markers; images (in a reply, decoration)
 
 
 def hosts_for_urls(text: str) -> str:
@@ -237,7 +300,7 @@ def _blocks(tokens: list[Token]) -> list[_Block]:
     kind, item_number, in_header = "paragraph", "", False
     header: list[str] = []
     cells: list[str] | None = None  # the table row being read
-    row_lines = (0, 0)
+    row_lines, table_line = (0, 0), 0
     for token in tokens:
         if token.type in ("paragraph_open", "heading_open"):
             kind = token.type.removesuffix("_open")
@@ -245,6 +308,7 @@ def _blocks(tokens: list[Token]) -> list[_Block]:
             item_number = token.info  # the number of an ordered item, "" for a bullet
         elif token.type in ("fence", "hr", "table_open"):
             item_number = ""
+            table_line = token.map[0] if token.type == "table_open" else table_line
         elif token.type in ("thead_open", "thead_close"):
             in_header = token.type == "thead_open"
         elif token.type == "tr_open":
@@ -256,11 +320,11 @@ def _blocks(tokens: list[Token]) -> list[_Block]:
                 header = cells
             else:  # each body row a sentence of its own: "time: 9:00, temp: 12"
                 pairs = tuple(zip([*header, *[""] * len(cells)], cells))
-                blocks.append(_Block(*row_lines, "row", cells=pairs))
+                blocks.append(_Block(*row_lines, "row", cells=pairs, context_line=table_line))
             cells = None
         elif token.type == "inline":
             lead = f"{item_number}.{_WORD_JOINER} " if item_number else ""
-            blocks.append(_Block(token.map[0], token.map[1], kind, token.content, lead))
+            blocks.append(_Block(token.map[0], token.map[1], kind, token.content, lead, context_line=token.map[0]))
             item_number = ""
     return blocks
 
@@ -268,15 +332,6 @@ def _blocks(tokens: list[Token]) -> list[_Block]:
 def _is_closed(block: _Block, line_count: int) -> bool:
     """Headings and table rows are one line; a paragraph is closed once a line after it is complete."""
     return block.kind in ("heading", "row") or block.end_line < line_count
-
-
-def _is_followed(block: _Block, arriving: list[_Block], index: int, line_count: int) -> bool:
-    """The line still arriving already starts a new block with text after its marker ("- It", "## Ti"):
-    the block before it is closed without waiting for the end of that line."""
-    if len(arriving) != index + 2 or arriving[index] != block:
-        return False
-    following = arriving[index + 1]
-    return following.first_line >= line_count and following.kind != "row" and bool(following.content.strip())
 
 
 def _doubling_back(count: int) -> list[int]:
