@@ -173,9 +173,9 @@ class MarkdownReader:
         if open_block is None:
             return []
         cut = self._last_safe_cut(content, end_is_a_cut and content == open_block.content)
-        if cut is None:
+        said_to = _past_next_letter(content, self._said if cut is None else cut)
+        if said_to == self._said:
             return []
-        said_to = _past_next_letter(content, cut)
         text = self._text_of(open_block, content[self._said:said_to])
         self._said = said_to
         return [Piece(text, False)]
@@ -344,9 +344,12 @@ def _doubling_back(count: int) -> list[int]:
 
 
 def _past_next_letter(content: str, cut: int) -> int:
-    """The cut, or just past the first letter of the next word when that word is known to be a plain
-    word: the sentence splitter only ends a sentence once it sees the next one start ("today. T"),
-    and a letter followed by a letter or digit starts no markdown (a URL is kept whole)."""
+    """The cut, or just past the first letter of the word after it when that word is known to be a
+    plain word: the sentence splitter only ends a sentence once it sees the next one start ("today. T",
+    "。下"), and a letter followed by a letter or digit starts no markdown (a URL is kept whole)."""
+    at_a_gap = cut == len(content) or content[cut].isspace() or (cut and content[cut - 1] in _CJK_SENTENCE_ENDS)
+    if not at_a_gap:
+        return cut
     start = cut
     while start < len(content) and content[start].isspace():
         start += 1

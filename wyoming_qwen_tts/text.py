@@ -36,6 +36,9 @@ _REPLACEMENT_CHARACTER = "\ufffd"
 # single letterlike symbols before the arrows block that are emoji only in their coloured form: © ® ™.
 _FIRST_PICTOGRAPH = 0x2190
 
+# Stands in for "*" inside the sentence splitter: a private-use code point, never spoken anyway.
+_HIDDEN_ASTERISK = "\ue000"
+
 # py3langid probabilities for a sentence it is unsure of are low; below this we let the model decide.
 LANGUAGE_CONFIDENCE_FLOOR = 0.5
 
@@ -96,16 +99,26 @@ def _last_break(window: str) -> int:
 class SentenceSplitter:
     """Sentences from text that arrives in pieces, mid-word ("The weather", " today is sun", "ny. Tomorrow").
 
-    Only speakable sentences come out, each at most MAX_SENTENCE_CHARS long."""
+    Only speakable sentences come out, each at most MAX_SENTENCE_CHARS long. The splitter drops
+    asterisks around words (*very*); keep_asterisks keeps them, for text whose markdown is read
+    already (what is left is "5 * 3 * 2")."""
 
-    def __init__(self) -> None:
+    def __init__(self, keep_asterisks: bool = False) -> None:
         self._detector = SentenceBoundaryDetector()
+        self._keep_asterisks = keep_asterisks
 
     def add(self, chunk: str) -> list[str]:
-        return _speakable_pieces(self._detector.add_chunk(chunk))
+        if self._keep_asterisks:
+            chunk = chunk.replace("*", _HIDDEN_ASTERISK)
+        return self._pieces(self._detector.add_chunk(chunk))
 
     def finish(self) -> list[str]:
-        return _speakable_pieces([self._detector.finish()])
+        return self._pieces([self._detector.finish()])
+
+    def _pieces(self, sentences: Iterable[str]) -> list[str]:
+        if self._keep_asterisks:
+            sentences = [sentence.replace(_HIDDEN_ASTERISK, "*") for sentence in sentences]
+        return _speakable_pieces(sentences)
 
 
 def split_sentences(text: str) -> list[str]:
@@ -184,7 +197,8 @@ class RequestText:
             self._stripper = self._stripper or MarkupStripper()
             return self._splitter.add(self._stripper.take(kept))
         if self._markdown and (self._reader or kept.strip()):
-            self._reader = self._reader or MarkdownReader()
+            if self._reader is None:  # only blank text went to the splitter so far
+                self._reader, self._splitter = MarkdownReader(), SentenceSplitter(keep_asterisks=True)
             return self._sentences_of(self._reader.add(kept))
         return self._splitter.add(kept)
 
