@@ -303,3 +303,18 @@ def test_the_server_option_and_its_environment_variable_turn_markdown_off(monkey
     assert limits_of(build_parser().parse_args(["--no-markdown"])).markdown is False
     monkeypatch.setenv("QWEN_TTS_NO_MARKDOWN", "true")
     assert limits_of(build_parser().parse_args([])).markdown is False
+
+
+def test_a_failure_reading_markdown_still_speaks_the_rest_as_it_is(monkeypatch, caplog):
+    request = RequestText(max_chars=1000)
+    assert request.add("**First** sentence. Then") == ["First sentence."]
+
+    def broken(self, chunk):
+        self._pending += chunk
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(MarkdownReader, "add", broken)
+    assert request.add(" the *rest*.") == ["Then the rest."]  # nothing lost, nothing said twice
+    assert request.add(" More.") == []
+    assert request.finish() == ["More."]
+    assert "Reading the text as markdown failed" in caplog.text

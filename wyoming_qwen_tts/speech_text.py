@@ -25,8 +25,10 @@ from markdown_it.token import Token
 # Joins an ordered item's number to its text: the sentence splitter would end a sentence after "3."
 # before a capital ("3. Oktober", "1. Take"); clean_text turns it into a space (format character).
 _WORD_JOINER = "\u2060"
-# A bare URL up to, not including, the punctuation that ends its sentence or clause.
-_URL = re.compile(r"\b(?:https?://|www\.)[^\s<>\"]+?(?=[.,;:!?'\")\]]*(?:\s|$))", re.IGNORECASE)
+# A bare URL up to, not including, the punctuation that ends its sentence or clause; CJK
+# punctuation and full-width forms end it too ("请访问https://example.com/a。").
+_URL = re.compile(r"(?<![a-z0-9.\-])(?:https?://|www\.)[^\s<>\"\u3000-\u303f\uff00-\uffef]+?"
+                  r"(?=[.,;:!?'\")\]]*(?:[\s\u3000-\u303f\uff00-\uffef]|$))", re.IGNORECASE)
 _OPEN_DELIMITER = "speech_open_delimiter"
 _CJK_SENTENCE_ENDS = "。！？"
 
@@ -107,6 +109,26 @@ class MarkdownReader:
     def add(self, chunk: str) -> list[Piece]:
         self._pending += chunk
         return self._release(final=False)
+
+    @property
+    def unsaid(self) -> str:
+        """The markdown not said yet: the rest of the open block, then the source after it (all the
+        pending source if that cannot be told)."""
+        try:
+            structure = self._structure
+            blocks = structure.blocks if structure else []
+            guess = self._guess
+            if self._done < len(blocks):
+                block, content = blocks[self._done], blocks[self._done].content
+            elif guess and guess.blocks and guess.blocks[-1].first_line >= structure.line_count:
+                block, content = guess.blocks[-1], guess.blocks[-1].content
+                if guess.base is not None:  # the arriving line as it is now
+                    content = guess.base + self._pending[len(structure.complete) + guess.indent:]
+            else:
+                return self._pending if self._said == 0 else ""
+            return content[self._said:] + "\n\n" + self._pending[_offset_of_line(self._pending, block.end_line):]
+        except Exception:  # noqa: BLE001 (asked for after a failure: whatever state there is)
+            return self._pending
 
     def finish(self) -> list[Piece]:
         pieces = self._release(final=True)
@@ -347,7 +369,7 @@ def _past_next_letter(content: str, cut: int) -> int:
     """The cut, or just past the first letter of the word after it when that word is known to be a
     plain word: the sentence splitter only ends a sentence once it sees the next one start ("today. T",
     "。下"), and a letter followed by a letter or digit starts no markdown (a URL is kept whole)."""
-    at_a_gap = cut == len(content) or content[cut].isspace() or (cut and content[cut - 1] in _CJK_SENTENCE_ENDS)
+    at_a_gap = cut >= len(content) or content[cut].isspace() or (cut and content[cut - 1] in _CJK_SENTENCE_ENDS)
     if not at_a_gap:
         return cut
     start = cut
@@ -357,9 +379,13 @@ def _past_next_letter(content: str, cut: int) -> int:
     while end < len(content) and content[end].isalnum():
         end += 1
     word = content[start:end].lower()
-    if len(word) < 2 or not word[0].isalpha() or any(prefix.startswith(word) for prefix in ("https", "www")):
+    if len(word) < 2 or not word[0].isalpha() or _may_start_a_url(word) or _may_start_a_url(word[1:]):
         return cut
     return start + 1
+
+
+def _may_start_a_url(letters: str) -> bool:
+    return any(prefix.startswith(letters) or letters.startswith(prefix) for prefix in ("https", "www"))
 
 
 def _brackets_closed(literal: str) -> bool:
@@ -376,7 +402,10 @@ def _brackets_closed(literal: str) -> bool:
 
 
 def _offset_of_line(text: str, line: int) -> int:
+    """Where the line starts; the end of the text when it has fewer lines."""
     offset = 0
     for _ in range(line):
-        offset = text.index("\n", offset) + 1
+        offset = text.find("\n", offset) + 1
+        if offset == 0:
+            return len(text)
     return offset

@@ -105,10 +105,10 @@ class SentenceSplitter:
 
     def __init__(self, keep_asterisks: bool = False) -> None:
         self._detector = SentenceBoundaryDetector()
-        self._keep_asterisks = keep_asterisks
+        self.keep_asterisks = keep_asterisks
 
     def add(self, chunk: str) -> list[str]:
-        if self._keep_asterisks:
+        if self.keep_asterisks:
             chunk = chunk.replace("*", _HIDDEN_ASTERISK)
         return self._pieces(self._detector.add_chunk(chunk))
 
@@ -116,7 +116,7 @@ class SentenceSplitter:
         return self._pieces([self._detector.finish()])
 
     def _pieces(self, sentences: Iterable[str]) -> list[str]:
-        if self._keep_asterisks:
+        if self.keep_asterisks:
             sentences = [sentence.replace(_HIDDEN_ASTERISK, "*") for sentence in sentences]
         return _speakable_pieces(sentences)
 
@@ -199,14 +199,26 @@ class RequestText:
         if self._markdown and (self._reader or kept.strip()):
             if self._reader is None:  # only blank text went to the splitter so far
                 self._reader, self._splitter = MarkdownReader(), SentenceSplitter(keep_asterisks=True)
-            return self._sentences_of(self._reader.add(kept))
+            return self._read_markdown(kept)
         return self._splitter.add(kept)
 
     def finish(self) -> list[str]:
         if self._reader:
-            return self._sentences_of(self._reader.finish()) + self._splitter.finish()
+            return self._read_markdown(None) + self._splitter.finish()
         tail = self._stripper.finish() if self._stripper else ""
         return self._splitter.add(tail) + self._splitter.finish()
+
+    def _read_markdown(self, chunk: str | None) -> list[str]:
+        """The sentences of a chunk (None: of the end) read as markdown. A bug in reading markdown must
+        not cost the request its answer: the rest is then read as it is."""
+        try:
+            pieces = self._reader.finish() if chunk is None else self._reader.add(chunk)
+        except Exception:
+            _LOGGER.exception("Reading the text as markdown failed: reading the rest as it is")
+            unsaid, self._reader, self._markdown = self._reader.unsaid, None, False
+            self._splitter.keep_asterisks = False
+            return self._splitter.add(unsaid)
+        return self._sentences_of(pieces)
 
     def _sentences_of(self, pieces: list[Piece]) -> list[str]:
         sentences = []
