@@ -318,3 +318,17 @@ def test_a_failure_reading_markdown_still_speaks_the_rest_as_it_is(monkeypatch, 
     assert request.add(" More.") == []
     assert request.finish() == ["More."]
     assert "Reading the text as markdown failed" in caplog.text
+
+
+@pytest.mark.parametrize("chunks", [
+    ["Line one\r\nline two.\r\n\r\n- Next\r\n- Last"],
+    ["Line one\r", "\nline two.\r", "\n\r", "\n- Next\r", "\n- Last"],
+    ["Line one\rline two.\r\r- Next\r- Last"],
+])
+def test_carriage_returns_end_lines_as_line_feeds_do(chunks):
+    assert spoken_in_chunks(chunks) == ["Line one line two.", "Next", "Last"]
+
+
+def test_other_line_separators_do_not_end_a_paragraph():
+    text = "One\x0ctwo\u2028three\x85four.\nFive."
+    assert spoken_in_chunks(list(text)) == spoken(text) == ["One two three four.", "Five."]

@@ -105,10 +105,18 @@ class MarkdownReader:
         self._said = 0  # characters of the next block's content said already
         self._structure: _Structure | None = None
         self._guess: _Guess | None = None
+        self._after_cr = False  # the last chunk ended with a CR: a LF starting the next one is the same line end
 
     def add(self, chunk: str) -> list[Piece]:
-        self._pending += chunk
+        self._pending += self._with_newlines(chunk)
         return self._release(final=False)
+
+    def _with_newlines(self, chunk: str) -> str:
+        """Line ends as markdown-it sees them (CR LF and CR are LF), a CR LF split across chunks included."""
+        if self._after_cr and chunk.startswith("\n"):
+            chunk = chunk[1:]
+        self._after_cr = chunk.endswith("\r")
+        return chunk.replace("\r\n", "\n").replace("\r", "\n")
 
     @property
     def unsaid(self) -> str:
@@ -133,6 +141,7 @@ class MarkdownReader:
     def finish(self) -> list[Piece]:
         pieces = self._release(final=True)
         self._pending, self._done, self._said, self._structure, self._guess = "", 0, 0, None, None
+        self._after_cr = False
         return pieces
 
     # -- what can be said ------------------------------------------------------------------------------
@@ -249,7 +258,8 @@ class MarkdownReader:
         if self._structure is None or self._structure.complete != complete:
             tokens = self._parser.parse(complete)
             top_starts = [token.map[0] for token in tokens if token.level == 0 and token.map]
-            self._structure = _Structure(complete, _blocks(tokens), len(complete.splitlines()),
+            # Lines as markdown-it counts them: "\n" only (not form feeds or U+2028).
+            self._structure = _Structure(complete, _blocks(tokens), complete.count("\n"),
                                          top_starts[-1] if top_starts else 0)
         return self._structure
 
