@@ -30,7 +30,15 @@ _WORD_JOINER = "\u2060"
 _URL = re.compile(r"(?<![a-z0-9.\-])(?:https?://|www\.)[^\s<>\"\u3000-\u303f\uff00-\uffef]+?"
                   r"(?=[.,;:!?'\")\]]*(?:[\s\u3000-\u303f\uff00-\uffef]|$))", re.IGNORECASE)
 _OPEN_DELIMITER = "speech_open_delimiter"
+# Looking for an early cut parses the open paragraph: after a search that found none, the next waits
+# for the paragraph to grow by half of what is unsaid (at least this much), so that an unclosed
+# construct (or a client sending "*a " a thousand times) costs a few parses, not one per chunk.
+_SEARCH_AFTER_CHARS = 16
+_MAX_UNSAID_SEARCHED = 2000  # beyond this the open paragraph is said when it closes
+_MAX_CUTS_TRIED = 8
 _CJK_SENTENCE_ENDS = "。！？"
+_BLOCK_STARTS = set("-+*_#>=`~|:0123456789")
+_SETTLED_CHARS = 16
 
 
 class Piece(NamedTuple):
@@ -60,6 +68,13 @@ def markdown_parser() -> MarkdownIt:
     # could turn brackets into a link after they were spoken. LLMs write fences and inline links.
     parser.disable(["code", "reference"])
     parser.inline.ruler2.after("balance_pairs", "speech_open_delimiters", _note_open_delimiters)
+    return parser
+
+
+def _block_parser() -> MarkdownIt:
+    """Blocks only: inline content is parsed where it is said, in pieces of bounded size."""
+    parser = markdown_parser()
+    parser.core.ruler.disable(["inline"])
     return parser
 
 
@@ -100,12 +115,14 @@ class MarkdownReader:
 
     def __init__(self) -> None:
         self._parser = markdown_parser()
+        self._block_parser = _block_parser()
         self._pending = ""  # source not yet said in full, from the start of a top-level block
         self._done = 0  # blocks of the pending source said in full
         self._said = 0  # characters of the next block's content said already
         self._structure: _Structure | None = None
         self._guess: _Guess | None = None
         self._after_cr = False  # the last chunk ended with a CR: a LF starting the next one is the same line end
+        self._search_at = 0  # content length of the open block at which to look for a cut again
 
     def add(self, chunk: str) -> list[Piece]:
         self._pending += self._with_newlines(chunk)
@@ -141,7 +158,7 @@ class MarkdownReader:
     def finish(self) -> list[Piece]:
         pieces = self._release(final=True)
         self._pending, self._done, self._said, self._structure, self._guess = "", 0, 0, None, None
-        self._after_cr = False
+        self._after_cr, self._search_at = False, 0
         return pieces
 
     # -- what can be said ------------------------------------------------------------------------------
@@ -154,7 +171,7 @@ class MarkdownReader:
         while self._done < len(blocks) and (final or _is_closed(blocks[self._done], structure.line_count)
                                              or self._is_followed(structure, arriving)):
             pieces.append(Piece(self._rest_of(blocks[self._done]), True))
-            self._done, self._said = self._done + 1, 0
+            self._done, self._said, self._search_at = self._done + 1, 0, 0
         if not final:
             pieces.extend(self._open_part(structure, arriving))
             self._forget_said_blocks(structure)
@@ -208,7 +225,7 @@ class MarkdownReader:
         if said_to == self._said:
             return []
         text = self._text_of(open_block, content[self._said:said_to])
-        self._said = said_to
+        self._said, self._search_at = said_to, 0
         return [Piece(text, False)]
 
     def _arriving_block(self, blocks: list[_Block], arriving: list[_Block]) -> _Block | None:
@@ -225,14 +242,18 @@ class MarkdownReader:
         at the end of the complete lines, up to which no markdown construct is open. Candidates are
         tried at doubling distances from the last, so a long open construct costs a few parses, not
         one per word."""
+        if len(content) < self._search_at or len(content) - self._said > _MAX_UNSAID_SEARCHED:
+            return None
         cuts = [index for index in range(self._said + 1, len(content))
                 if (content[index].isspace() and not content[index - 1].isspace())
                 or content[index - 1] in _CJK_SENTENCE_ENDS]
         if end_is_a_cut and len(content) > self._said:
             cuts.append(len(content))
-        for index in _doubling_back(len(cuts)):
+        for index in _doubling_back(len(cuts))[:_MAX_CUTS_TRIED]:
             if self._constructs_closed(content[self._said:cuts[index]]):
                 return cuts[index]
+        if cuts:
+            self._search_at = len(content) + max(_SEARCH_AFTER_CHARS, (len(content) - self._said) // 2)
         return None
 
     def _constructs_closed(self, fragment: str) -> bool:
@@ -256,7 +277,7 @@ class MarkdownReader:
 
     def _structure_of(self, complete: str) -> _Structure:
         if self._structure is None or self._structure.complete != complete:
-            tokens = self._parser.parse(complete)
+            tokens = self._block_parser.parse(complete)
             top_starts = [token.map[0] for token in tokens if token.level == 0 and token.map]
             # Lines as markdown-it counts them: "\n" only (not form feeds or U+2028).
             self._structure = _Structure(complete, _blocks(tokens), complete.count("\n"),
@@ -277,7 +298,7 @@ class MarkdownReader:
         source = self._pending[_offset_of_line(self._pending, context_line):]
         blocks = [replace(block, first_line=block.first_line + context_line,
                           end_line=block.end_line + context_line, context_line=block.context_line + context_line)
-                  for block in _blocks(self._parser.parse(source))]
+                  for block in _blocks(self._block_parser.parse(source))]
         self._guess = _Guess(structure.complete, blocks, *_line_base(blocks, partial))
         return blocks
 
@@ -292,9 +313,10 @@ def _line_base(blocks: list[_Block], partial: str) -> tuple[str | None, int]:
     """(base, indent) when the arriving line is settled as a line of the last block, a paragraph: its
     first word is complete and more text can only lengthen it. (None, 0) otherwise."""
     stripped = partial.strip()
-    # A line that starts with a letter starts no block; other starts ("1.", "-", "#") are decided by
-    # the time a space follows the first word.
-    settled = stripped[:1].isalpha() or len(stripped.split()) > 1 or partial[-1].isspace()
+    # What a line is depends on how it starts ("1.", "-", "#", "```", "==="): decided once a space
+    # follows its first word, or after a few characters; a line starting otherwise starts no block.
+    settled = (stripped[:1] not in _BLOCK_STARTS or len(stripped.split()) > 1 or partial[-1].isspace()
+               or len(stripped) >= _SETTLED_CHARS)
     if not (settled and blocks and blocks[-1].kind == "paragraph" and blocks[-1].content.endswith(stripped)):
         return None, 0
     return blocks[-1].content[: len(blocks[-1].content) - len(stripped)], len(partial) - len(partial.lstrip())
