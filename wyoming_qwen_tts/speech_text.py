@@ -39,6 +39,10 @@ _MAX_CUTS_TRIED = 8
 _CJK_SENTENCE_ENDS = "。！？"
 _BLOCK_STARTS = set("-+*_#>=`~|:0123456789")
 _SETTLED_CHARS = 16
+_RULE_CHARACTERS = set("-*_= \t")
+# A long block (a paragraph of many lines) is parsed again only when a blank line comes or its source
+# grew by a quarter: each new line would parse it all again.
+_LONG_SOURCE = 2000
 
 
 class Piece(NamedTuple):
@@ -92,7 +96,8 @@ class _Structure(NamedTuple):
     complete: str
     blocks: list[_Block]
     line_count: int
-    last_top_start: int  # first line of the last top-level block
+    cut_lines: list[int]  # where the source may start: a top-level block, an item of a top-level list
+    table_rows: tuple[int, int] | None  # (first body row line, table start) of a table ending the source
 
 
 class _Guess(NamedTuple):
@@ -164,7 +169,8 @@ class MarkdownReader:
     # -- what can be said ------------------------------------------------------------------------------
 
     def _release(self, final: bool) -> list[Piece]:
-        structure = self._structure_of(self._pending if final else self._pending[: self._pending.rfind("\n") + 1])
+        structure = self._structure_of(self._pending if final else self._pending[: self._pending.rfind("\n") + 1],
+                                       final)
         blocks = structure.blocks
         arriving = [] if final else self._with_arriving_line(structure)
         pieces = []
@@ -265,23 +271,37 @@ class MarkdownReader:
         return "`" not in literal and _brackets_closed(literal)
 
     def _forget_said_blocks(self, structure: _Structure) -> None:
-        """Drops the source of top-level blocks said in full; the last one may still go on (a list, a fence)."""
-        said_before = sum(1 for block in structure.blocks if block.first_line < structure.last_top_start)
-        if structure.last_top_start <= 0 or self._done < said_before:
-            return
-        self._pending = self._pending[_offset_of_line(self._pending, structure.last_top_start):]
-        self._done -= said_before
+        """Drops the source of blocks said in full where what follows reads the same without it: before
+        a top-level block or an item of a top-level list, and a table's body rows (its header stays)."""
+        blocks = structure.blocks
+        next_line = blocks[self._done].first_line if self._done < len(blocks) else structure.line_count
+        cut = max((line for line in structure.cut_lines if line <= next_line), default=0)
+        if cut > 0:
+            self._drop_lines(blocks, 0, cut)
+        elif structure.table_rows and self._done and blocks[self._done - 1].kind == "row":
+            first_row, said_rows_end = structure.table_rows[0], blocks[self._done - 1].end_line
+            if said_rows_end > first_row:  # a blank line after them still ends the table
+                self._drop_lines(blocks, first_row, said_rows_end)
+
+    def _drop_lines(self, blocks: list[_Block], start: int, end: int) -> None:
+        self._done -= sum(1 for block in blocks if start <= block.first_line < end)
+        self._pending = (self._pending[: _offset_of_line(self._pending, start)]
+                         + self._pending[_offset_of_line(self._pending, end):])
         self._structure = self._guess = None
 
     # -- parsing ---------------------------------------------------------------------------------------
 
-    def _structure_of(self, complete: str) -> _Structure:
-        if self._structure is None or self._structure.complete != complete:
-            tokens = self._block_parser.parse(complete)
-            top_starts = [token.map[0] for token in tokens if token.level == 0 and token.map]
-            # Lines as markdown-it counts them: "\n" only (not form feeds or U+2028).
-            self._structure = _Structure(complete, _blocks(tokens), complete.count("\n"),
-                                         top_starts[-1] if top_starts else 0)
+    def _structure_of(self, complete: str, final: bool) -> _Structure:
+        known = self._structure
+        if known is not None and (known.complete == complete or (not final and _parse_later(known.complete, complete))):
+            return known
+        tokens = self._block_parser.parse(complete)
+        cut_lines = [token.map[0] for token in tokens if token.map and token.nesting >= 0 and (
+            token.level == 0 or (token.level == 1 and token.type == "list_item_open"))]
+        tables = [token for token in tokens if token.type == "table_open" and token.level == 0]
+        table_rows = (tables[-1].map[0] + 2, tables[-1].map[0]) if tables and cut_lines[-1] == tables[-1].map[0] else None
+        # Lines as markdown-it counts them: "\n" only (not form feeds or U+2028).
+        self._structure = _Structure(complete, _blocks(tokens), complete.count("\n"), cut_lines, table_rows)
         return self._structure
 
     def _with_arriving_line(self, structure: _Structure) -> list[_Block]:
@@ -290,6 +310,8 @@ class MarkdownReader:
         in the pending source."""
         partial = self._pending[len(structure.complete):]
         if not partial.strip() or "|" in partial:  # nothing, or maybe a table row: said when complete
+            return []
+        if "\n" in partial:  # complete lines not parsed yet (a long block): no guess before they are
             return []
         guess = self._guess
         if guess is not None and guess.complete == structure.complete and guess.base is not None:
@@ -309,14 +331,24 @@ class MarkdownReader:
         return "".join(_spoken_token(token) for token in children)
 
 
+def _parse_later(parsed: str, complete: str) -> bool:
+    """The complete lines parsed before still tell what can be said: the source is long, the new lines
+    hold no blank line, and they are less than a quarter of what was parsed."""
+    if len(parsed) < _LONG_SOURCE or not complete.startswith(parsed):
+        return False
+    new_lines = complete[len(parsed):]
+    return len(new_lines) * 4 < len(parsed) and not any(not line.strip() for line in new_lines.split("\n")[:-1])
+
+
 def _line_base(blocks: list[_Block], partial: str) -> tuple[str | None, int]:
     """(base, indent) when the arriving line is settled as a line of the last block, a paragraph: its
     first word is complete and more text can only lengthen it. (None, 0) otherwise."""
     stripped = partial.strip()
-    # What a line is depends on how it starts ("1.", "-", "#", "```", "==="): decided once a space
-    # follows its first word, or after a few characters; a line starting otherwise starts no block.
-    settled = (stripped[:1] not in _BLOCK_STARTS or len(stripped.split()) > 1 or partial[-1].isspace()
-               or len(stripped) >= _SETTLED_CHARS)
+    # What a line is depends on how it starts ("1. It", "- It", "# It", "```"): decided once a word
+    # follows its first one, or after a few characters; a line starting otherwise starts no block. A
+    # line of only "-", "*", "_", "=" can still become a rule or a heading's underline.
+    settled = (stripped[:1] not in _BLOCK_STARTS or len(stripped.split()) > 1
+               or len(stripped) >= _SETTLED_CHARS) and not set(stripped) <= _RULE_CHARACTERS
     if not (settled and blocks and blocks[-1].kind == "paragraph" and blocks[-1].content.endswith(stripped)):
         return None, 0
     return blocks[-1].content[: len(blocks[-1].content) - len(stripped)], len(partial) - len(partial.lstrip())
@@ -360,7 +392,7 @@ def _blocks(tokens: list[Token]) -> list[_Block]:
             kind = token.type.removesuffix("_open")
         elif token.type == "list_item_open":
             item_number = token.info  # the number of an ordered item, "" for a bullet
-        elif token.type in ("fence", "hr", "table_open"):
+        elif token.type in ("fence", "hr", "table_open", "list_item_close"):  # an item without text
             item_number = ""
             table_line = token.map[0] if token.type == "table_open" else table_line
         elif token.type in ("thead_open", "thead_close"):
