@@ -332,3 +332,30 @@ def test_carriage_returns_end_lines_as_line_feeds_do(chunks):
 def test_other_line_separators_do_not_end_a_paragraph():
     text = "One\x0ctwo\u2028three\x85four.\nFive."
     assert spoken_in_chunks(list(text)) == spoken(text) == ["One two three four.", "Five."]
+
+
+LONG_REPLIES = [
+    pytest.param("Your shopping list:\n\n" + "".join(f"{i}. Item number {i} is **here**.\n" for i in range(1, 61))
+                 + "\nThat is all.", id="long-ordered-list"),
+    pytest.param("| hour | temp |\n|---|---|\n" + "".join(f"| {h}:00 | {h % 7 + 10} °C |\n" for h in range(40))
+                 + "\nHave a nice day.", id="long-table"),
+    pytest.param(" ".join(f"Sentence {i} has *some* `code` and a [link](https://x.example/{i})." for i in range(60))
+                 + "\n- an item after it\n\nThe end.", id="long-paragraph"),
+    pytest.param("\n".join(f"> Quoted line {i} with **bold** text." for i in range(80)) + "\n\nAfter.", id="long-quote"),
+]
+
+
+@pytest.mark.parametrize("reply", LONG_REPLIES)
+@settings(max_examples=5, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(sizes=CHUNK_SIZES)
+def test_long_replies_give_the_same_sentences_in_any_chunking(reply, sizes):
+    whole = spoken(reply)
+    assert spoken_in_chunks(chunked(reply, sizes)) == whole
+
+
+def test_a_long_list_and_table_are_read_item_by_item_and_row_by_row():
+    items = spoken(LONG_REPLIES[0].values[0])
+    assert items[0] == "Your shopping list:" and items[-1] == "That is all."
+    assert items[1:-1] == [f"{i}. Item number {i} is here." for i in range(1, 61)]
+    rows = spoken(LONG_REPLIES[1].values[0])
+    assert rows[:-1] == [f"hour: {h}:00, temp: {h % 7 + 10} °C" for h in range(40)] and rows[-1] == "Have a nice day."
