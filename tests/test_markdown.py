@@ -200,7 +200,8 @@ def test_the_first_sentence_of_a_long_paragraph_is_spoken_before_the_paragraph_e
     ("3 * 4 = 12, and 5 * 3 = 15.", ["3 * 4 = 12, and 5 * 3 = 15."]),
     ("I write C# and C++ with snake_case names like my_var_name.",
      ["I write C# and C++ with snake_case names like my_var_name."]),
-    ("The total is $4.99 (or 4,50 €) on 29.11.2026 at 10:30.", ["The total is $4.99 (or 4,50 €) on 29.11.2026 at 10:30."]),
+    ("The total is $4.99 (or 4,50 €) on 29.11.2026 at 10:30.",
+     ["The total is $4.99 (or 4,50 €) on 29.11.2026 at 10:30."]),
     ("If a < b and c > d, say so.", ["If a < b and c > d, say so."]),
     ("Am 03.10.2026 ist Feiertag. Temperature: 20°C; humidity: 45%.",
      ["Am 03.10.2026 ist Feiertag.", "Temperature: 20°C; humidity: 45%."]),
@@ -341,7 +342,8 @@ LONG_REPLIES = [
                  + "\nHave a nice day.", id="long-table"),
     pytest.param(" ".join(f"Sentence {i} has *some* `code` and a [link](https://x.example/{i})." for i in range(60))
                  + "\n- an item after it\n\nThe end.", id="long-paragraph"),
-    pytest.param("\n".join(f"> Quoted line {i} with **bold** text." for i in range(80)) + "\n\nAfter.", id="long-quote"),
+    pytest.param("\n".join(f"> Quoted line {i} with **bold** text." for i in range(80)) + "\n\nAfter.",
+                 id="long-quote"),
 ]
 
 

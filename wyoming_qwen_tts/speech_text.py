@@ -6,9 +6,12 @@ sentence there, a pause instead of a "hash" or a dash), links are read as their 
 their host, inline code as text, code blocks are skipped (see the README). No torch here.
 
 Streaming: a block's text is said when the block is closed (a later line shows it cannot go on), and
-the open paragraph is said early in fragments cut before a space where no markdown construct is open
-(`**`, backticks, `[...](...)`), so that complete sentences are spoken at once while every chunking
-of the reply gives the same text as the whole reply.
+the open paragraph is said early in fragments cut before a space (or after a CJK full stop) where no
+markdown construct is open (`**`, backticks, `[...](...)`), with the first letter of the next word
+when it is plain, so that the sentence splitter sees a sentence end at once. Any chunking of a reply
+gives the text of the whole reply. One case cannot be told in time: a line said in part before a
+"|" arrives on it and a delimiter row follows (a table header row that starts without "|"; LLMs
+start table rows with "|").
 """
 
 from __future__ import annotations
@@ -97,7 +100,7 @@ class _Structure(NamedTuple):
     blocks: list[_Block]
     line_count: int
     cut_lines: list[int]  # where the source may start: a top-level block, an item of a top-level list
-    table_rows: tuple[int, int] | None  # (first body row line, table start) of a table ending the source
+    table_body_line: int | None  # the first body row of a table that is the last top-level block
 
 
 class _Guess(NamedTuple):
@@ -278,8 +281,8 @@ class MarkdownReader:
         cut = max((line for line in structure.cut_lines if line <= next_line), default=0)
         if cut > 0:
             self._drop_lines(blocks, 0, cut)
-        elif structure.table_rows and self._done and blocks[self._done - 1].kind == "row":
-            first_row, said_rows_end = structure.table_rows[0], blocks[self._done - 1].end_line
+        elif structure.table_body_line is not None and self._done and blocks[self._done - 1].kind == "row":
+            first_row, said_rows_end = structure.table_body_line, blocks[self._done - 1].end_line
             if said_rows_end > first_row:  # a blank line after them still ends the table
                 self._drop_lines(blocks, first_row, said_rows_end)
 
@@ -299,9 +302,10 @@ class MarkdownReader:
         cut_lines = [token.map[0] for token in tokens if token.map and token.nesting >= 0 and (
             token.level == 0 or (token.level == 1 and token.type == "list_item_open"))]
         tables = [token for token in tokens if token.type == "table_open" and token.level == 0]
-        table_rows = (tables[-1].map[0] + 2, tables[-1].map[0]) if tables and cut_lines[-1] == tables[-1].map[0] else None
+        last_is_a_table = tables and cut_lines[-1] == tables[-1].map[0]
+        table_body_line = tables[-1].map[0] + 2 if last_is_a_table else None  # after the header and delimiter rows
         # Lines as markdown-it counts them: "\n" only (not form feeds or U+2028).
-        self._structure = _Structure(complete, _blocks(tokens), complete.count("\n"), cut_lines, table_rows)
+        self._structure = _Structure(complete, _blocks(tokens), complete.count("\n"), cut_lines, table_body_line)
         return self._structure
 
     def _with_arriving_line(self, structure: _Structure) -> list[_Block]:
