@@ -16,6 +16,7 @@ start table rows with "|").
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass, replace
 from typing import NamedTuple
@@ -46,6 +47,7 @@ _RULE_CHARACTERS = set("-*_= \t")
 # A long block (a paragraph of many lines) is parsed again only when a blank line comes or its source
 # grew by a quarter: each new line would parse it all again.
 _LONG_SOURCE = 2000
+_MAX_GUESS_LINES = 24  # a block of more lines: its line still arriving is not parsed with it again and again
 
 
 class Piece(NamedTuple):
@@ -78,11 +80,13 @@ def markdown_parser() -> MarkdownIt:
     return parser
 
 
-def _block_parser() -> MarkdownIt:
-    """Blocks only: inline content is parsed where it is said, in pieces of bounded size."""
-    parser = markdown_parser()
-    parser.core.ruler.disable(["inline"])
-    return parser
+@functools.cache
+def _parsers() -> tuple[MarkdownIt, MarkdownIt]:
+    """(inline and all, blocks only), shared: building one costs milliseconds, parsing keeps its state
+    per call. The block parser leaves inline content to be parsed where it is said, in bounded pieces."""
+    block_parser = markdown_parser()
+    block_parser.core.ruler.disable(["inline"])
+    return markdown_parser(), block_parser
 
 
 def _note_open_delimiters(state: StateInline) -> None:
@@ -122,8 +126,7 @@ class MarkdownReader:
     start of the last top-level block is kept: earlier top-level blocks are said and cannot change."""
 
     def __init__(self) -> None:
-        self._parser = markdown_parser()
-        self._block_parser = _block_parser()
+        self._parser, self._block_parser = _parsers()
         self._pending = ""  # source not yet said in full, from the start of a top-level block
         self._done = 0  # blocks of the pending source said in full
         self._said = 0  # characters of the next block's content said already
@@ -322,6 +325,8 @@ class MarkdownReader:
             return guess.blocks[:-1] + [replace(guess.blocks[-1], content=guess.base + partial[guess.indent:])]
         context_line = structure.blocks[-1].context_line if structure.blocks else 0
         source = self._pending[_offset_of_line(self._pending, context_line):]
+        if len(source) > _LONG_SOURCE or source.count("\n") > _MAX_GUESS_LINES:  # said once the line is complete
+            return []
         blocks = [replace(block, first_line=block.first_line + context_line,
                           end_line=block.end_line + context_line, context_line=block.context_line + context_line)
                   for block in _blocks(self._block_parser.parse(source))]
