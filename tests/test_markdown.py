@@ -361,3 +361,11 @@ def test_a_long_list_and_table_are_read_item_by_item_and_row_by_row():
     assert items[1:-1] == [f"{i}. Item number {i} is here." for i in range(1, 61)]
     rows = spoken(LONG_REPLIES[1].values[0])
     assert rows[:-1] == [f"hour: {h}:00, temp: {h % 7 + 10} °C" for h in range(40)] and rows[-1] == "Have a nice day."
+
+
+@pytest.mark.parametrize("text", [
+    "[" * 1500, "*a " * 500, "**a " * 400, "> a *b\n" * 200, "- " * 700, "_a_b " * 300, "[x](" * 400,
+    "".join("  " * depth + "- a\n" for depth in range(40)), "`a " * 500, "| a |\n|---|\n" + "| 1 |\n" * 200,
+])
+def test_odd_markdown_reads_the_same_streamed_as_whole(text):
+    assert spoken_in_chunks(chunked(text, [7])) == spoken(text)
