@@ -258,6 +258,7 @@ def test_a_url_is_never_spelled_even_at_the_end_of_a_sentence():
     ("| Day | High |\n|---|---|\n| Mon | 21 °C |\n| Tue | |", ["Day: Mon, High: 21 °C", "Day: Tue"]),
     ("> Quoted *advice*.\n\n***\n\nAfter the rule.", ["Quoted advice.", "After the rule."]),
     ("- ✅ Lights off\n- ❌ Door open 🚪", ["Lights off", "Door open"]),
+    ("Rated ★★★★☆ by 👩🏽\u200d💻 users ✓", ["Rated by users"]),
     ("A line with two spaces  \nand a hard break.", ["A line with two spaces and a hard break."]),
 ])
 def test_markdown_structures(text, sentences):

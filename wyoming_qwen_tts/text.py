@@ -34,7 +34,9 @@ _UNSPOKEN_CATEGORIES = {"Cc", "Cf", "Cs", "Co", "Cn"}
 _REPLACEMENT_CHARACTER = "\ufffd"
 # Emoji (the emoji package knows them, sequences and modifiers included) have no reading, except the
 # single letterlike symbols before the arrows block that are emoji only in their coloured form: © ® ™.
+# Nor have the other symbols ("So") of the arrows-to-dingbats blocks that are not emoji (★ ✓ ■ ♪).
 _FIRST_PICTOGRAPH = 0x2190
+_LAST_PICTOGRAPH = 0x2BFF
 
 # Stands in for "*" inside the sentence splitter: a private-use code point, never spoken anyway.
 _HIDDEN_ASTERISK = "\ue000"
@@ -61,7 +63,10 @@ def _spoken_emoji(found: str, _data: dict) -> str:
 
 
 def _is_unspoken(char: str) -> bool:
-    return unicodedata.category(char) in _UNSPOKEN_CATEGORIES or char == _REPLACEMENT_CHARACTER
+    category = unicodedata.category(char)
+    if category == "So":
+        return _FIRST_PICTOGRAPH <= ord(char) <= _LAST_PICTOGRAPH
+    return category in _UNSPOKEN_CATEGORIES or char == _REPLACEMENT_CHARACTER
 
 
 def is_speakable(text: str) -> bool:
