@@ -370,3 +370,8 @@ def test_a_long_list_and_table_are_read_item_by_item_and_row_by_row():
 ])
 def test_odd_markdown_reads_the_same_streamed_as_whole(text):
     assert spoken_in_chunks(chunked(text, [7])) == spoken(text)
+
+
+def test_leading_indentation_sent_alone_still_counts_as_markdown():
+    text = "  - Hello\n   *"
+    assert spoken_in_chunks(list(text)) == spoken(text) == ["Hello"]

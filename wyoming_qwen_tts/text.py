@@ -188,6 +188,7 @@ class RequestText:
         self._markdown = markdown
         self._stripper: MarkupStripper | None = None
         self._reader: MarkdownReader | None = None
+        self._blank_start = ""  # whitespace received before any text, read as markdown
         self._splitter = SentenceSplitter()
 
     @property
@@ -201,9 +202,13 @@ class RequestText:
         if self._markup:
             self._stripper = self._stripper or MarkupStripper()
             return self._splitter.add(self._stripper.take(kept))
-        if self._markdown and (self._reader or kept.strip()):
-            if self._reader is None:  # only blank text went to the splitter so far
+        if self._markdown and self._reader is None and not kept.strip():
+            self._blank_start += kept  # indentation is markdown: it waits for the first text
+            return []
+        if self._markdown:
+            if self._reader is None:
                 self._reader, self._splitter = MarkdownReader(), SentenceSplitter(keep_asterisks=True)
+                kept, self._blank_start = self._blank_start + kept, ""
             return self._read_markdown(kept)
         return self._splitter.add(kept)
 
