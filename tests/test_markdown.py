@@ -1,14 +1,16 @@
 """LLM replies (markdown, links, lists, emoji) read as a person would read them, whole and streamed."""
 
+import re
+
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from wyoming.event import Event
 from wyoming.tts import Synthesize, SynthesizeChunk, SynthesizeStart, SynthesizeStop
 
 from wyoming_qwen_tts.handler import Limits
 from wyoming_qwen_tts.speech_text import MarkdownReader, hosts_for_urls
-from wyoming_qwen_tts.text import RequestText
+from wyoming_qwen_tts.text import RequestText, SentenceSplitter
 
 from .standin import exchange, run
 
@@ -215,6 +217,20 @@ def test_the_first_sentence_of_a_long_paragraph_is_spoken_before_the_paragraph_e
 def test_plain_text_without_markdown_is_unchanged(text, sentences):
     assert spoken(text) == sentences
     assert spoken_in_chunks(list(text)) == sentences
+
+
+PLAIN_PIECES = st.sampled_from([*"abcXYZ019 .,!?;:()$€%/+=-'\"°@\n", "Dr.", "Hello", " 5 * 3 ", "C#", "snake_case",
+                                 "3.5", "今天", "。", "é"])
+# What makes a line markdown although it has no markdown character: a list marker, a rule, an underline.
+MARKDOWN_LINE = re.compile(r"\s*(?:[-+*]|\d{1,9}[.)])(?:\s|$)|\s*(?:=+|-+|[-*_ ]{3,})\s*$")
+
+
+@settings(max_examples=150, deadline=None)
+@given(text=st.lists(PLAIN_PIECES, min_size=1, max_size=30).map("".join))
+def test_text_without_markdown_is_split_into_sentences_as_it_is(text):
+    assume(not any(MARKDOWN_LINE.match(line) for line in text.split("\n")))
+    splitter = SentenceSplitter(keep_asterisks=True)
+    assert spoken(text) == splitter.add(text) + splitter.finish()
 
 
 @pytest.mark.parametrize("ssml", [
