@@ -275,6 +275,7 @@ def test_a_url_is_never_spelled_even_at_the_end_of_a_sentence():
     ("> Quoted *advice*.\n\n***\n\nAfter the rule.", ["Quoted advice.", "After the rule."]),
     ("- ✅ Lights off\n- ❌ Door open 🚪", ["Lights off", "Door open"]),
     ("Rated ★★★★☆ by 👩🏽\u200d💻 users ✓", ["Rated by users"]),
+    ("Null\x00 bell\x07 **bold** \ufeffzero\u200bwidth.", ["Null bell bold zero width."]),
     ("A line with two spaces  \nand a hard break.", ["A line with two spaces and a hard break."]),
 ])
 def test_markdown_structures(text, sentences):

@@ -28,8 +28,8 @@ _CLAUSE_BREAK = re.compile(r"(?<=[,;:\u2014\u2013\uff0c\u3001\uff1b\uff1a])\s*")
 _WHITESPACE = re.compile(r"\s+")
 
 # Not speech: controls, format marks (zero-width, bidi, soft hyphen, BOM), lone surrogates (JSON
-# can carry them), private use and unassigned code points, and the replacement character. Each
-# becomes a space.
+# can carry them), private use and unassigned code points, and the replacement character (markdown
+# puts it for a NUL). Each becomes a space.
 _UNSPOKEN_CATEGORIES = {"Cc", "Cf", "Cs", "Co", "Cn"}
 _REPLACEMENT_CHARACTER = "\ufffd"
 # Emoji (the emoji package knows them, sequences and modifiers included) have no reading, except the
@@ -65,8 +65,8 @@ def _spoken_emoji(found: str, _data: dict) -> str:
 def _is_unspoken(char: str) -> bool:
     category = unicodedata.category(char)
     if category == "So":
-        return _FIRST_PICTOGRAPH <= ord(char) <= _LAST_PICTOGRAPH
-    return category in _UNSPOKEN_CATEGORIES or char == _REPLACEMENT_CHARACTER
+        return _FIRST_PICTOGRAPH <= ord(char) <= _LAST_PICTOGRAPH or char == _REPLACEMENT_CHARACTER
+    return category in _UNSPOKEN_CATEGORIES
 
 
 def is_speakable(text: str) -> bool:
