@@ -12,8 +12,9 @@ the batch, and no generator state lives outside the tensors (CUDA-graph friendly
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 
@@ -157,3 +158,49 @@ def choose(logits: torch.Tensor, rows: RowParams, keys: torch.Tensor) -> torch.T
     filtered = scaled.masked_fill(~keep_mask(scaled, rows), float("-inf"))
     noise = gumbel_noise(keys, logits.shape[-1]) * rows.do_sample
     return (filtered + noise).argmax(dim=-1)
+
+
+class DrawPlan(NamedTuple):
+    """What one stage's draw needs for the rows of a batch composition, as host values, so that a
+    compiled / captured step holds only the work those rows need (no sort when top-p is off)."""
+
+    sample: bool  # some row samples; else every row takes the argmax
+    top_k: int  # K of one torch.topk covering every sampling row's top_k; 0: no top-k filter at all
+    top_p: bool  # some sampling row has top_p < 1
+    penalty: bool  # some row has a repetition penalty other than 1
+
+    @classmethod
+    def of(cls, params: Sequence[SamplingParams], vocab: int) -> "DrawPlan":
+        penalty = any(p.repetition_penalty != 1.0 for p in params)
+        sampling = [p for p in params if p.do_sample]
+        if not sampling:
+            return cls(False, 0, False, penalty)
+        top_p = any(p.top_p < 1.0 for p in sampling)
+        largest = max(min(p.top_k, vocab) if p.top_k else vocab for p in sampling)
+        if largest >= vocab and not top_p:
+            return cls(True, 0, False, penalty)
+        # A power of two: compositions with nearby top_k values share one compiled graph.
+        return cls(True, min(vocab, max(16, 1 << (largest - 1).bit_length())), top_p, penalty)
+
+
+def choose_planned(logits: torch.Tensor, rows: RowParams, keys: torch.Tensor, plan: DrawPlan) -> torch.Tensor:
+    """choose() (penalty already applied) with the work cut to the plan: the same codes (top-k and the argmax are exact; top-p
+    sums its softmax over the top K only, which can move a near-tie at the top-p boundary by an ulp)."""
+    if not plan.sample:
+        return logits.argmax(dim=-1)
+    scaled = logits * rows.inv_temperature
+    if plan.top_k:
+        # Greedy rows (top_k = vocab) clamp to K: the argmax always survives the filter.
+        top_values, top_index = scaled.topk(plan.top_k, dim=-1)
+        kth = top_values.gather(1, (rows.top_k.clamp(max=plan.top_k) - 1)[:, None])
+        if plan.top_p:
+            keep_top = top_values >= kth
+            probs = top_values.masked_fill(~keep_top, float("-inf")).softmax(dim=-1)
+            keep_top &= (probs.cumsum(dim=-1) - probs) < rows.top_p
+            keep_top[:, 0] = True
+            keep = torch.zeros_like(scaled, dtype=torch.bool).scatter(1, top_index, keep_top)
+        else:
+            keep = scaled >= kth
+        scaled = scaled.masked_fill(~keep, float("-inf"))
+    noise = gumbel_noise(keys, logits.shape[-1]) * rows.do_sample
+    return (scaled + noise).argmax(dim=-1)
