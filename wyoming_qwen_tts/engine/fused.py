@@ -14,11 +14,12 @@ import logging
 import threading
 
 import torch
+import torch._dynamo
 
-from .generate import DecodeBatch, step_inputs
+from .generate import POSITION, BucketedRunner, CudaGraphRunner, DecodeBatch, EagerRunner, StepRunner, step_inputs
 from .layers import KVCache, RowPositions, block_step
 from .predictor import CodePredictor
-from .sampling import DrawPlan, RowParams, apply_repetition_penalty, choose_planned, draw_keys
+from .sampling import DrawPlan, RowParams, SamplingConfig, apply_repetition_penalty, choose_planned, draw_keys
 from .talker import Talker
 
 _LOGGER = logging.getLogger(__name__)
@@ -58,12 +59,12 @@ def predict_codes(predictor: CodePredictor, talker_hidden: torch.Tensor, first_c
     return torch.stack(codes, dim=1)
 
 
-def fused_frame_step(talker: Talker, hidden: torch.Tensor, seen: torch.Tensor, ints: torch.Tensor,
-                     text_table: torch.Tensor, talker_fields: tuple[torch.Tensor, ...],
-                     predictor_fields: tuple[torch.Tensor, ...], banned: torch.Tensor, eos_column: torch.Tensor,
-                     cache: KVCache, predictor_cache: KVCache, kv_len: int,
-                     plan: tuple[DrawPlan, DrawPlan]) -> torch.Tensor:
-    """generate.frame_step for rows 0..R-1 (the same codes), cut to the plan, from packed inputs."""
+def fused_codes(talker: Talker, hidden: torch.Tensor, seen: torch.Tensor, ints: torch.Tensor,
+                text_table: torch.Tensor, talker_fields: tuple[torch.Tensor, ...],
+                predictor_fields: tuple[torch.Tensor, ...], banned: torch.Tensor, eos_column: torch.Tensor,
+                predictor_cache: KVCache, plan: tuple[DrawPlan, DrawPlan]) -> tuple[torch.Tensor, torch.Tensor]:
+    """A step's frames (R, G) and the talker's next input (R, 1, H): everything but the talker's
+    decode step, so nothing here depends on the cache length (one graph per rows x plan)."""
     inputs = step_inputs(ints, text_table)
     talker_rows, predictor_rows = RowParams(*talker_fields), RowParams(*predictor_fields)
     talker_plan, predictor_plan = plan
@@ -77,41 +78,101 @@ def fused_frame_step(talker: Talker, hidden: torch.Tensor, seen: torch.Tensor, i
     rest = predict_codes(talker.code_predictor, hidden, talker.embed_codec(first), predictor_cache,
                          predictor_rows, inputs.seeds, inputs.frame_index, predictor_plan)
     frames = torch.cat((first[:, None], rest), dim=1)
-    embeds = talker.embed_frames(frames) + inputs.texts
-    hidden.copy_(talker.decode(embeds[:, None], cache, RowPositions(inputs.positions, kv_len)))
+    return frames, (talker.embed_frames(frames) + inputs.texts)[:, None]
+
+
+def talker_decode(talker: Talker, hidden: torch.Tensor, ints: torch.Tensor, embeds: torch.Tensor, cache: KVCache,
+                  kv_len: int) -> None:
+    """The talker's decode step: next hidden states into `hidden` (R, H), in place."""
+    hidden.copy_(talker.decode(embeds, cache, RowPositions(ints[:, POSITION], kv_len)))
+
+
+def fused_frame_step(talker: Talker, hidden: torch.Tensor, seen: torch.Tensor, ints: torch.Tensor,
+                     text_table: torch.Tensor, talker_fields: tuple[torch.Tensor, ...],
+                     predictor_fields: tuple[torch.Tensor, ...], banned: torch.Tensor, eos_column: torch.Tensor,
+                     cache: KVCache, predictor_cache: KVCache, kv_len: int,
+                     plan: tuple[DrawPlan, DrawPlan]) -> torch.Tensor:
+    """generate.frame_step for rows 0..R-1 (the same codes), cut to the plan, from packed inputs."""
+    frames, embeds = fused_codes(talker, hidden, seen, ints, text_table, talker_fields, predictor_fields, banned,
+                                 eos_column, predictor_cache, plan)
+    talker_decode(talker, hidden, ints, embeds, cache, kv_len)
     return frames
 
 
-_compiled = None
+_compiled: dict[str, object] = {}
 _compiled_lock = threading.Lock()
 
 
-def compiled_frame_step():
-    """fused_frame_step under torch.compile: fullgraph (no graph break, so no host sync inside),
-    static shapes (one graph per rows x kv_len x plan, as CUDA graphs need anyway), and no CUDA
-    graphs of Inductor's own (CudaGraphRunner captures the whole step itself)."""
-    global _compiled
+def compiled(function):
+    """`function` under torch.compile: fullgraph (no graph break, so no host sync inside), static
+    shapes (one graph per shape and plan, as CUDA graphs need anyway), and no CUDA graphs of
+    Inductor's own (CudaGraphRunner captures the whole step itself). One wrapper per function."""
     with _compiled_lock:
-        if _compiled is None:
-            import torch._dynamo
-
-            torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, RECOMPILE_LIMIT)
-            torch._dynamo.config.accumulated_recompile_limit = max(
-                torch._dynamo.config.accumulated_recompile_limit, RECOMPILE_LIMIT)
-            _compiled = torch.compile(fused_frame_step, fullgraph=True, dynamic=False)
-        return _compiled
+        if function.__name__ not in _compiled:
+            config = torch._dynamo.config
+            config.recompile_limit = max(config.recompile_limit, RECOMPILE_LIMIT)
+            config.accumulated_recompile_limit = max(config.accumulated_recompile_limit, RECOMPILE_LIMIT)
+            _compiled[function.__name__] = torch.compile(function, fullgraph=True, dynamic=False)
+        return _compiled[function.__name__]
 
 
 class FusedStep:
-    """A generate.StepFunction running fused_frame_step on a batch's buffers, compiled or not."""
+    """A generate.StepFunction running the fused step on a batch's buffers.
+
+    whole: the step is one graph (for CUDA graph capture: one graph per rows x kv_len x plan);
+    else only fused_codes is, and the talker's decode step runs eagerly at any cache length (on
+    CPU, where launches are cheap, the predictor is most of a frame, and every kv_len bucket
+    compiled would cost minutes at start-up). compiled=False runs the same code eagerly."""
 
     planned = True
 
-    def __init__(self, compiled: bool = True) -> None:
-        self.compiled = compiled
+    def __init__(self, compiled: bool = True, whole: bool = True) -> None:
+        self.compiled, self.whole = compiled, whole
 
     def __call__(self, batch: DecodeBatch, rows: int, kv_len: int, params: tuple[RowParams, RowParams]) -> torch.Tensor:
-        function = compiled_frame_step() if self.compiled else fused_frame_step
-        return function(batch.talker, batch.hidden[:rows], batch.seen[:rows], batch.step_ints[:rows],
-                        batch.text_table[:rows], params[0].fields(), params[1].fields(), batch.banned,
-                        batch.eos_column, batch.cache, batch.predictor_cache, kv_len, batch.step_plan())
+        hidden, ints = batch.hidden[:rows], batch.step_ints[:rows]
+        common = (batch.talker, hidden, batch.seen[:rows], ints, batch.text_table[:rows], params[0].fields(),
+                  params[1].fields(), batch.banned, batch.eos_column)
+        if self.whole:
+            return self._call(fused_frame_step, *common, batch.cache, batch.predictor_cache, kv_len, batch.step_plan())
+        frames, embeds = self._call(fused_codes, *common, batch.predictor_cache, batch.step_plan())
+        talker_decode(batch.talker, hidden, ints, embeds, batch.cache, kv_len)
+        return frames
+
+    def _call(self, function, *args):
+        if not self.compiled:
+            return function(*args)
+        try:
+            return compiled(function)(*args)
+        except torch._dynamo.exc.BackendCompilerFailed as err:
+            # e.g. no C++ compiler or no Triton on this machine: the same step, unfused, still works
+            _LOGGER.warning("Compiling the frame step failed, running it uncompiled: %s", err)
+            self.compiled = False
+            return function(*args)
+
+
+def step_plan_of(talker: Talker, sampling: SamplingConfig) -> tuple[DrawPlan, DrawPlan]:
+    """The plan of a batch whose rows all sample with `sampling` (what a server warms up)."""
+    return (DrawPlan.of([sampling.talker], talker.cfg.vocab_size),
+            DrawPlan.of([sampling.predictor], talker.code_predictor.cfg.vocab_size))
+
+
+RUNNERS = ("eager", "bucketed", "compiled", "cuda-graphs")
+
+
+def make_runner(name: str, batch: DecodeBatch, compile_steps: bool = True,
+                warm_plans: tuple[tuple[DrawPlan, DrawPlan], ...] = (), **buckets) -> StepRunner:
+    """eager: frame_step at exact shapes; bucketed: frame_step at padded static shapes (what a CUDA
+    graph replays, checkable on CPU); compiled: bucketed, with the code predictor's 15 steps and the
+    draws as one compiled graph (the CPU's fast path); cuda-graphs: the whole fused step (compiled
+    when compile_steps) captured as one CUDA graph per bucket and plan."""
+    if name == "eager":
+        return EagerRunner()
+    if name == "bucketed":
+        return BucketedRunner(batch, **buckets)
+    if name == "compiled":
+        return BucketedRunner(batch, step=FusedStep(compiled=True, whole=False), warm_plans=warm_plans, **buckets)
+    if name == "cuda-graphs":
+        return CudaGraphRunner(batch, step=FusedStep(compiled=compile_steps, whole=True), warm_plans=warm_plans,
+                               **buckets)
+    raise ValueError(f"runner must be one of {', '.join(RUNNERS)} or auto")

@@ -233,6 +233,9 @@ class DecodeBatch:
         self._remove(finished)
         return produced, finished
 
+    def drop_all(self) -> None:
+        self._remove(list(self.rows))
+
     def _remove(self, finished: list[Row]) -> None:
         """Drop finished rows; the last live row moves into each freed place."""
         for row in finished:
@@ -370,17 +373,22 @@ class CudaGraphRunner(BucketedRunner):
 
 
 def generate_frames(talker: Talker, prefill: Prefill, sampling: SamplingConfig, max_frames: int, seed: int,
-                    should_stop: Callable[[], bool] | None = None,
-                    min_frames: int = MIN_FRAMES_BEFORE_EOS) -> Iterator[torch.Tensor]:
+                    should_stop: Callable[[], bool] | None = None, min_frames: int = MIN_FRAMES_BEFORE_EOS,
+                    batch: DecodeBatch | None = None) -> Iterator[torch.Tensor]:
     """One stream: frames of codes, (G,) int64 each, until EOS (allowed from frame min_frames
-    on), max_frames, or should_stop()."""
+    on), max_frames, or should_stop(). In `batch` (an empty one, kept for reuse: its graphs or
+    compiled steps are ready), else in a fresh eager batch of its own."""
     row = Row(prefill, sampling, seed, max_frames, min_frames, should_stop)
-    batch = DecodeBatch(talker, max_rows=1, max_len=row.positions_needed)
+    if batch is None:
+        batch = DecodeBatch(talker, max_rows=1, max_len=row.positions_needed)
     batch.admit(row)
-    while batch.rows:
-        produced, _ = batch.step()
-        for _, frame in produced:
-            yield frame
+    try:
+        while batch.rows:
+            produced, _ = batch.step()
+            for _, frame in produced:
+                yield frame
+    finally:
+        batch.drop_all()  # the consumer may leave early: the batch is empty for the next stream
 
 
 class FrameChunks:

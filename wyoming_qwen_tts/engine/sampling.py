@@ -184,8 +184,9 @@ class DrawPlan(NamedTuple):
 
 
 def choose_planned(logits: torch.Tensor, rows: RowParams, keys: torch.Tensor, plan: DrawPlan) -> torch.Tensor:
-    """choose() (penalty already applied) with the work cut to the plan: the same codes (top-k and the argmax are exact; top-p
-    sums its softmax over the top K only, which can move a near-tie at the top-p boundary by an ulp)."""
+    """choose() (penalty already applied) with the work cut to the plan: the same codes (top-k and
+    the argmax are exact; top-p sums its softmax over the top K only, which can move a near-tie at
+    the top-p boundary by an ulp)."""
     if not plan.sample:
         return logits.argmax(dim=-1)
     scaled = logits * rows.inv_temperature
