@@ -23,8 +23,13 @@ from .sampling import DrawPlan, RowParams, SamplingConfig, apply_repetition_pena
 from .talker import Talker
 
 _LOGGER = logging.getLogger(__name__)
-# Buckets x plans x batches each trace once; the default limit (8) would silently fall back to eager.
+# Shapes x plans x batches each trace once; the default limit (8) would silently fall back to eager.
 RECOMPILE_LIMIT = 256
+# Automatic dynamic shapes: the first shape compiles static, the next one that differs in rows or
+# cache length compiles once more with that size symbolic, and it then serves every bucket (each
+# still captured at its own concrete size). dynamic=False would compile every (rows, kv_len)
+# bucket: at the 1.7B layer counts one compile took 23 min on the 2-core CI machine.
+DYNAMIC = None
 
 
 def _draw(logits: torch.Tensor, seen: torch.Tensor | None, rows: RowParams, keys: torch.Tensor,
@@ -104,25 +109,24 @@ _compiled_lock = threading.Lock()
 
 
 def compiled(function):
-    """`function` under torch.compile: fullgraph (no graph break, so no host sync inside), static
-    shapes (one graph per shape and plan, as CUDA graphs need anyway), and no CUDA graphs of
-    Inductor's own (CudaGraphRunner captures the whole step itself). One wrapper per function."""
+    """`function` under torch.compile: fullgraph (no graph break, so no host sync inside), shapes as
+    DYNAMIC says, and no CUDA graphs of Inductor's own (CudaGraphRunner captures the whole step
+    itself). One wrapper per function."""
     with _compiled_lock:
         if function.__name__ not in _compiled:
             config = torch._dynamo.config
             config.recompile_limit = max(config.recompile_limit, RECOMPILE_LIMIT)
             config.accumulated_recompile_limit = max(config.accumulated_recompile_limit, RECOMPILE_LIMIT)
-            _compiled[function.__name__] = torch.compile(function, fullgraph=True, dynamic=False)
+            _compiled[function.__name__] = torch.compile(function, fullgraph=True, dynamic=DYNAMIC)
         return _compiled[function.__name__]
 
 
 class FusedStep:
     """A generate.StepFunction running the fused step on a batch's buffers.
 
-    whole: the step is one graph (for CUDA graph capture: one graph per rows x kv_len x plan);
-    else only fused_codes is, and the talker's decode step runs eagerly at any cache length (on
-    CPU, where launches are cheap, the predictor is most of a frame, and every kv_len bucket
-    compiled would cost minutes at start-up). compiled=False runs the same code eagerly."""
+    whole: the step is one graph (what a CUDA graph captures); else only fused_codes is, and the
+    talker's decode step runs eagerly (on a CPU, where launches are cheap and the predictor is
+    most of a frame: a smaller graph, compiled sooner). compiled=False runs the same code eagerly."""
 
     planned = True
 
