@@ -176,9 +176,10 @@ class DrawPlan(NamedTuple):
         if not sampling:
             return cls(False, 0, False, penalty)
         top_p = any(p.top_p < 1.0 for p in sampling)
-        largest = max(min(p.top_k, vocab) if p.top_k else vocab for p in sampling)
-        if largest >= vocab and not top_p:
+        top_ks = [min(p.top_k, vocab) if p.top_k else vocab for p in sampling]
+        if min(top_ks) >= vocab and not top_p:  # nothing to filter
             return cls(True, 0, False, penalty)
+        largest = max(top_ks)
         # A power of two: compositions with nearby top_k values share one compiled graph.
         return cls(True, min(vocab, max(16, 1 << (largest - 1).bit_length())), top_p, penalty)
 
