@@ -85,17 +85,14 @@ class RowParams:
 
     @classmethod
     def stack(cls, params: list[SamplingParams], vocab: int, device: torch.device) -> "RowParams":
-        def column(values: list[float]) -> torch.Tensor:
-            return torch.tensor(values, dtype=torch.float32, device=device)[:, None]
-
-        return cls(
-            do_sample=column([1.0 if p.do_sample else 0.0 for p in params]),
-            inv_temperature=column([1.0 / p.temperature if p.do_sample else 1.0 for p in params]),
-            top_k=torch.tensor([min(p.top_k, vocab) if p.do_sample and p.top_k else vocab for p in params],
-                               dtype=torch.int64, device=device),
-            top_p=column([p.top_p if p.do_sample and p.top_p < 1.0 else 2.0 for p in params]),
-            penalty=column([p.repetition_penalty for p in params]),
-        )
+        # One host-to-device copy for all five (float64 holds every value exactly, top_k included).
+        table = torch.tensor([[1.0 if p.do_sample else 0.0, 1.0 / p.temperature if p.do_sample else 1.0,
+                               min(p.top_k, vocab) if p.do_sample and p.top_k else vocab,
+                               p.top_p if p.do_sample and p.top_p < 1.0 else 2.0, p.repetition_penalty]
+                              for p in params], dtype=torch.float64).reshape(len(params), 5).to(device)
+        floats = table.float()
+        return cls(do_sample=floats[:, 0:1], inv_temperature=floats[:, 1:2], top_k=table[:, 2].long(),
+                   top_p=floats[:, 3:4], penalty=floats[:, 4:5])
 
     def fields(self) -> tuple[torch.Tensor, ...]:
         return self.do_sample, self.inv_temperature, self.top_k, self.top_p, self.penalty
