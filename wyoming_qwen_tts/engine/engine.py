@@ -29,7 +29,8 @@ from .talker import Qwen3TTSModel
 
 _LOGGER = logging.getLogger(__name__)
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-# On a CPU the compiled code predictor is the default only where it measured faster (BENCHMARKS.md).
+# On a CPU the compiled code predictor measured 7 % faster per frame for a 2.5 min compile at
+# start-up (BENCHMARKS.md): not the default there until a measurement says otherwise.
 COMPILE_ON_CPU = False
 # Positions of the single-stream batch: it grows (powers of two) for longer requests, up to
 # SOLO_MAX_LEN (about 470 MB of cache at the 1.7B shapes in bf16); longer ones get an eager batch.
