@@ -3,9 +3,10 @@
     python tools/gpu_check.py [--checkpoint tests/fixtures/tiny-base] [--dtype float32|bfloat16]
 
 TF32 is off, so float32 matrix products are float32.
-1. Same rows, same batch: the CUDA-graph runner gives the bucketed runner's codes bit for bit
-   (same shapes, same kernels), greedy and seeded; all graphs are captured when the batch is made.
-2. Single stream vs batch (greedy): equal codes, or the first difference falls on a near tie of
+1. Same rows, same batch: the CUDA-graph runner gives the codes of its own fused step run without
+   graphs bit for bit (same shapes, same kernels), greedy and seeded; all graphs are captured when
+   the batch is made.
+2. Single stream vs batch (greedy; eager, bucketed and graphs): equal codes, or the first difference falls on a near tie of
    the single stream (two best logits closer than the tolerance): batching changes the shapes of
    the matrix products, hence their rounding, and a near tie may then go the other way.
 3. The scheduler (CUDA graphs, concurrent threads) likewise, with no request left waiting.
@@ -37,6 +38,18 @@ def gib(value: int) -> str:
     return f"{value / 2**30:.3f} GiB"
 
 
+def make_check_runner(tts, runner: str, batch, sampling):
+    """The engine's runners, plus "fused": the graphs' own (compiled, fused) step at the same padded
+    shapes without a graph, which a graph replay must equal bit for bit."""
+    from wyoming_qwen_tts.engine.fused import FusedStep, make_runner, step_plan_of
+    from wyoming_qwen_tts.engine.generate import BucketedRunner
+
+    plans = (step_plan_of(tts.model.talker, sampling or tts.default_sampling),)
+    if runner == "fused":
+        return BucketedRunner(batch, step=FusedStep(compiled=tts.compile_steps, whole=True), warm_plans=plans)
+    return make_runner(runner, batch, tts.compile_steps, warm_plans=plans)
+
+
 def run_batch(tts, runner: str, requests: list[dict], max_len: int = 512):
     """Codes (frames, G) per request, all admitted together into one batch with this runner; the
     batch; the device memory allocated once it was prepared (0 off CUDA)."""
@@ -44,12 +57,11 @@ def run_batch(tts, runner: str, requests: list[dict], max_len: int = 512):
 
     from wyoming_qwen_tts.engine.engine import resolve_seed
     from wyoming_qwen_tts.engine.generate import DecodeBatch, Row
-    from wyoming_qwen_tts.engine.scheduler import RUNNERS
 
     with torch.inference_mode():
         batch = DecodeBatch(tts.model.talker, len(requests), max_len)
         if runner != "eager":
-            batch.runner = RUNNERS[runner](batch)
+            batch.runner = make_check_runner(tts, runner, batch, requests[0]["sampling"])
             batch.runner.prepare(batch)
         prepared = 0
         if tts.device.type == "cuda":
@@ -157,15 +169,15 @@ def main() -> int:
         return [dict(text=t, voice=voices[i % 2], sampling=sampling, max_frames=24, min_frames=10,
                      seed=i if seeded else None) for i, t in enumerate(TEXTS)]
 
-    # 1. graphs vs bucketed, same rows in the same batch: bit for bit
+    # 1. graphs vs the same fused step without graphs, same rows in the same batch: bit for bit
     for label, sampling, seeded in [("greedy", SamplingConfig.greedy(), False), ("seeded", None, True)]:
-        bucketed, _, _ = run_batch(tts, "bucketed", requests(sampling, seeded))
+        bucketed, _, _ = run_batch(tts, "fused", requests(sampling, seeded))
         before = torch.cuda.memory_allocated()
         graphed, batch, prepared = run_batch(tts, "cuda-graphs", requests(sampling, seeded))
         runner = batch.runner
         wanted = len(runner.row_buckets) * len(runner.len_buckets)
         same = all(np.array_equal(a, b) for a, b in zip(bucketed, graphed))
-        print(f"{label}: cuda-graphs equal bucketed bit for bit: {same}; graphs captured at prepare: "
+        print(f"{label}: cuda-graphs equal the ungraphed fused step bit for bit: {same}; graphs captured at prepare: "
               f"{len(runner.graphs)} of {wanted}; memory after prepare {gib(prepared)} "
               f"({gib(prepared - before)} for this batch, its graphs included)")
         failures += (not same) + (len(runner.graphs) != wanted)
@@ -179,7 +191,7 @@ def main() -> int:
         with recording_margins(margins, best):
             single = run_batch(tts, "eager", [request])[0][0]
         singles.append((single, margins, best))
-    for runner in ("eager", "cuda-graphs"):
+    for runner in ("eager", "bucketed", "cuda-graphs"):
         batched, _, _ = run_batch(tts, runner, greedy)
         for index, ((single, margins, best), got) in enumerate(zip(singles, batched)):
             failures += not compare_to_single(f"greedy {runner:11s} batch vs single, request {index}",

@@ -142,6 +142,16 @@ class Synthesizer:
                                       "of warming up") from None
             except (ValueError, RuntimeError) as err:  # RuntimeError: e.g. out of memory making the batch
                 raise VoiceSetupError(f"voice {voice.spec.name!r} cannot speak: {err}") from err
+        warmed = set()
+        for voice in self.voices.values():
+            if getattr(voice.model, "runner", "eager") == "eager" or id(voice.model) in warmed:
+                continue
+            warmed.add(id(voice.model))
+            # The single-stream path (sentences too long for a batch row): its graphs and compiled
+            # step are made now too, not in the middle of a long sentence.
+            with closing(voice.model.stream("Hello.", voice.prompt, max_frames=2)) as chunks:
+                for _ in chunks:
+                    pass
         _LOGGER.debug("Warmed up %d voices in %.2f s", len(self.voices), time.perf_counter() - started)
 
     async def speak(self, voice_name: str, text: str, language: str = AUTO) -> AsyncIterator[bytes]:

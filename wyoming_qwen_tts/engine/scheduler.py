@@ -26,15 +26,15 @@ import torch
 
 from .codec import DecoderState
 from .engine import AudioChunk, QwenTTS, resolve_seed
-from .generate import (MIN_FRAMES_BEFORE_EOS, BucketedRunner, CudaGraphRunner, DecodeBatch, EagerRunner,
-                       FrameChunks, Row, frame_limits)
+from .engine import resolve_runner
+from .fused import make_runner, step_plan_of
+from .generate import MIN_FRAMES_BEFORE_EOS, DecodeBatch, FrameChunks, Row, frame_limits
 from .prompt import TextMode, VoicePrompt
 from .sampling import SamplingConfig
 
 _LOGGER = logging.getLogger(__name__)
 _END = object()
 IDLE_POLL_S = 1.0  # how often a waiting thread or consumer looks whether it should stop waiting
-RUNNERS = {"eager": EagerRunner, "bucketed": BucketedRunner, "cuda-graphs": CudaGraphRunner}
 
 
 @dataclass
@@ -88,18 +88,13 @@ class BatchScheduler:
     """
 
     def __init__(self, tts: QwenTTS, max_rows: int = 8, max_len: int = 1536, runner: str = "auto") -> None:
-        """runner: "eager", "bucketed" (static padded shapes), "cuda-graphs", or "auto" (CUDA graphs
-        on a CUDA device, eager elsewhere)."""
+        """runner: "eager", "bucketed" (static padded shapes), "compiled" (bucketed, the code
+        predictor compiled), "cuda-graphs" (the fused step captured), or "auto" (the model's own:
+        QwenTTS.runner)."""
         if max_rows < 1 or max_len < 64:
             raise ValueError("need max_rows >= 1 and max_len >= 64")
-        if runner == "auto":
-            runner = "cuda-graphs" if tts.device.type == "cuda" else "eager"
-        if runner not in RUNNERS:
-            raise ValueError(f"runner must be one of {', '.join(RUNNERS)} or auto")
-        if runner == "cuda-graphs" and tts.device.type != "cuda":
-            raise ValueError("CUDA graphs need a CUDA device")
         self.tts = tts
-        self.runner = runner
+        self.runner = tts.runner if runner == "auto" else resolve_runner(runner, tts.device, tts.compile_steps)
         self.max_rows, self.max_len = max_rows, max_len
         self._pending: deque[Row] = deque()
         self._wake = threading.Condition()
@@ -200,8 +195,7 @@ class BatchScheduler:
             self._fail(joining, err)
             self._drop_batch()
             return
-        for row in joining:
-            self._admit(batch, row)
+        self._admit(batch, joining)
         if batch.rows:
             self._step(batch)
 
@@ -231,19 +225,28 @@ class BatchScheduler:
     @torch.inference_mode()  # no autograd state in the batch's tensors, nor in the graphs captured
     def _ensure_batch(self) -> DecodeBatch:
         if self._batch is None:
-            batch = DecodeBatch(self.tts.model.talker, self.max_rows, self.max_len)
+            talker = self.tts.model.talker
+            batch = DecodeBatch(talker, self.max_rows, self.max_len)
             if self.runner != "eager":
-                batch.runner = RUNNERS[self.runner](batch)
+                batch.runner = make_runner(self.runner, batch, self.tts.compile_steps,
+                                           warm_plans=(step_plan_of(talker, self.tts.default_sampling),))
                 batch.runner.prepare(batch)
             self._batch = batch
         return self._batch
 
-    def _admit(self, batch: DecodeBatch, row: Row) -> None:
+    def _admit(self, batch: DecodeBatch, rows: list[Row]) -> None:
+        """Rows that arrived together prefill together (one padded pass)."""
+        if not rows:
+            return
         try:
-            batch.admit(row)
+            batch.admit_many(rows)
         except Exception as err:  # one bad prefill must not take the others down
+            if len(rows) > 1:
+                for row in rows:  # alone, the good ones still join
+                    self._admit(batch, [row])
+                return
             _LOGGER.exception("Admitting a request failed")
-            row.owner.fail(err)
+            rows[0].owner.fail(err)
 
     def _step(self, batch: DecodeBatch) -> None:
         try:

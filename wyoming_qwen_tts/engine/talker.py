@@ -65,7 +65,7 @@ class Talker(nn.Module):
         return torch.stack(parts, dim=-2).sum(dim=-2)
 
     def prefill(self, embeds: torch.Tensor, cache: KVCache, row: int) -> torch.Tensor:
-        """Final-norm hidden states (1, T, H) for a prompt (1, T, H) appended to one cache row."""
+        """Final-norm hidden states (B, T, H) for prompts (B, T, H) appended to cache rows row..row+B-1."""
         x = run_layers(self.model.layers, embeds, cache, self.cfg.rope_theta, self.cfg.head_dim, row=row)
         return self.model.norm(x)
 
