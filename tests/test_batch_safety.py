@@ -45,9 +45,9 @@ def _drain(stream, seconds: float = 60):
 def _batch_tensors(batch: DecodeBatch) -> dict[str, torch.Tensor]:
     tensors = {"hidden": batch.hidden, "seen": batch.seen, "cache.keys": batch.cache.keys,
                "cache.values": batch.cache.values, "predictor_cache.keys": batch.predictor_cache.keys,
-               "predictor_cache.values": batch.predictor_cache.values}
+               "predictor_cache.values": batch.predictor_cache.values, "text_table": batch.text_table,
+               "step_ints": batch.step_ints}
     runner = batch.runner
-    tensors.update({f"runner.inputs.{name}": value for name, value in vars(runner.inputs).items()})
     for which, params in zip(("talker", "predictor"), runner.params):
         tensors.update({f"runner.params.{which}.{index}": value for index, value in enumerate(params.fields())})
     return tensors
