@@ -166,3 +166,26 @@ def test_switched_off_downloads_name_the_switch(tmp_path, monkeypatch):
     with pytest.raises(CheckpointError, match=r"downloads are off \(--local-files-only\)") as caught:
         resolve_model_dir("Qwen/Qwen3-TTS-12Hz-0.6B-Base", local_files_only=True, cache_dir=str(tmp_path))
     assert str(tmp_path) in str(caught.value)
+
+
+@pytest.mark.skipif(not Path("/proc/self/maps").is_file(), reason="reads Linux's /proc/self/maps")
+def test_loaded_weights_live_in_memory_not_in_the_mapped_file():
+    """A model kept in its file's dtype must not run on pages of the mapped safetensors file, which
+    the kernel reads lazily and may drop under memory pressure (a stall in mid-request)."""
+    from wyoming_qwen_tts.engine.checkpoint import load_safetensors
+
+    weights = FIXTURES / "tiny-base" / "model.safetensors"
+    tensors = load_safetensors([weights])
+
+    def mapped_ranges() -> list[tuple[int, int]]:
+        ranges = []
+        for line in Path("/proc/self/maps").read_text().splitlines():
+            if line.endswith(str(weights)):
+                start, end = line.split()[0].split("-")
+                ranges.append((int(start, 16), int(end, 16)))
+        return ranges
+
+    ranges = mapped_ranges()
+    inside = [name for name, tensor in tensors.items()
+              if any(start <= tensor.data_ptr() < end for start, end in ranges)]
+    assert inside == []

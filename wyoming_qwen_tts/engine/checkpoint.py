@@ -401,13 +401,20 @@ def parse_generation_defaults(raw: dict[str, Any]) -> GenerationDefaults:
 
 def load_safetensors(files: list[Path], device: torch.device | str = "cpu",
                      prefix: str = "") -> dict[str, torch.Tensor]:
-    """Tensors whose names start with prefix (prefix stripped). safetensors only: never pickles."""
+    """Tensors whose names start with prefix (prefix stripped). safetensors only: never pickles.
+
+    On the CPU safetensors hands out views of the file mapped into memory; those pages are read from
+    disk on first use and dropped again under memory pressure, so a model kept in the file's dtype
+    (bf16 weights of a bf16 checkpoint) would stall on disk reads in the middle of a request. The
+    tensors are copied into the process's own memory instead."""
     from safetensors import safe_open
 
+    in_memory = torch.device(device).type == "cpu"
     tensors: dict[str, torch.Tensor] = {}
     for file in files:
         with safe_open(str(file), framework="pt", device=str(device)) as handle:
             for name in handle.keys():
                 if name.startswith(prefix):
-                    tensors[name[len(prefix):]] = handle.get_tensor(name)
+                    tensor = handle.get_tensor(name)
+                    tensors[name[len(prefix):]] = tensor.clone() if in_memory else tensor
     return tensors
