@@ -135,3 +135,13 @@ def test_fast_bf16_is_read_from_the_cpu_flags():
     with open("/proc/cpuinfo", encoding="ascii", errors="replace") as cpuinfo:
         flags = cpuinfo.read()
     assert engine.cpu_has_fast_bf16() == ("avx512_bf16" in flags or "amx_bf16" in flags)
+
+
+def test_server_takes_quantize_from_option_and_environment(monkeypatch, tmp_path):
+    from wyoming_qwen_tts.__main__ import build_parser, check_config
+
+    base = ["--model", str(FIXTURES / "tiny-base"), "--data-dir", str(tmp_path)]
+    assert check_config(build_parser().parse_args(base))[2].quantize == "none"
+    assert check_config(build_parser().parse_args([*base, "--quantize", "int8"]))[2].quantize == "int8"
+    monkeypatch.setenv("QWEN_TTS_QUANTIZE", "int8")
+    assert check_config(build_parser().parse_args(base))[2].quantize == "int8"
