@@ -4,7 +4,7 @@ Every frame reads all their weights once per step (the code predictor's 15 times
 a small GPU their speed is the memory bandwidth: int8 weights halve what bf16 reads. Each output
 row keeps one scale (absmax / 127); activations stay in the model's dtype.
 
-The matmul is PyTorch's own: on CPU `aten._weight_int8pack_mm` (oneDNN/AVX512 kernels, fast with
+The matmul is PyTorch's own: on CPU `aten._weight_int8pack_mm` (ATen's vectorised AVX512/AVX2 kernel, fast with
 bfloat16 activations); elsewhere the gpt-fast form `linear(x, w.to(x.dtype)) * scales`, which
 torch.compile fuses into one kernel and which, like the former, never syncs with the host, so CUDA
 graphs capture it. Embeddings (the text embedding alone holds 311M of the 1.7B model's weights)
