@@ -1,23 +1,31 @@
 #!/usr/bin/env bash
-# Run HERE (a machine with package-registry access), before using the GPU machine, which has none.
-# Downloads, for Python 3.12 on x86-64 Linux, what the GPU image lacks, into .whl/ (git-ignored;
-# the device tool carries it with `carry: [".whl", "bench-checkpoints"]` if wanted):
-#   .whl/ours      our engine's runtime deps missing there (soxr, soundfile)
-#   .whl/server    the Wyoming server's deps
+# Run HERE (a machine whose pip reaches a package index), before using the GPU machine, which
+# reaches none. Gathers, for CPython 3.12 on x86-64 Linux, every wheel the GPU machine lacks into
+# .whl/ (git-ignored; the device tool carries it: `carry: [".whl"]`), one folder per group,
+# each installed by gpu_run.sh into /tmp/site-GROUP:
+#   .whl/ours      our engine's runtime deps missing there (soxr, soundfile and its cffi)
+#   .whl/server    the Wyoming server's deps missing there
 #   .whl/official  the official qwen-tts 0.1.1 and the transformers 4.57.3 stack it pins
 #   .whl/faster    faster-qwen3-tts (a peer using CUDA graphs) and what it needs
+# Then checks, here, that every requirement of every gathered wheel (and of our pyproject) is met
+# by the gathered wheels or by the GPU machine's own packages (benchmarks/gpu_machine_packages.txt),
+# and exits non-zero naming each unmet one.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+python=${PYTHON:-python3}
+rm -rf .whl
 get() {
     local dir=".whl/$1"; shift
     mkdir -p "$dir"
-    python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+    "$python" -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
         --platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 --platform manylinux_2_17_x86_64 \
         --platform manylinux2014_x86_64 --platform any -d "$dir" "$@"
 }
-get ours soxr soundfile
-get server wyoming sentence-stream py3langid audiotsm zeroconf ifaddr pyyaml regex
+# "ours" is on the path of every mode: soundfile and soxr come from it for the peers too.
+get ours soxr soundfile cffi pycparser
+get server wyoming sentence-stream py3langid audiotsm zeroconf ifaddr
 get official qwen-tts==0.1.1 transformers==4.57.3 "tokenizers>=0.22,<0.23" "huggingface_hub>=0.34,<1.0" \
-    accelerate==1.12.0 librosa==0.11.0 audioread pooch soxr soundfile decorator platformdirs einops sox
-get faster faster-qwen3-tts qwen-tts-hf librosa==0.11.0 audioread pooch soxr soundfile decorator platformdirs sox einops
+    accelerate==1.12.0 librosa==0.11.0 audioread pooch decorator platformdirs sox
+get faster faster-qwen3-tts qwen-tts-hf accelerate==1.12.0 librosa==0.11.0 audioread pooch decorator platformdirs sox
 du -sh .whl/*
+"$python" benchmarks/wheel_requirements.py wheels .whl

@@ -106,9 +106,22 @@ def frame_split(tts, voice, clock: Clock, repeats: int = 20) -> dict:
         codes = torch.zeros(1, 1, talker.cfg.num_code_groups, dtype=torch.int64, device=tts.device)
         split = {"talker_ms": timed(talker_step), "predictor_ms": timed(predictor_step),
                  "decode_1_frame_ms": timed(lambda: tts.codec.decoder(codes, state))}
+        if tts.compile_steps:
+            split["fused_draws_and_predictor_ms"] = timed(lambda: fused_codes_step(tts, batch))
         codes8 = codes.expand(1, 8, -1).contiguous()
         split["decode_per_frame_in_8_frame_chunks_ms"] = timed(lambda: tts.codec.decoder(codes8, state)) / 8
     return split
+
+
+def fused_codes_step(tts, batch) -> None:
+    """The compiled part of a CPU frame step (fused.fused_codes): the talker's draw, the code
+    predictor's 15 steps and their draws, for one row with the model's default sampling."""
+    from wyoming_qwen_tts.engine.fused import compiled, fused_codes, step_plan_of
+
+    params = batch.row_params()
+    compiled(fused_codes)(tts.model.talker, batch.hidden[:1], batch.seen[:1], batch.step_ints[:1],
+                          batch.text_table[:1], params[0].fields(), params[1].fields(), batch.banned,
+                          batch.eos_column, batch.predictor_cache, step_plan_of(tts.model.talker, tts.default_sampling))
 
 
 def sweep(tts, voice, levels: list[int], frames: int, runner: str, clock: Clock) -> list[dict]:
@@ -163,7 +176,10 @@ def main() -> None:
     parser.add_argument("--sweep", default="1,4,8,16,32,64")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--dtype", default="auto")
-    parser.add_argument("--runner", default="auto", help="eager, bucketed, cuda-graphs or auto")
+    parser.add_argument("--runner", default="auto", help="eager, bucketed, compiled, cuda-graphs or auto "
+                        "(the model's: cuda-graphs on CUDA, compiled on a CPU when --compile says so, else eager)")
+    parser.add_argument("--compile", choices=("auto", "true", "false"), default="auto",
+                        help="frame steps through torch.compile (eager vs compiled: run once with each)")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
 
@@ -173,7 +189,10 @@ def main() -> None:
         from benchmarks.make_checkpoint import build
 
         build(args.build, args.checkpoint, torch.bfloat16, None, None)
-    tts = QwenTTS(args.checkpoint, device=args.device, dtype=args.dtype)
+    compile_steps = {"true": True, "false": False}.get(args.compile, "auto")
+    started = time.perf_counter()
+    tts = QwenTTS(args.checkpoint, device=args.device, dtype=args.dtype, compile=compile_steps)
+    load_s = time.perf_counter() - started
     clock = Clock(tts.device)
     with tempfile.TemporaryDirectory() as tmp:
         ref = Path(tmp) / "reference.wav"
@@ -183,14 +202,20 @@ def main() -> None:
         torch.cuda.reset_peak_memory_stats()
     report = {"device": torch.cuda.get_device_name() if tts.device.type == "cuda" else "cpu",
               "dtype": str(tts.dtype), "checkpoint": args.checkpoint.name, "frames": args.frames,
-              "commit": git_commit(), "date": time.strftime("%Y-%m-%d"), "command": " ".join(sys.argv)}
-    print(f"{report['device']} {report['dtype']} {report['checkpoint']} commit {report['commit']}", flush=True)
+              "commit": git_commit(), "date": time.strftime("%Y-%m-%d"), "command": " ".join(sys.argv),
+              "runner": tts.runner, "compiled": tts.compile_steps, "threads": torch.get_num_threads()}
+    print(f"{report['device']} {report['dtype']} {report['checkpoint']} commit {report['commit']}, runner "
+          f"{tts.runner}, compiled {tts.compile_steps}, {report['threads']} threads", flush=True)
+    started = time.perf_counter()
+    list(tts.stream(TEXT, voice, max_frames=2, min_frames=2))  # the single-stream batch: graphs, compiled steps
+    report["start_up_s"] = {"load": load_s, "first_stream_ready": time.perf_counter() - started}
+    print("start-up (s):", report["start_up_s"], flush=True)
     report["single_stream"] = single_stream(tts, voice, args.frames, args.runs, clock)
     print("single stream:", report["single_stream"], flush=True)
     report["frame_split"] = frame_split(tts, voice, clock)
     print("per frame:", report["frame_split"], flush=True)
     levels = [int(v) for v in args.sweep.split(",") if v]
-    report["sweep"] = sweep(tts, voice, levels, args.frames, args.runner, clock)
+    report["sweep"] = sweep(tts, voice, levels, args.frames, args.runner, clock) if levels else []
     if tts.device.type == "cuda":
         report["peak_gpu_memory_gib"] = torch.cuda.max_memory_allocated() / 2**30
         print(f"peak GPU memory {report['peak_gpu_memory_gib']:.2f} GiB")

@@ -7,7 +7,9 @@ received, and -> audio-stop, one client at a time and then N at once.
     python benchmarks/socket_bench.py --checkpoint bench-checkpoints/1.7B-Base --device cuda \
         --runs 20 --concurrency 1,8,32 [--json out.json]
 
-Random weights speak noise and may end early (EOS): first-audio figures are what this measures.
+Random weights speak noise and rarely say end-of-speech: with --frames N the client hangs up once
+N frames of audio have come (the server then frees the row), so a request costs N frames, not its
+text's whole budget. First-audio figures are what this measures.
 """
 
 from __future__ import annotations
@@ -36,20 +38,29 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-async def one_request(port: int, text: str) -> tuple[float, float]:
+SAMPLES_PER_FRAME = 1920
+
+
+async def one_request(port: int, text: str, frames: int | None = None) -> tuple[float, float]:
+    """(first audio, end) in seconds; the end is audio-stop, or the moment `frames` frames came."""
+    from wyoming.audio import AudioChunk
     from wyoming.client import AsyncTcpClient
     from wyoming.tts import Synthesize
 
     async with AsyncTcpClient("127.0.0.1", port) as client:
         start = time.perf_counter()
         await client.write_event(Synthesize(text=text).event())
-        first = None
+        first, samples = None, 0
         while True:
             event = await client.read_event()
             if event is None:
                 raise ConnectionError("server closed the connection")
-            if event.type == "audio-chunk" and first is None:
-                first = time.perf_counter() - start
+            if event.type == "audio-chunk":
+                first = first if first is not None else time.perf_counter() - start
+                chunk = AudioChunk.from_event(event)
+                samples += len(chunk.audio) // (chunk.width * chunk.channels)
+                if frames is not None and samples >= frames * SAMPLES_PER_FRAME:
+                    return first, time.perf_counter() - start  # hanging up frees the row
             if event.type == "audio-stop":
                 return first if first is not None else float("nan"), time.perf_counter() - start
 
@@ -72,14 +83,14 @@ async def wait_ready(port: int, process: subprocess.Popen, timeout: float = 900)
     raise SystemExit("server did not come up")
 
 
-async def measure(port: int, runs: int, levels: list[int]) -> dict:
-    await one_request(port, TEXT)  # warm-up
-    sequential = [await one_request(port, TEXT) for _ in range(runs)]
+async def measure(port: int, runs: int, levels: list[int], frames: int | None) -> dict:
+    await one_request(port, TEXT, frames)  # warm-up
+    sequential = [await one_request(port, TEXT, frames) for _ in range(runs)]
     report = {"sequential": {"first_audio_ms_p50": 1000 * percentile([f for f, _ in sequential], 50),
                              "first_audio_ms_p95": 1000 * percentile([f for f, _ in sequential], 95)}}
     report["concurrent"] = []
     for level in levels:
-        answers = await asyncio.gather(*(one_request(port, TEXT) for _ in range(level)))
+        answers = await asyncio.gather(*(one_request(port, TEXT, frames) for _ in range(level)))
         firsts = [f for f, _ in answers]
         report["concurrent"].append({"clients": level, "first_audio_ms_p50": 1000 * percentile(firsts, 50),
                                      "first_audio_ms_p95": 1000 * percentile(firsts, 95)})
@@ -94,6 +105,8 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=20)
     parser.add_argument("--concurrency", default="1,8,32")
     parser.add_argument("--max-batch", type=int, default=32)
+    parser.add_argument("--frames", type=int, help="hang up after this many frames of audio (random weights)")
+    parser.add_argument("--server-log", type=Path, help="keep the server's log here")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     levels = [int(v) for v in args.concurrency.split(",") if v]
@@ -108,11 +121,11 @@ def main() -> None:
                    "--model", str(args.checkpoint), "--design-model", "none", "--voices", str(voices),
                    "--data-dir", str(Path(tmp) / "data"), "--device", args.device, "--dtype", args.dtype,
                    "--max-batch", str(args.max_batch)]
-        log = open(Path(tmp) / "server.log", "w")
+        log = open(args.server_log or Path(tmp) / "server.log", "w")
         process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=dict(os.environ))
         try:
             asyncio.run(wait_ready(port, process))
-            report = asyncio.run(measure(port, args.runs, levels))
+            report = asyncio.run(measure(port, args.runs, levels, args.frames))
         finally:
             process.terminate()
             process.wait(timeout=30)

@@ -102,3 +102,34 @@ def test_only_codes_and_eos_can_be_sampled(base_tts):
     allowed = (~mask).nonzero().flatten().tolist()
     cfg = talker.cfg
     assert allowed == list(range(cfg.vocab_size - 1024)) + [cfg.codec_eos_id]
+
+
+@pytest.mark.parametrize("params", [
+    [SamplingParams(do_sample=False)] * 3,
+    [SamplingParams(top_k=50), SamplingParams(do_sample=False), SamplingParams(top_k=7, temperature=1.3)],
+    [SamplingParams(top_k=0), SamplingParams(top_k=20)],
+    [SamplingParams(top_k=0, top_p=0.7), SamplingParams(top_k=30, top_p=0.95), SamplingParams(do_sample=False)],
+    [SamplingParams(top_k=100, top_p=0.5, temperature=0.6)] * 2,
+], ids=["greedy", "top-k-mixed", "top-k-off-and-on", "top-p-mixed", "top-p"])
+def test_planned_draws_pick_what_the_full_sort_picks(params):
+    """choose_planned (torch.topk over K, top-p only when asked) against choose (a full sort)."""
+    from wyoming_qwen_tts.engine.sampling import DrawPlan, choose_planned
+
+    vocab = 300
+    rows = _rows(params, vocab)
+    plan = DrawPlan.of(params, vocab)
+    assert plan.sample == any(p.do_sample for p in params)
+    gen = torch.Generator().manual_seed(3)
+    for draw in range(40):
+        logits = torch.randn(len(params), vocab, generator=gen) * 4
+        keys = draw_keys(torch.arange(len(params)), torch.full((len(params),), draw))
+        assert choose_planned(logits, rows, keys, plan).tolist() == choose(logits, rows, keys).tolist()
+
+
+def test_a_plan_without_top_p_never_sorts_the_vocabulary():
+    from wyoming_qwen_tts.engine.sampling import DrawPlan
+
+    assert DrawPlan.of([SamplingParams(top_k=50)], 2048) == DrawPlan(True, 64, False, False)
+    assert DrawPlan.of([SamplingParams(top_k=0)], 2048) == DrawPlan(True, 0, False, False)
+    assert DrawPlan.of([SamplingParams(do_sample=False, repetition_penalty=1.05)], 2048) == DrawPlan(
+        False, 0, False, True)

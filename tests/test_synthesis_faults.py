@@ -13,7 +13,7 @@ from wyoming.tts import Synthesize, SynthesizeVoice
 
 from wyoming_qwen_tts import synthesis
 from wyoming_qwen_tts.engine.generate import DecodeBatch
-from wyoming_qwen_tts.synthesis import Handoff, ReadyVoice, Synthesizer
+from wyoming_qwen_tts.synthesis import Handoff, ReadyVoice, Synthesizer, VoiceSetupError
 from wyoming_qwen_tts.voices import VoiceCatalog, VoiceSpec
 
 from .standin import exchange, serving
@@ -141,3 +141,45 @@ def test_the_handoff_holds_at_most_its_capacity_and_a_waiting_thread_stops_when_
     waiting_at_first, waiting_after_one, results, took = asyncio.run(main())
     assert waiting_at_first == 3 and waiting_after_one == 3
     assert results[:4] == [True] * 4 and not any(results[4:]) and took < 1
+
+
+def test_a_batch_that_cannot_be_made_fails_its_requests_properly_and_serving_goes_on(synthesizer, monkeypatch):
+    """Out of memory while making the batch (its caches, or on a GPU the capture of its graphs):
+    the request waiting for it gets an error and its closing events, and the next one is served."""
+    make = DecodeBatch.__init__
+
+    def out_of_memory_once(*args, **kwargs):
+        monkeypatch.setattr(DecodeBatch, "__init__", make)
+        raise torch.OutOfMemoryError("CUDA out of memory (injected)")
+
+    for scheduler in synthesizer._schedulers.values():
+        assert not scheduler.active
+        scheduler._batch = None  # idle: the next request makes a fresh batch
+    monkeypatch.setattr(DecodeBatch, "__init__", out_of_memory_once)
+
+    async def scenario(server):
+        return await ask(server, "The first request."), await ask(server, "The second request.")
+
+    first, second = serve(synthesizer, scenario)
+    assert first.closing_types() == FAILED
+    error = next(event for _, event in first.events if event.type == "error")
+    assert error.data["code"] == "OutOfMemoryError" and "injected" in error.data["text"]
+    assert second.closing_types() == CLOSED and second.pcm
+
+
+def test_a_warm_up_whose_batch_cannot_be_made_stops_start_up_with_a_clear_error(base_tts, ref_wav, monkeypatch):
+    """Out of memory while the server warms up (making the batch, capturing its graphs): start-up
+    ends with a VoiceSetupError naming the voice, instead of a traceback or a wait for ever."""
+    prompt = base_tts.clone_voice(ref_wav, x_vector_only=True)
+    spec = VoiceSpec(name="ann", description="Ann", reference=ref_wav, language="english")
+    synth = Synthesizer({"ann": ReadyVoice(spec, prompt, base_tts)}, max_batch=2)
+
+    def out_of_memory(*args, **kwargs):
+        raise torch.OutOfMemoryError("CUDA out of memory (injected)")
+
+    monkeypatch.setattr(DecodeBatch, "__init__", out_of_memory)
+    try:
+        with pytest.raises(VoiceSetupError, match="'ann' cannot speak: CUDA out of memory"):
+            synth.warm_up()
+    finally:
+        synth.close()

@@ -1,13 +1,18 @@
 """GPU checks that CI (CPU only) cannot run. One command on a CUDA machine:
 
-    python tools/gpu_check.py [--checkpoint tests/fixtures/tiny-base]
+    python tools/gpu_check.py [--checkpoint tests/fixtures/tiny-base] [--dtype float32|bfloat16]
 
-1. Greedy codes are the same from the single-stream engine, the eager batch scheduler, the
-   bucketed scheduler and the CUDA-graph scheduler (float32, so rounding cannot flip an argmax).
-2. Seeded sampling gives the same codes with and without CUDA graphs and batching.
-   All CUDA graphs are captured when the batch is made (none in the middle of a request).
-3. The streamed audio equals a whole decode of its codes on the GPU (<= 1e-4).
-Exits non-zero on any mismatch.
+TF32 is off, so float32 matrix products are float32.
+1. Same rows, same batch: the CUDA-graph runner gives the codes of its own fused step run without
+   graphs bit for bit (same shapes, same kernels), greedy and seeded; all graphs are captured when
+   the batch is made.
+2. Single stream vs batch (greedy; eager, bucketed and graphs): equal codes, or the first difference falls on a near tie of
+   the single stream (two best logits closer than the tolerance): batching changes the shapes of
+   the matrix products, hence their rounding, and a near tie may then go the other way.
+3. The scheduler (CUDA graphs, concurrent threads) likewise, with no request left waiting.
+4. The streamed audio equals a whole decode of its codes on the GPU (<= 1e-4).
+Prints the attention kernels a step runs (the SDPA backend) and the GPU memory after the batch is
+prepared. Exits non-zero on any failure.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from __future__ import annotations
 import argparse
 import sys
 import threading
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -22,8 +28,117 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+JOIN_TIMEOUT_S = 120  # a request that takes longer is stuck: report it instead of waiting for ever
+TIE_TOLERANCE = {"float32": 1e-4, "bfloat16": 3e-2, "float16": 3e-2}  # of max(1, |best logit|)
 TEXTS = ["Hello world, this is a test.", "Good morning! The weather today is sunny.",
          "Turn on the kitchen lights, please.", "Your timer is done."]
+
+
+def gib(value: int) -> str:
+    return f"{value / 2**30:.3f} GiB"
+
+
+def make_check_runner(tts, runner: str, batch, sampling):
+    """The engine's runners, plus "fused": the graphs' own (compiled, fused) step at the same padded
+    shapes without a graph, which a graph replay must equal bit for bit."""
+    from wyoming_qwen_tts.engine.fused import FusedStep, make_runner, step_plan_of
+    from wyoming_qwen_tts.engine.generate import BucketedRunner
+
+    plans = (step_plan_of(tts.model.talker, sampling or tts.default_sampling),)
+    if runner == "fused":
+        return BucketedRunner(batch, step=FusedStep(compiled=tts.compile_steps, whole=True), warm_plans=plans)
+    return make_runner(runner, batch, tts.compile_steps, warm_plans=plans)
+
+
+def run_batch(tts, runner: str, requests: list[dict], max_len: int = 512):
+    """Codes (frames, G) per request, all admitted together into one batch with this runner; the
+    batch; the device memory allocated once it was prepared (0 off CUDA)."""
+    import torch
+
+    from wyoming_qwen_tts.engine.engine import resolve_seed
+    from wyoming_qwen_tts.engine.generate import DecodeBatch, Row
+
+    with torch.inference_mode():
+        batch = DecodeBatch(tts.model.talker, len(requests), max_len)
+        if runner != "eager":
+            batch.runner = make_check_runner(tts, runner, batch, requests[0]["sampling"])
+            batch.runner.prepare(batch)
+        prepared = 0
+        if tts.device.type == "cuda":
+            torch.cuda.synchronize()
+            prepared = torch.cuda.memory_allocated()
+        rows = [Row(tts.prompts.build(r["text"], r["voice"], "auto", device=tts.device),
+                    r["sampling"] or tts.default_sampling, resolve_seed(r["seed"]), r["max_frames"], r["min_frames"])
+                for r in requests]
+        for row in rows:
+            batch.admit(row)
+        frames: dict[int, list] = {id(row): [] for row in rows}
+        while batch.rows:
+            produced, _ = batch.step()
+            for row, frame in produced:
+                frames[id(row)].append(frame.cpu().numpy())
+    return [np.stack(frames[id(row)]) for row in rows], batch, prepared
+
+
+@contextmanager
+def recording_margins(margins: list[float], best: list[float]):
+    """Every greedy choice's gap between its two best logits, in call order (16 per frame). It
+    reads values back to the host: only for eager steps, never inside a graph capture."""
+    from wyoming_qwen_tts.engine import generate, predictor
+
+    original = generate.choose
+
+    def choose(logits, rows, keys):
+        top = logits.float().topk(2, dim=-1).values[0]
+        margins.append(float(top[0] - top[1]))
+        best.append(float(top[0].abs()))
+        return original(logits, rows, keys)
+
+    generate.choose = predictor.choose = choose
+    try:
+        yield
+    finally:
+        generate.choose = predictor.choose = original
+
+
+def compare_to_single(label: str, single: np.ndarray, got: np.ndarray | None, margins: list[float],
+                      best: list[float], tolerance: float) -> bool:
+    if got is None:
+        print(f"{label}: no result")
+        return False
+    if np.array_equal(single, got):
+        print(f"{label}: equal ({len(single)} frames)")
+        return True
+    frames = min(len(single), len(got))
+    differ = [f for f in range(frames) if not np.array_equal(single[f], got[f])]
+    first = differ[0] if differ else frames  # else: same codes, one ran longer (an EOS came on a near tie)
+    groups = single.shape[1]
+    window = slice(first * groups, (first + 1) * groups)
+    gap = min(m / max(1.0, b) for m, b in zip(margins[window], best[window])) if margins[window] else float("inf")
+    tie = gap <= tolerance
+    print(f"{label}: first difference at frame {first} of {frames}; nearest tie there {gap:.2e} "
+          f"({'a near tie: accepted' if tie else 'NOT a near tie'})")
+    return tie
+
+
+def attention_kernels(tts) -> list[str]:
+    """Names of the attention kernels one eager batch step launches."""
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+
+    from wyoming_qwen_tts.engine.generate import DecodeBatch, Row
+
+    with torch.inference_mode():
+        batch = DecodeBatch(tts.model.talker, 2, 256)
+        voice = tts.clone_voice(REPO / "tests" / "fixtures" / "ref_16k_stereo.wav", x_vector_only=True)
+        for text in TEXTS[:2]:
+            batch.admit(Row(tts.prompts.build(text, voice, "auto", device=tts.device), tts.default_sampling, 1, 4))
+        with profile(activities=[ProfilerActivity.CUDA]) as prof:
+            batch.step()
+            torch.cuda.synchronize()
+    names = {event.key for event in prof.key_averages()}
+    return sorted(n for n in names if any(w in n.lower() for w in ("flash", "fmha", "efficient", "attention", "sdpa",
+                                                                   "softmax", "cudnn")))
 
 
 def main() -> int:
@@ -34,50 +149,86 @@ def main() -> int:
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", default=str(REPO / "tests" / "fixtures" / "tiny-base"))
-    parser.add_argument("--dtype", default="float32")
+    parser.add_argument("--dtype", default="float32", choices=sorted(TIE_TOLERANCE))
     args = parser.parse_args()
     if not torch.cuda.is_available():
         print("no CUDA device", file=sys.stderr)
         return 2
+    torch.backends.cuda.matmul.allow_tf32 = False  # exact float32: differences then come from shapes alone
+    torch.backends.cudnn.allow_tf32 = False
+    tolerance = TIE_TOLERANCE[args.dtype]
+    print(f"{args.checkpoint} as {args.dtype} on {torch.cuda.get_device_name(0)}, torch {torch.__version__}")
     tts = QwenTTS(args.checkpoint, device="cuda", dtype=args.dtype)
+    print(f"GPU memory after loading: {gib(torch.cuda.memory_allocated())}")
     ref = REPO / "tests" / "fixtures" / "ref_16k_stereo.wav"
     voices = [tts.clone_voice(ref, "The quick brown fox."), tts.clone_voice(ref, x_vector_only=True)]
+    print("attention kernels of a step:", ", ".join(attention_kernels(tts)) or "none found")
     failures = 0
 
     def requests(sampling, seeded):
         return [dict(text=t, voice=voices[i % 2], sampling=sampling, max_frames=24, min_frames=10,
                      seed=i if seeded else None) for i, t in enumerate(TEXTS)]
 
+    # 1. graphs vs the same fused step without graphs, same rows in the same batch: bit for bit
     for label, sampling, seeded in [("greedy", SamplingConfig.greedy(), False), ("seeded", None, True)]:
-        expected = [tts.synthesize(**r)[1] for r in requests(sampling, seeded)]
-        for runner in ("eager", "bucketed", "cuda-graphs"):
-            scheduler = BatchScheduler(tts, max_rows=4, max_len=512, runner=runner)
-            def run(index, reqs=requests(sampling, seeded)):
-                results[index] = np.concatenate([c.codes for c in scheduler.stream(**reqs[index])])
+        bucketed, _, _ = run_batch(tts, "fused", requests(sampling, seeded))
+        before = torch.cuda.memory_allocated()
+        graphed, batch, prepared = run_batch(tts, "cuda-graphs", requests(sampling, seeded))
+        runner = batch.runner
+        wanted = len(runner.row_buckets) * len(runner.len_buckets)
+        same = all(np.array_equal(a, b) for a, b in zip(bucketed, graphed))
+        print(f"{label}: cuda-graphs equal the ungraphed fused step bit for bit: {same}; graphs captured at prepare: "
+              f"{len(runner.graphs)} of {wanted}; memory after prepare {gib(prepared)} "
+              f"({gib(prepared - before)} for this batch, its graphs included)")
+        failures += (not same) + (len(runner.graphs) != wanted)
+        del batch, runner
 
-            for _ in range(2):  # the second pass runs on a batch that already served
-                results = [None] * len(TEXTS)  # a request that fails in this pass must not show the last one's codes
-                threads = [threading.Thread(target=run, args=(i,)) for i in range(len(TEXTS))]
-                for thread in threads:
-                    thread.start()
-                for thread in threads:
-                    thread.join()
-                same = all(np.array_equal(a, b) for a, b in zip(results, expected))
-                print(f"{label:7s} {runner:12s} codes equal single stream: {same}")
-                failures += not same
-            if runner == "cuda-graphs":  # every bucket captured when the batch was made, none since
-                graph_runner = scheduler._batch.runner
-                want = len(graph_runner.row_buckets) * len(graph_runner.len_buckets)
-                print(f"{label:7s} graphs captured up front: {len(graph_runner.graphs)} of {want}")
-                failures += len(graph_runner.graphs) != want
-            scheduler.close()
+    # 2. single stream vs batch, greedy, tolerant of near ties
+    greedy = requests(SamplingConfig.greedy(), False)
+    singles = []
+    for request in greedy:  # each alone, eagerly: the margins are read on the host after every choice
+        margins, best = [], []
+        with recording_margins(margins, best):
+            single = run_batch(tts, "eager", [request])[0][0]
+        singles.append((single, margins, best))
+    for runner in ("eager", "bucketed", "cuda-graphs"):
+        batched, _, _ = run_batch(tts, runner, greedy)
+        for index, ((single, margins, best), got) in enumerate(zip(singles, batched)):
+            failures += not compare_to_single(f"greedy {runner:11s} batch vs single, request {index}",
+                                              single, got, margins, best, tolerance)
 
+    # 3. the scheduler with CUDA graphs, requests from concurrent threads
+    scheduler = BatchScheduler(tts, max_rows=4, max_len=512, runner="cuda-graphs")
+    try:
+        for attempt in range(2):  # the second pass runs on a batch that already served
+            results: list = [None] * len(greedy)
+
+            def run(index: int) -> None:
+                results[index] = np.concatenate([c.codes for c in scheduler.stream(**greedy[index])])
+
+            threads = [threading.Thread(target=run, args=(i,), daemon=True) for i in range(len(greedy))]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join(timeout=JOIN_TIMEOUT_S)
+            stuck = sum(thread.is_alive() for thread in threads)
+            if stuck:
+                print(f"scheduler pass {attempt}: {stuck} requests did not finish within {JOIN_TIMEOUT_S} s")
+            failures += stuck
+            for index, ((single, margins, best), got) in enumerate(zip(singles, results)):
+                failures += not compare_to_single(f"scheduler pass {attempt}, request {index}", single, got,
+                                                  margins, best, tolerance)
+    finally:
+        scheduler.close()
+
+    # 4. streamed audio vs a whole decode
     chunks = list(tts.stream(TEXTS[1], voices[0], sampling=SamplingConfig.greedy(), max_frames=30, min_frames=30))
     streamed = np.concatenate([c.samples for c in chunks])
     whole = tts.decode(np.concatenate([c.codes for c in chunks]), prefix=voices[0].ref_codes)
     error = float(np.abs(streamed - whole).max())
     print(f"stream vs whole decode on GPU: max abs diff {error:.2e}")
     failures += error > 1e-4
+    print(f"peak GPU memory {gib(torch.cuda.max_memory_allocated())}")
     print("OK" if not failures else f"{failures} FAILED")
     return 1 if failures else 0
 

@@ -144,6 +144,8 @@ def build_parser() -> argparse.ArgumentParser:
            type=positive_seconds, default=env_value("--write-timeout", "30"))
     option("--no-streaming", "do not advertise streaming synthesis (Home Assistant then sends whole texts)",
            action="store_true", default=env_flag("--no-streaming"))
+    option("--no-markdown", "read text as it is: no markdown handling of LLM replies (emphasis, lists, links, "
+           "URLs, code)", action="store_true", default=env_flag("--no-markdown"))
     option("--local-files-only", "never download checkpoints; use the Hugging Face cache only",
            action="store_true", default=env_flag("--local-files-only"))
     option("--debug", "log DEBUG messages", action="store_true", default=env_flag("--debug"))
@@ -267,7 +269,7 @@ def limits_of(args: argparse.Namespace):
     from .handler import Limits
 
     return Limits(max_text_chars=args.max_text_chars, sentence_seconds=args.max_seconds_per_sentence,
-                  idle_seconds=args.idle_timeout, write_seconds=args.write_timeout)
+                  idle_seconds=args.idle_timeout, write_seconds=args.write_timeout, markdown=not args.no_markdown)
 
 
 def run_server(args: argparse.Namespace, listen: Listen, catalog, settings) -> int:

@@ -61,6 +61,7 @@ class Limits:
     idle_seconds: float = 60.0  # no event received and nothing being spoken: the connection is closed
     write_seconds: float = 30.0  # a client that takes longer to accept one event is dropped
     queued_requests: int = 8  # more waiting than this: the connection is not read until one is answered
+    markdown: bool = True  # plain text is read as markdown (LLM replies): markers, links and URLs are not spoken
     frames: FrameLimits = field(default_factory=FrameLimits)
 
 
@@ -122,7 +123,7 @@ class TtsEventHandler(AsyncEventHandler):
         # Responses in arrival order, an Error to report on its own, or _CLOSE.
         self._queue: asyncio.Queue = asyncio.Queue(maxsize=self.limits.queued_requests)
         self._stream: Response | None = None
-        self._stream_text = RequestText(self.limits.max_text_chars)
+        self._stream_text = RequestText(self.limits.max_text_chars, markdown=self.limits.markdown)
         self._speaking = False
         self._stopping = False
         self._last_activity = time.monotonic()
@@ -241,7 +242,7 @@ class TtsEventHandler(AsyncEventHandler):
             return
         response = await self._open_response(event, streaming=False)
         try:
-            text = RequestText(self.limits.max_text_chars, _markup_of(event))
+            text = RequestText(self.limits.max_text_chars, _markup_of(event), self.limits.markdown)
             sentences = text.add(_text_of(event)) + text.finish()
             self._report_if_truncated(response, text)
             response.say(sentences)
@@ -254,7 +255,7 @@ class TtsEventHandler(AsyncEventHandler):
             _LOGGER.warning("synthesize-start inside an open stream: ending the open stream first")
             await self._on_stream_stop()
         self._stream = await self._open_response(event, streaming=True)
-        self._stream_text = RequestText(self.limits.max_text_chars, _markup_of(event))
+        self._stream_text = RequestText(self.limits.max_text_chars, _markup_of(event), self.limits.markdown)
 
     def _on_stream_chunk(self, event: Event) -> None:
         if self._stream is None:

@@ -11,6 +11,7 @@ request still waiting for a row never starts.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import logging
 import threading
 import time
@@ -32,6 +33,9 @@ _LOGGER = logging.getLogger(__name__)
 FRAMES_PER_SECOND = 12.5
 # Audio chunks (80-640 ms each) per request that may wait for a slow client.
 PENDING_CHUNKS = 16
+# The first request through a batch makes it: on a GPU that includes capturing (and compiling) its
+# CUDA graphs. A warm-up that takes longer than this is stuck: fail start-up instead of waiting.
+WARM_UP_TIMEOUT_S = 900
 _DONE = object()
 
 
@@ -125,14 +129,30 @@ class Synthesizer:
         neither the device's lazy initialisation, nor the batch's caches (and, on a GPU, the capture
         of its CUDA graphs), nor the priming of a cloned voice's decoder state."""
         started = time.perf_counter()
+        def speak_briefly(scheduler: Any, voice: ReadyVoice) -> None:
+            with closing(scheduler.stream("Hello.", voice.prompt, max_frames=2)) as chunks:
+                for _ in chunks:
+                    pass
+
         for voice in self.voices.values():
             scheduler = self._schedulers[id(voice.model)]
             try:
-                with closing(scheduler.stream("Hello.", voice.prompt, max_frames=2)) as chunks:
-                    for _ in chunks:
-                        pass
-            except ValueError as err:
+                self._executor.submit(speak_briefly, scheduler, voice).result(timeout=WARM_UP_TIMEOUT_S)
+            except concurrent.futures.TimeoutError:
+                raise VoiceSetupError(f"voice {voice.spec.name!r} did not speak within {WARM_UP_TIMEOUT_S} s "
+                                      "of warming up") from None
+            except (ValueError, RuntimeError) as err:  # RuntimeError: e.g. out of memory making the batch
                 raise VoiceSetupError(f"voice {voice.spec.name!r} cannot speak: {err}") from err
+        warmed = set()
+        for voice in self.voices.values():
+            if getattr(voice.model, "runner", "eager") == "eager" or id(voice.model) in warmed:
+                continue
+            warmed.add(id(voice.model))
+            # The single-stream path (sentences too long for a batch row): its graphs and compiled
+            # step are made now too, not in the middle of a long sentence.
+            with closing(voice.model.stream("Hello.", voice.prompt, max_frames=2)) as chunks:
+                for _ in chunks:
+                    pass
         _LOGGER.debug("Warmed up %d voices in %.2f s", len(self.voices), time.perf_counter() - started)
 
     async def speak(self, voice_name: str, text: str, language: str = AUTO) -> AsyncIterator[bytes]:

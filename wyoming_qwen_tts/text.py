@@ -13,9 +13,11 @@ import unicodedata
 from collections.abc import Iterable
 from html.parser import HTMLParser
 
+import emoji
 from sentence_stream import SentenceBoundaryDetector
 
 from .engine.languages import AUTO, LANGUAGE_CODES, LANGUAGE_NAMES, normalize_language  # noqa: F401 (re-exported)
+from .speech_text import MarkdownReader, Piece
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -26,12 +28,18 @@ _CLAUSE_BREAK = re.compile(r"(?<=[,;:\u2014\u2013\uff0c\u3001\uff1b\uff1a])\s*")
 _WHITESPACE = re.compile(r"\s+")
 
 # Not speech: controls, format marks (zero-width, bidi, soft hyphen, BOM), lone surrogates (JSON
-# can carry them), private use and unassigned code points. Each becomes a space.
+# can carry them), private use and unassigned code points, and the replacement character (markdown
+# puts it for a NUL). Each becomes a space.
 _UNSPOKEN_CATEGORIES = {"Cc", "Cf", "Cs", "Co", "Cn"}
-# Emoji and pictographs: symbols ("So") in these blocks; the model has no reading for them. Letterlike
-# symbols below U+2190 (°, ℃, ™) and CJK symbols are kept.
-_PICTOGRAPH_BLOCKS = ((0x2190, 0x2BFF), (0x1F000, 0x1FAFF))
-_EMOJI_MODIFIERS = {0x20E3, *range(0xFE00, 0xFE10), *range(0x1F3FB, 0x1F400), *range(0xE0100, 0xE01F0)}
+_REPLACEMENT_CHARACTER = "\ufffd"
+# Emoji (the emoji package knows them, sequences and modifiers included) have no reading, except the
+# single letterlike symbols before the arrows block that are emoji only in their coloured form: © ® ™.
+# Nor have the other symbols ("So") of the arrows-to-dingbats blocks that are not emoji (★ ✓ ■ ♪).
+_FIRST_PICTOGRAPH = 0x2190
+_LAST_PICTOGRAPH = 0x2BFF
+
+# Stands in for "*" inside the sentence splitter: a private-use code point, never spoken anyway.
+_HIDDEN_ASTERISK = "\ue000"
 
 # py3langid probabilities for a sentence it is unsure of are low; below this we let the model decide.
 LANGUAGE_CONFIDENCE_FLOOR = 0.5
@@ -45,18 +53,20 @@ def language_codes(names: Iterable[str]) -> list[str]:
 def clean_text(text: str) -> str:
     """One line, single spaces, nothing unspeakable: line breaks from templates and LLM output are
     not pauses we want; control characters and emoji are not speech."""
-    kept = "".join(" " if _is_unspoken(char) else char for char in text)
+    without_emoji = emoji.replace_emoji(text, _spoken_emoji)
+    kept = "".join(" " if _is_unspoken(char) else char for char in without_emoji)
     return _WHITESPACE.sub(" ", kept).strip()
+
+
+def _spoken_emoji(found: str, _data: dict) -> str:
+    return found if len(found) == 1 and ord(found) < _FIRST_PICTOGRAPH else " "
 
 
 def _is_unspoken(char: str) -> bool:
     category = unicodedata.category(char)
-    if category in _UNSPOKEN_CATEGORIES:
-        return True
-    code = ord(char)
     if category == "So":
-        return any(first <= code <= last for first, last in _PICTOGRAPH_BLOCKS)
-    return code in _EMOJI_MODIFIERS
+        return _FIRST_PICTOGRAPH <= ord(char) <= _LAST_PICTOGRAPH or char == _REPLACEMENT_CHARACTER
+    return category in _UNSPOKEN_CATEGORIES
 
 
 def is_speakable(text: str) -> bool:
@@ -94,16 +104,26 @@ def _last_break(window: str) -> int:
 class SentenceSplitter:
     """Sentences from text that arrives in pieces, mid-word ("The weather", " today is sun", "ny. Tomorrow").
 
-    Only speakable sentences come out, each at most MAX_SENTENCE_CHARS long."""
+    Only speakable sentences come out, each at most MAX_SENTENCE_CHARS long. The splitter drops
+    asterisks around words (*very*); keep_asterisks keeps them, for text whose markdown is read
+    already (what is left is "5 * 3 * 2")."""
 
-    def __init__(self) -> None:
+    def __init__(self, keep_asterisks: bool = False) -> None:
         self._detector = SentenceBoundaryDetector()
+        self.keep_asterisks = keep_asterisks
 
     def add(self, chunk: str) -> list[str]:
-        return _speakable_pieces(self._detector.add_chunk(chunk))
+        if self.keep_asterisks:
+            chunk = chunk.replace("*", _HIDDEN_ASTERISK)
+        return self._pieces(self._detector.add_chunk(chunk))
 
     def finish(self) -> list[str]:
-        return _speakable_pieces([self._detector.finish()])
+        return self._pieces([self._detector.finish()])
+
+    def _pieces(self, sentences: Iterable[str]) -> list[str]:
+        if self.keep_asterisks:
+            sentences = [sentence.replace(_HIDDEN_ASTERISK, "*") for sentence in sentences]
+        return _speakable_pieces(sentences)
 
 
 def split_sentences(text: str) -> list[str]:
@@ -158,13 +178,17 @@ class MarkupStripper(HTMLParser):
 class RequestText:
     """One request's text as it arrives, whole or in pieces: the first max_chars characters are
     kept (cut between words), markup is dropped when the text is SSML (markup=None: SSML when it
-    starts with <speak), and the speakable sentences come out as soon as they are complete."""
+    starts with <speak>), other text is read as markdown unless markdown=False (chat and LLM
+    replies: see speech_text), and the speakable sentences come out as soon as they are complete."""
 
-    def __init__(self, max_chars: int, markup: bool | None = None) -> None:
+    def __init__(self, max_chars: int, markup: bool | None = None, markdown: bool = True) -> None:
         self.max_chars = max_chars
         self.received = 0  # characters received, kept or not
         self._markup = markup
+        self._markdown = markdown
         self._stripper: MarkupStripper | None = None
+        self._reader: MarkdownReader | None = None
+        self._blank_start = ""  # whitespace received before any text, read as markdown
         self._splitter = SentenceSplitter()
 
     @property
@@ -177,12 +201,42 @@ class RequestText:
             self._markup = looks_like_ssml(kept)
         if self._markup:
             self._stripper = self._stripper or MarkupStripper()
-            kept = self._stripper.take(kept)
+            return self._splitter.add(self._stripper.take(kept))
+        if self._markdown and self._reader is None and not kept.strip():
+            self._blank_start += kept  # indentation is markdown: it waits for the first text
+            return []
+        if self._markdown:
+            if self._reader is None:
+                self._reader, self._splitter = MarkdownReader(), SentenceSplitter(keep_asterisks=True)
+                kept, self._blank_start = self._blank_start + kept, ""
+            return self._read_markdown(kept)
         return self._splitter.add(kept)
 
     def finish(self) -> list[str]:
+        if self._reader:
+            return self._read_markdown(None) + self._splitter.finish()
         tail = self._stripper.finish() if self._stripper else ""
         return self._splitter.add(tail) + self._splitter.finish()
+
+    def _read_markdown(self, chunk: str | None) -> list[str]:
+        """The sentences of a chunk (None: of the end) read as markdown. A bug in reading markdown must
+        not cost the request its answer: the rest is then read as it is."""
+        try:
+            pieces = self._reader.finish() if chunk is None else self._reader.add(chunk)
+        except Exception:
+            _LOGGER.exception("Reading the text as markdown failed: reading the rest as it is")
+            unsaid, self._reader, self._markdown = self._reader.unsaid, None, False
+            self._splitter.keep_asterisks = False
+            return self._splitter.add(unsaid)
+        return self._sentences_of(pieces)
+
+    def _sentences_of(self, pieces: list[Piece]) -> list[str]:
+        sentences = []
+        for piece in pieces:
+            sentences += self._splitter.add(piece.text)
+            if piece.ends_block:
+                sentences += self._splitter.finish()
+        return sentences
 
     def _within_limit(self, chunk: str) -> str:
         room = max(0, self.max_chars - self.received)

@@ -225,10 +225,16 @@ class ResidualVQ(nn.Module):
         self.output_proj = nn.Conv1d(dim, out_dim, 1, bias=False)
         self.tables: torch.Tensor | None = None
 
+    def build_tables(self) -> None:
+        """The lookup tables, made once when the weights are loaded: not lazily by whichever
+        thread (and CUDA stream) happens to decode first."""
+        with torch.inference_mode():
+            self.tables = torch.stack([layer._codebook.table() for layer in self.vq.layers])
+
     def decode(self, codes: torch.Tensor) -> torch.Tensor:
         """codes (B, T, count) -> (B, out_dim, T)."""
         if self.tables is None:
-            self.tables = torch.stack([layer._codebook.table() for layer in self.vq.layers])
+            raise RuntimeError("the codebook tables are made when the codec's weights are loaded: call build_tables()")
         total = self.tables[0][codes[..., 0]]
         for index in range(1, codes.shape[-1]):
             total = total + self.tables[index][codes[..., index]]
@@ -242,6 +248,10 @@ class SplitResidualVQ(nn.Module):
         self.semantic = cfg.num_semantic_quantizers
         self.rvq_first = ResidualVQ(self.semantic, cfg.codebook_size, dim, cfg.codebook_dim)
         self.rvq_rest = ResidualVQ(cfg.num_quantizers - self.semantic, cfg.codebook_size, dim, cfg.codebook_dim)
+
+    def build_tables(self) -> None:
+        self.rvq_first.build_tables()
+        self.rvq_rest.build_tables()
 
     def decode(self, codes: torch.Tensor) -> torch.Tensor:
         return self.rvq_first.decode(codes[..., : self.semantic]) + self.rvq_rest.decode(codes[..., self.semantic:])

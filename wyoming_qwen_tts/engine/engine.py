@@ -6,6 +6,7 @@ import hashlib
 import logging
 import os
 import secrets
+import shutil
 import threading
 from collections import OrderedDict
 from collections.abc import Iterator
@@ -17,7 +18,9 @@ import torch
 from .audio_io import read_audio, resample
 from .checkpoint import Checkpoint, CheckpointError, load_checkpoint, load_safetensors
 from .codec import DecoderState, SpeechCodec
-from .generate import FRAMES_CAP, MIN_FRAMES_BEFORE_EOS, FrameChunks, decode_stream, frame_limits, generate_frames
+from .fused import RUNNERS, make_runner, step_plan_of
+from .generate import (FRAMES_CAP, MIN_FRAMES_BEFORE_EOS, DecodeBatch, FrameChunks, decode_stream, frame_limits,
+                       generate_frames)
 from . import SAMPLE_RATE
 from .prompt import PromptBuilder, TextMode, VoicePrompt
 from .quantize import quantize_int8, resolve_quantize
@@ -27,6 +30,12 @@ from .talker import Qwen3TTSModel
 
 _LOGGER = logging.getLogger(__name__)
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+# On a CPU the compiled code predictor measured 7 % faster per frame for a 2.5 min compile at
+# start-up (BENCHMARKS.md): not the default there until a measurement says otherwise.
+COMPILE_ON_CPU = False
+# Positions of the single-stream batch: it grows (powers of two) for longer requests, up to
+# SOLO_MAX_LEN (about 470 MB of cache at the 1.7B shapes in bf16); longer ones get an eager batch.
+SOLO_MIN_LEN, SOLO_MAX_LEN = 1024, 4096
 
 
 @dataclass
@@ -50,6 +59,29 @@ def resolve_device(device: str | None) -> torch.device:
     if resolved.type == "cuda" and not torch.cuda.is_available():
         raise CheckpointError("--device cuda was asked for, but PyTorch sees no CUDA GPU")
     return resolved
+
+
+def resolve_compile(compile: bool | str, device: torch.device) -> bool:
+    """Whether frame steps run compiled: True/False, or "auto": on CUDA, and on a CPU when
+    COMPILE_ON_CPU, wherever a C/C++ compiler is there for Inductor / Triton to build kernels with."""
+    if isinstance(compile, bool):
+        return compile
+    if compile != "auto":
+        raise ValueError(f"compile must be true, false or auto, not {compile!r}")
+    wanted = device.type == "cuda" or (device.type == "cpu" and COMPILE_ON_CPU)
+    return wanted and any(shutil.which(name) for name in ("cc", "gcc", "c++", "g++", "clang"))
+
+
+def resolve_runner(runner: str, device: torch.device, compile_steps: bool) -> str:
+    """How frame steps run (fused.make_runner): "auto" is CUDA graphs on CUDA, the compiled code
+    predictor on a CPU that compiles, else eager."""
+    if runner == "auto":
+        return "cuda-graphs" if device.type == "cuda" else "compiled" if compile_steps else "eager"
+    if runner not in RUNNERS:
+        raise ValueError(f"runner must be one of {', '.join(RUNNERS)} or auto")
+    if runner == "cuda-graphs" and device.type != "cuda":
+        raise ValueError("CUDA graphs need a CUDA device")
+    return runner
 
 
 def cpu_has_fast_bf16() -> bool:
@@ -88,9 +120,14 @@ class QwenTTS:
 
     def __init__(self, model: str | os.PathLike, *, device: str | None = "auto", dtype: str | torch.dtype | None = "auto",
                  codec_dtype: str | torch.dtype | None = "float32", local_files_only: bool = False,
-                 revision: str | None = None, quantize: str | None = "none") -> None:
+                 revision: str | None = None, compile: bool | str = "auto", runner: str = "auto",
+                 quantize: str | None = "none") -> None:
+        """compile: frame steps compiled by torch.compile (resolve_compile); runner: how a frame step
+        runs, for single streams here and BatchScheduler's "auto" (resolve_runner)."""
         self.device = resolve_device(device)
         self.dtype = resolve_dtype(dtype, self.device)
+        self.compile_steps = resolve_compile(compile, self.device)
+        self.runner = resolve_runner(runner, self.device, self.compile_steps)
         self.quantize = resolve_quantize(quantize)
         self.checkpoint: Checkpoint = load_checkpoint(model, local_files_only=local_files_only, revision=revision)
         cfg = self.checkpoint.config
@@ -104,6 +141,8 @@ class QwenTTS:
         self.default_sampling = SamplingConfig.from_generation_config(self.checkpoint.generation)
         self._primed: OrderedDict[str, DecoderState] = OrderedDict()
         self._primed_lock = threading.Lock()
+        self._solo: DecodeBatch | None = None  # single streams' batch, kept: its graphs are captured once
+        self._solo_lock = threading.Lock()
         _LOGGER.info("Loaded %s (%s) on %s as %s%s", self.checkpoint.path, cfg.model_type, self.device, self.dtype,
                      "" if self.quantize == "none" else f", {self.quantize} weights")
 
@@ -163,9 +202,38 @@ class QwenTTS:
         sampling = sampling or self.default_sampling
         state = self._decoder_state(voice)
         should_stop = cancel.is_set if cancel is not None else None
-        frames = generate_frames(self.model.talker, prefill, sampling, max_frames, resolve_seed(seed), should_stop,
-                                 min_frames)
+        frames = self._frames(prefill, sampling, max_frames, resolve_seed(seed), should_stop, min_frames)
         return self._chunks(decode_stream(frames, self.codec, state, chunks))
+
+    def _frames(self, prefill, sampling: SamplingConfig, max_frames: int, seed: int, should_stop,
+                min_frames: int) -> Iterator[torch.Tensor]:
+        """A single stream's frames: in the kept single-row batch of self.runner (CUDA graphs on a
+        GPU), or, while another stream holds it (or with the eager runner), in an eager batch of
+        its own."""
+        talker = self.model.talker
+        positions = prefill.embeds.shape[1] + max_frames
+        if self.runner == "eager" or positions > SOLO_MAX_LEN or not self._solo_lock.acquire(blocking=False):
+            yield from generate_frames(talker, prefill, sampling, max_frames, seed, should_stop, min_frames)
+            return
+        try:
+            batch = self._solo_batch(positions)
+            yield from generate_frames(talker, prefill, sampling, max_frames, seed, should_stop, min_frames, batch)
+        finally:
+            self._solo_lock.release()
+
+    @torch.inference_mode()
+    def _solo_batch(self, positions: int) -> DecodeBatch:
+        """The single-row batch, with room for `positions`: made (its runner prepared: graphs
+        captured, steps compiled) on first use, and again larger when a longer request comes."""
+        if self._solo is None or self._solo.max_len < positions:
+            self._solo = None  # free the smaller one's caches and graphs first
+            max_len = max(SOLO_MIN_LEN, 1 << (positions - 1).bit_length())
+            batch = DecodeBatch(self.model.talker, max_rows=1, max_len=max_len)
+            batch.runner = make_runner(self.runner, batch, self.compile_steps,
+                                       warm_plans=(step_plan_of(self.model.talker, self.default_sampling),))
+            batch.runner.prepare(batch)
+            self._solo = batch
+        return self._solo
 
     @staticmethod
     def _chunks(decoded: Iterator[tuple[torch.Tensor, torch.Tensor]]) -> Iterator[AudioChunk]:
@@ -192,8 +260,9 @@ class QwenTTS:
 
     @torch.inference_mode()
     def _decoder_state(self, voice: VoicePrompt) -> DecoderState:
-        """A fresh decoder state; for ICL, primed with the reference codes (computed once per voice),
-        as the official code decodes the reference and the generated codes together."""
+        """A fresh decoder state, made on the current CUDA stream; for ICL, primed with the reference
+        codes (computed once per voice), as the official code decodes the reference and the
+        generated codes together."""
         if voice.kind != "icl":
             return self.codec.decoder.new_state()
         key = hashlib.sha1(voice.ref_codes.cpu().numpy().tobytes()).hexdigest()
@@ -204,17 +273,43 @@ class QwenTTS:
         if primed is None:
             primed = self.codec.decoder.new_state()
             self.codec.decoder(voice.ref_codes.to(self.device)[None], primed)
+            self._wait_for_current_stream()  # other threads' streams read it once it is shared
             with self._primed_lock:
                 self._primed[key] = primed
                 while len(self._primed) > 32:
                     self._primed.popitem(last=False)
-        return primed.clone()
+        state = primed.clone()
+        self._wait_for_current_stream()  # the clone has read `primed` before anyone may evict and free it
+        return state
+
+    def _wait_for_current_stream(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.current_stream(self.device).synchronize()
+
+
+HOST = torch.device("cpu")
+# Parts used only to build prompts (the 0.6 GB text embedding table) or to clone a voice (the
+# speaker and speech encoders) stay in host memory; only their small results go to the device.
+MODEL_ON_HOST = ("talker.model.text_embedding.", "speaker_encoder.")
+CODEC_ON_HOST = ("encoder.",)
+
+
+def model_placement(name: str, device: torch.device, dtype: torch.dtype) -> tuple[torch.device, torch.dtype]:
+    """Where a model weight lives and in which dtype. The speaker encoder runs once per voice:
+    float32, for the best embedding."""
+    return (HOST if name.startswith(MODEL_ON_HOST) else device,
+            torch.float32 if name.startswith("speaker_encoder.") else dtype)
+
+
+def codec_placement(name: str, device: torch.device, dtype: torch.dtype) -> tuple[torch.device, torch.dtype]:
+    """The decoder in `dtype` on the device; the encoder (Base only, once per voice) float32 on the host."""
+    return (HOST, torch.float32) if name.startswith(CODEC_ON_HOST) else (device, dtype)
 
 
 def _load_model(checkpoint: Checkpoint, device: torch.device, dtype: torch.dtype) -> Qwen3TTSModel:
     with torch.device("meta"):
         model = Qwen3TTSModel(checkpoint.config)
-    weights = load_safetensors(checkpoint.weight_files, device=device)
+    weights = load_safetensors(checkpoint.weight_files, device=HOST)  # each weight then goes once to its place
     wanted = set(model.state_dict())
     missing = sorted(wanted - set(weights))
     if missing:
@@ -222,14 +317,13 @@ def _load_model(checkpoint: Checkpoint, device: torch.device, dtype: torch.dtype
     # Weights of parts this engine does not run (none in released checkpoints) are skipped.
     state = {}
     for name in wanted:
-        tensor = weights[name]
-        # The speaker encoder runs once per voice: keep it in float32 for the best embedding.
-        state[name] = tensor.to(torch.float32 if name.startswith("speaker_encoder.") else dtype)
+        place, place_dtype = model_placement(name, device, dtype)
+        state[name] = weights[name].to(device=place, dtype=place_dtype)
     try:
         model.load_state_dict(state, strict=True, assign=True)
     except RuntimeError as err:
         raise CheckpointError(f"{checkpoint.path}: weights do not fit config.json: {err}") from err
-    return model.eval()
+    return model.eval().requires_grad_(False)  # inference only: no step may record an autograd graph
 
 
 def _quantize_model(model: Qwen3TTSModel, quantize: str, dtype: torch.dtype) -> None:
@@ -240,20 +334,22 @@ def _quantize_model(model: Qwen3TTSModel, quantize: str, dtype: torch.dtype) -> 
 
 
 def _load_codec(checkpoint: Checkpoint, device: torch.device, dtype: torch.dtype, with_encoder: bool) -> SpeechCodec:
-    """The decoder in `dtype`; the encoder (Base only, once per voice) in float32."""
     with torch.device("meta"):
         codec = SpeechCodec(checkpoint.codec, with_encoder=with_encoder)
-    weights = load_safetensors(checkpoint.codec_weight_files, device=device)
+    weights = load_safetensors(checkpoint.codec_weight_files, device=HOST)
     state = {}
-    for name, param in codec.state_dict().items():
+    for name in codec.state_dict():
         if name not in weights:
             raise CheckpointError(f"{checkpoint.path}/speech_tokenizer/model.safetensors lacks {name}")
-        state[name] = weights[name].to(dtype if name.startswith("decoder.") else torch.float32)
+        place, place_dtype = codec_placement(name, device, dtype)
+        state[name] = weights[name].to(device=place, dtype=place_dtype)
     try:
         codec.load_state_dict(state, strict=True, assign=True)
     except RuntimeError as err:
         raise CheckpointError(f"{checkpoint.path}/speech_tokenizer: weights do not fit its config.json: {err}") from err
-    return codec.eval()
+    codec.eval().requires_grad_(False)
+    codec.decoder.quantizer.build_tables()
+    return codec
 
 
 def _load_tokenizer(checkpoint: Checkpoint):

@@ -19,7 +19,7 @@ import torch
 from .codec import DecoderState, SpeechCodec
 from .prompt import Prefill
 from .layers import KVCache, RowPositions
-from .sampling import RowParams, SamplingConfig, apply_repetition_penalty, choose, draw_keys
+from .sampling import DrawPlan, RowParams, SamplingConfig, apply_repetition_penalty, choose, draw_keys
 from .talker import Talker
 
 MIN_FRAMES_BEFORE_EOS = 2  # the official generate() passes min_new_tokens=2
@@ -71,10 +71,14 @@ class Row:
     def positions_needed(self) -> int:
         return self.prefill.embeds.shape[1] + self.max_frames
 
-    def text_for_frame(self, index: int) -> torch.Tensor:
-        """What gets added to frame `index`'s embedding: its text token, else tts_pad."""
-        trailing = self.prefill.trailing_text
-        return trailing[0, index] if index < trailing.shape[1] else self.prefill.tts_pad[0, 0]
+    @property
+    def text_length(self) -> int:
+        """Frames that get a text token of their own (the rest get tts_pad): at most max_frames."""
+        return min(self.prefill.trailing_text.shape[1], self.max_frames)
+
+    def texts(self) -> torch.Tensor:
+        """(text_length + 1, H): what gets added to frame f's embedding is row min(f, text_length)."""
+        return torch.cat((self.prefill.trailing_text[0, : self.text_length], self.prefill.tts_pad[0]))
 
 
 @dataclass
@@ -86,6 +90,19 @@ class StepInputs:
     hold_eos: torch.Tensor  # (R,) bool: EOS not allowed yet
     texts: torch.Tensor  # (R, H): text embedding added to this step's frame
     positions: torch.Tensor  # (R,) int64: where the talker writes this step
+
+
+# Per-row integers of a step, packed so that one host-to-device copy carries them all.
+SEED, FRAME_INDEX, HOLD_EOS, POSITION, TEXT_INDEX = range(5)
+STEP_COLUMNS = 5
+
+
+def step_inputs(ints: torch.Tensor, text_table: torch.Tensor) -> StepInputs:
+    """StepInputs of rows 0..R-1 from their packed integers (R, STEP_COLUMNS) and the texts staged
+    on the device at admission (R, L, H): no host value is read."""
+    rows = torch.arange(ints.shape[0], device=ints.device)
+    return StepInputs(seeds=ints[:, SEED], frame_index=ints[:, FRAME_INDEX], hold_eos=ints[:, HOLD_EOS] != 0,
+                      texts=text_table[rows, ints[:, TEXT_INDEX]], positions=ints[:, POSITION])
 
 
 def frame_step(talker: Talker, hidden: torch.Tensor, seen: torch.Tensor, inputs: StepInputs,
@@ -125,26 +142,50 @@ class DecodeBatch:
         self.eos_column = (torch.arange(vocab, device=self.device) == self.eos)[None, :]
         self.hidden = torch.zeros(max_rows, talker.cfg.hidden_size, device=self.device, dtype=self.dtype)
         self.seen = torch.zeros(max_rows, vocab, dtype=torch.bool, device=self.device)
+        # Each row's texts for its frames (Row.texts), staged at admission; a frame picks its own.
+        self.text_table = torch.zeros(max_rows, max_len, talker.cfg.hidden_size, device=self.device, dtype=self.dtype)
+        self.step_ints = torch.zeros(max_rows, STEP_COLUMNS, dtype=torch.int64, device=self.device)
+        self._host_ints = torch.zeros(max_rows, STEP_COLUMNS, dtype=torch.int64,
+                                      pin_memory=self.device.type == "cuda")
         self.rows: list[Row] = []
         self.runner = runner or EagerRunner()
         self._params: tuple[RowParams, RowParams] | None = None
+        self._plan: tuple[DrawPlan, DrawPlan] | None = None
 
     def has_room(self, row: Row) -> bool:
         return len(self.rows) < self.max_rows and row.positions_needed <= self.max_len
 
-    @torch.inference_mode()
     def admit(self, row: Row) -> None:
         """Prefill a new row's prompt into the next free cache row."""
-        if not self.has_room(row):
-            raise ValueError(f"no room: {len(self.rows)}/{self.max_rows} rows, request needs "
-                             f"{row.positions_needed}/{self.max_len} positions")
-        index = len(self.rows)
-        self.cache.lengths[index] = 0
-        hidden = self.talker.prefill(row.prefill.embeds.to(self.dtype), self.cache, index)
-        self.hidden[index] = hidden[0, -1]
-        self.seen[index] = False
-        self.rows.append(row)
-        self._params = None
+        self.admit_many([row])
+
+    @torch.inference_mode()
+    def admit_many(self, rows: list[Row]) -> None:
+        """Prefill new rows' prompts together into the next free cache rows: right-padded to the
+        longest, one pass (causal attention keeps each prompt's positions blind to the padding,
+        which later frames overwrite)."""
+        if len(self.rows) + len(rows) > self.max_rows:
+            raise ValueError(f"no room: {len(self.rows)}/{self.max_rows} rows, {len(rows)} more asked for")
+        for row in rows:
+            if row.positions_needed > self.max_len:
+                raise ValueError(f"no room: the request needs {row.positions_needed}/{self.max_len} positions")
+        if not rows:
+            return
+        first = len(self.rows)
+        lengths = [row.prefill.embeds.shape[1] for row in rows]
+        prompts = torch.zeros(len(rows), max(lengths), self.hidden.shape[1], device=self.device, dtype=self.dtype)
+        for index, row in enumerate(rows):
+            prompts[index, : lengths[index]] = row.prefill.embeds[0]
+            self.cache.lengths[first + index] = 0
+        hidden = self.talker.prefill(prompts, self.cache, first)
+        for index, (row, length) in enumerate(zip(rows, lengths)):
+            slot = first + index
+            self.cache.lengths[slot] = length
+            self.hidden[slot] = hidden[index, length - 1]
+            self.seen[slot] = False
+            self.text_table[slot, : row.text_length + 1] = row.texts()
+            self.rows.append(row)
+        self._params = self._plan = None
 
     def row_params(self) -> tuple[RowParams, RowParams]:
         if self._params is None:
@@ -153,25 +194,31 @@ class DecodeBatch:
                             RowParams.stack([r.sampling.predictor for r in self.rows], predictor_vocab, self.device))
         return self._params
 
-    def _inputs(self) -> StepInputs:
-        def column(values: list[int]) -> torch.Tensor:
-            return torch.tensor(values, dtype=torch.int64, device=self.device)
+    def step_plan(self) -> tuple[DrawPlan, DrawPlan]:
+        """The talker's and the predictor's DrawPlan for the live rows (fixed until rows change)."""
+        if self._plan is None:
+            vocab, predictor_vocab = self.talker.cfg.vocab_size, self.talker.code_predictor.cfg.vocab_size
+            self._plan = (DrawPlan.of([r.sampling.talker for r in self.rows], vocab),
+                          DrawPlan.of([r.sampling.predictor for r in self.rows], predictor_vocab))
+        return self._plan
 
-        rows = self.rows
-        return StepInputs(
-            seeds=column([r.seed for r in rows]),
-            frame_index=column([r.frames_done for r in rows]),
-            hold_eos=torch.tensor([r.frames_done < r.min_frames for r in rows], device=self.device),
-            texts=torch.stack([r.text_for_frame(r.frames_done) for r in rows]).to(self.dtype),
-            positions=column(self.cache.lengths[: len(rows)]),
-        )
+    def _load_inputs(self) -> None:
+        """This step's per-row integers into step_ints: one copy (from pinned memory on CUDA; the
+        previous step's read-back has synchronised, so the host buffer is free to rewrite)."""
+        host = self._host_ints.numpy()
+        host[:] = 0
+        for slot, row in enumerate(self.rows):
+            done = row.frames_done
+            host[slot] = (row.seed, done, done < row.min_frames, self.cache.lengths[slot], min(done, row.text_length))
+        self.step_ints.copy_(self._host_ints, non_blocking=True)
 
     @torch.inference_mode()
     def step(self) -> tuple[list[tuple[Row, torch.Tensor]], list[Row]]:
         """One frame for every live row: ([(row, frame (G,))...], rows that finished this step)."""
         count = len(self.rows)
         kv_len = max(self.cache.lengths[:count]) + 1
-        frames = self.runner.run(self, count, self._inputs(), kv_len)
+        self._load_inputs()
+        frames = self.runner.run(self, count, kv_len)
         first_codes = frames[:, 0].tolist()
         produced, finished = [], []
         for slot, row in enumerate(self.rows):
@@ -186,6 +233,9 @@ class DecodeBatch:
         self._remove(finished)
         return produced, finished
 
+    def drop_all(self) -> None:
+        self._remove(list(self.rows))
+
     def _remove(self, finished: list[Row]) -> None:
         """Drop finished rows; the last live row moves into each freed place."""
         for row in finished:
@@ -195,16 +245,29 @@ class DecodeBatch:
                 self.cache.move_row(last, slot)
                 self.hidden[slot] = self.hidden[last]
                 self.seen[slot] = self.seen[last]
+                self.text_table[slot] = self.text_table[last]
                 self.rows[slot] = self.rows[last]
             self.rows.pop()
         if finished:
-            self._params = None
+            self._params = self._plan = None
+
+
+def eager_step(batch: DecodeBatch, rows: int, kv_len: int, params: tuple[RowParams, RowParams]) -> torch.Tensor:
+    """frame_step over rows 0..rows-1 of the batch's buffers."""
+    return frame_step(batch.talker, batch.hidden[:rows], batch.seen[:rows],
+                      step_inputs(batch.step_ints[:rows], batch.text_table[:rows]), params, batch.banned,
+                      batch.eos_column, batch.cache, batch.predictor_cache, kv_len)
+
+
+# What computes a step: eager_step, or fused.FusedStep (one compiled graph, shaped by the batch's
+# step_plan(); such a step has `planned = True`).
+StepFunction = Callable[[DecodeBatch, int, int, tuple[RowParams, RowParams]], torch.Tensor]
 
 
 class StepRunner:
-    """How a batch runs frame_step: directly, padded to fixed buckets, or as CUDA graph replays."""
+    """How a batch runs its step: directly, padded to fixed buckets, or as CUDA graph replays."""
 
-    def run(self, batch: DecodeBatch, count: int, inputs: StepInputs, kv_len: int) -> torch.Tensor:
+    def run(self, batch: DecodeBatch, count: int, kv_len: int) -> torch.Tensor:
         raise NotImplementedError
 
     def prepare(self, batch: DecodeBatch) -> None:
@@ -212,9 +275,11 @@ class StepRunner:
 
 
 class EagerRunner(StepRunner):
-    def run(self, batch: DecodeBatch, count: int, inputs: StepInputs, kv_len: int) -> torch.Tensor:
-        return frame_step(batch.talker, batch.hidden[:count], batch.seen[:count], inputs, batch.row_params(),
-                          batch.banned, batch.eos_column, batch.cache, batch.predictor_cache, kv_len)
+    def __init__(self, step: StepFunction = eager_step) -> None:
+        self.step = step
+
+    def run(self, batch: DecodeBatch, count: int, kv_len: int) -> torch.Tensor:
+        return self.step(batch, count, kv_len, batch.row_params())
 
 
 def _bucket(value: int, buckets: tuple[int, ...]) -> int:
@@ -222,31 +287,27 @@ def _bucket(value: int, buckets: tuple[int, ...]) -> int:
 
 
 class BucketedRunner(StepRunner):
-    """frame_step on static buffers padded to a few (rows, kv_len) shapes: the computation a CUDA
-    graph replays. Padding rows sit in free cache rows; they write there and are ignored."""
+    """The step on the batch's buffers padded to a few (rows, kv_len) shapes: the computation a CUDA
+    graph replays. Padding rows sit in free cache rows; they write there and are ignored.
+
+    warm_plans: the step plans (DecodeBatch.step_plan) that prepare() runs every bucket with, for a
+    planned step (the plan of an empty batch, all greedy, when none are given)."""
 
     def __init__(self, batch: DecodeBatch, row_buckets: tuple[int, ...] = (1, 2, 4, 8, 16, 32, 64),
-                 len_buckets: tuple[int, ...] | None = None) -> None:
+                 len_buckets: tuple[int, ...] | None = None, step: StepFunction = eager_step,
+                 warm_plans: tuple[tuple[DrawPlan, DrawPlan], ...] = ()) -> None:
         rows, device = batch.max_rows, batch.device
         self.row_buckets = tuple(sorted({min(b, rows) for b in row_buckets} | {rows}))
         lengths = len_buckets or tuple(128 * 2 ** i for i in range(12))
         self.len_buckets = tuple(sorted({min(b, batch.max_len) for b in lengths} | {batch.max_len}))
-
-        def zeros(*shape: int, dtype: torch.dtype = torch.int64) -> torch.Tensor:
-            return torch.zeros(*shape, dtype=dtype, device=device)
-
-        self.inputs = StepInputs(seeds=zeros(rows), frame_index=zeros(rows), hold_eos=zeros(rows, dtype=torch.bool),
-                                 texts=zeros(rows, batch.talker.cfg.hidden_size, dtype=batch.dtype),
-                                 positions=zeros(rows))
+        self.step = step
+        self.warm_plans = warm_plans
         greedy = SamplingConfig.greedy()
         self.params = (RowParams.stack([greedy.talker] * rows, batch.talker.cfg.vocab_size, device),
                        RowParams.stack([greedy.predictor] * rows, batch.talker.code_predictor.cfg.vocab_size, device))
         self._params_of: tuple[RowParams, RowParams] | None = None
 
-    def _load(self, batch: DecodeBatch, count: int, inputs: StepInputs) -> None:
-        for static, fresh in zip(vars(self.inputs).values(), vars(inputs).values()):
-            static[:count].copy_(fresh)
-            static[count:].zero_()
+    def _load(self, batch: DecodeBatch, count: int) -> None:
         current = batch.row_params()
         if current is not self._params_of:  # a new batch composition: new per-row parameters
             for static, fresh in zip(self.params, current):
@@ -254,8 +315,8 @@ class BucketedRunner(StepRunner):
                     static_field[:count].copy_(fresh_field)
             self._params_of = current
 
-    def run(self, batch: DecodeBatch, count: int, inputs: StepInputs, kv_len: int) -> torch.Tensor:
-        self._load(batch, count, inputs)
+    def run(self, batch: DecodeBatch, count: int, kv_len: int) -> torch.Tensor:
+        self._load(batch, count)
         rows, length = _bucket(count, self.row_buckets), _bucket(kv_len, self.len_buckets)
         return self.execute(batch, rows, length)[:count]
 
@@ -264,30 +325,39 @@ class BucketedRunner(StepRunner):
         in the middle of somebody's sentence. No row is live: what the steps write into the caches
         and the row buffers is overwritten when a row is admitted. Largest first: the smaller graphs
         then fit in the memory the larger ones' captures freed in the shared pool."""
-        for rows in reversed(self.row_buckets):
-            for length in reversed(self.len_buckets):
-                self.execute(batch, rows, length)
+        plans = self.warm_plans if getattr(self.step, "planned", False) and self.warm_plans else (None,)
+        try:
+            for plan in plans:
+                batch._plan = plan
+                for rows in reversed(self.row_buckets):
+                    for length in reversed(self.len_buckets):
+                        self.execute(batch, rows, length)
+        finally:
+            batch._plan = None
 
     def execute(self, batch: DecodeBatch, rows: int, kv_len: int) -> torch.Tensor:
-        static = StepInputs(*(v[:rows] for v in vars(self.inputs).values()))
         params = (self.params[0].rows(rows), self.params[1].rows(rows))
-        return frame_step(batch.talker, batch.hidden[:rows], batch.seen[:rows], static, params, batch.banned,
-                          batch.eos_column, batch.cache, batch.predictor_cache, kv_len)
+        return self.step(batch, rows, kv_len, params)
+
+    def shape_key(self, batch: DecodeBatch, rows: int, kv_len: int) -> tuple:
+        """What makes one captured graph differ from another."""
+        return (rows, kv_len, batch.step_plan()) if getattr(self.step, "planned", False) else (rows, kv_len)
 
 
 class CudaGraphRunner(BucketedRunner):
-    """Captures one CUDA graph per (rows, kv_len) bucket on first use and replays it after.
+    """Captures one CUDA graph per bucket (and step plan) on first use and replays it after.
 
-    The first step of a bucket runs eagerly (it is a real step, and it warms the kernels up);
-    the capture that follows only records. All graphs share one memory pool."""
+    The first step of a bucket runs eagerly (it is a real step, and it warms the kernels up, or
+    compiles them); the capture that follows only records. All graphs share one memory pool."""
 
-    def __init__(self, batch: DecodeBatch, **buckets) -> None:
-        super().__init__(batch, **buckets)
-        self.graphs: dict[tuple[int, int], tuple[torch.cuda.CUDAGraph, torch.Tensor]] = {}
+    def __init__(self, batch: DecodeBatch, **options) -> None:
+        super().__init__(batch, **options)
+        self.graphs: dict[tuple, tuple[torch.cuda.CUDAGraph, torch.Tensor]] = {}
         self.pool = torch.cuda.graph_pool_handle()
 
     def execute(self, batch: DecodeBatch, rows: int, kv_len: int) -> torch.Tensor:
-        captured = self.graphs.get((rows, kv_len))
+        key = self.shape_key(batch, rows, kv_len)
+        captured = self.graphs.get(key)
         if captured is not None:
             graph, frames = captured
             graph.replay()
@@ -298,22 +368,27 @@ class CudaGraphRunner(BucketedRunner):
         # thread_local: the codec thread keeps allocating and launching while this thread captures
         with torch.cuda.graph(graph, pool=self.pool, capture_error_mode="thread_local"):
             static_frames = super().execute(batch, rows, kv_len)
-        self.graphs[(rows, kv_len)] = (graph, static_frames)
+        self.graphs[key] = (graph, static_frames)
         return frames
 
 
 def generate_frames(talker: Talker, prefill: Prefill, sampling: SamplingConfig, max_frames: int, seed: int,
-                    should_stop: Callable[[], bool] | None = None,
-                    min_frames: int = MIN_FRAMES_BEFORE_EOS) -> Iterator[torch.Tensor]:
+                    should_stop: Callable[[], bool] | None = None, min_frames: int = MIN_FRAMES_BEFORE_EOS,
+                    batch: DecodeBatch | None = None) -> Iterator[torch.Tensor]:
     """One stream: frames of codes, (G,) int64 each, until EOS (allowed from frame min_frames
-    on), max_frames, or should_stop()."""
+    on), max_frames, or should_stop(). In `batch` (an empty one, kept for reuse: its graphs or
+    compiled steps are ready), else in a fresh eager batch of its own."""
     row = Row(prefill, sampling, seed, max_frames, min_frames, should_stop)
-    batch = DecodeBatch(talker, max_rows=1, max_len=row.positions_needed)
+    if batch is None:
+        batch = DecodeBatch(talker, max_rows=1, max_len=row.positions_needed)
     batch.admit(row)
-    while batch.rows:
-        produced, _ = batch.step()
-        for _, frame in produced:
-            yield frame
+    try:
+        while batch.rows:
+            produced, _ = batch.step()
+            for _, frame in produced:
+                yield frame
+    finally:
+        batch.drop_all()  # the consumer may leave early: the batch is empty for the next stream
 
 
 class FrameChunks:

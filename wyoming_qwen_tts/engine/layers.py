@@ -216,20 +216,27 @@ def _check_room(cache: KVCache, end: int) -> None:
 def run_layers(layers: nn.ModuleList, x: torch.Tensor, cache: KVCache, theta: float, head_dim: int,
                row: int | None = None) -> torch.Tensor:
     """Run a decoder stack over x (B, T, H) appended to rows 0..B-1 of the cache (which must hold
-    the same number of positions), or over x (1, T, H) appended to one row."""
-    rows = range(x.shape[0]) if row is None else [row]
+    the same number of positions), or to rows row..row+B-1 (one prompt, or prompts padded together)."""
+    first = 0 if row is None else row
+    rows = range(first, first + x.shape[0])
     start = cache.lengths[rows[0]]
     if any(cache.lengths[r] != start for r in rows):
         raise ValueError("rows of a block step must hold the same number of positions")
-    steps = x.shape[1]
-    _check_room(cache, start + steps)
-    positions = torch.arange(start, start + steps, device=x.device)
-    cos, sin = rope_cos_sin(positions, head_dim, theta, x.dtype)
-    picked = slice(0, x.shape[0]) if row is None else slice(row, row + 1)
-    for index, layer in enumerate(layers):
-        x = layer(x, cos, sin, cache.keys[index, picked], cache.values[index, picked], start)
+    _check_room(cache, start + x.shape[1])
+    x = block_step(layers, x, cache, slice(rows.start, rows.stop), start, theta, head_dim)
     for r in rows:
-        cache.lengths[r] = start + steps
+        cache.lengths[r] = start + x.shape[1]
+    return x
+
+
+def block_step(layers: nn.ModuleList, x: torch.Tensor, cache: KVCache, rows: slice, start: int, theta: float,
+               head_dim: int) -> torch.Tensor:
+    """x (B, T, H) at positions [start, start+T) of cache rows `rows`; the caller keeps cache.lengths
+    (so a compiled step can run it: no host state is read or written)."""
+    positions = torch.arange(start, start + x.shape[1], device=x.device)
+    cos, sin = rope_cos_sin(positions, head_dim, theta, x.dtype)
+    for index, layer in enumerate(layers):
+        x = layer(x, cos, sin, cache.keys[index, rows], cache.values[index, rows], start)
     return x
 
 

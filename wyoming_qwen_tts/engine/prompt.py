@@ -163,11 +163,12 @@ class PromptBuilder:
         text_mode = text_mode or self.default_text_mode(voice)
         self._check_voice_fits_model(voice)
 
-        ids = self.tokenize(f"<|im_start|>assistant\n{text}<|im_end|>\n<|im_start|>assistant\n").to(device)
+        # Text ids stay in host memory, with the text embedding table (the loader keeps it there).
+        ids = self.tokenize(f"<|im_start|>assistant\n{text}<|im_end|>\n<|im_start|>assistant\n")
         role_ids, text_ids = ids[:, :3], ids[:, 3:-5]
         if text_ids.shape[1] == 0:
             raise ValueError("nothing to speak: the text is empty")
-        special = torch.tensor([[cfg.tts_bos_id, cfg.tts_eos_id, cfg.tts_pad_id]], device=device)
+        special = torch.tensor([[cfg.tts_bos_id, cfg.tts_eos_id, cfg.tts_pad_id]])
         tts_bos, tts_eos, tts_pad = self.talker.embed_text(special).chunk(3, dim=1)
 
         language_id = self._language_id(language, voice)
@@ -186,7 +187,7 @@ class PromptBuilder:
 
         parts = []
         if voice.instruct and not (voice.kind == "speaker" and cfg.model_size == "0b6"):  # 0.6B takes none
-            instruct_ids = self.tokenize(f"<|im_start|>user\n{voice.instruct}<|im_end|>\n").to(device)
+            instruct_ids = self.tokenize(f"<|im_start|>user\n{voice.instruct}<|im_end|>\n")
             parts.append(self.talker.embed_text(instruct_ids))
         parts += [self.talker.embed_text(role_ids), text_side + codec_prefix[:, :-1]]
         codec_bos = codec_prefix[:, -1:]
@@ -208,7 +209,7 @@ class PromptBuilder:
     def _icl_body(self, voice: VoicePrompt, text_ids: torch.Tensor, tts_pad: torch.Tensor, tts_eos: torch.Tensor,
                   text_mode: TextMode, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
         talker_cfg = self.cfg.talker
-        ref_ids = self.tokenize(f"<|im_start|>assistant\n{voice.ref_text}<|im_end|>\n").to(device)[:, 3:-2]
+        ref_ids = self.tokenize(f"<|im_start|>assistant\n{voice.ref_text}<|im_end|>\n")[:, 3:-2]
         text_embeds = torch.cat((self.talker.embed_text(torch.cat((ref_ids, text_ids), dim=1)), tts_eos), dim=1)
         ref_codes = voice.ref_codes.to(device)
         codec_embeds = torch.cat((self._codec([talker_cfg.codec_bos_id], device),

@@ -12,8 +12,9 @@ the batch, and no generator state lives outside the tensors (CUDA-graph friendly
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 
@@ -84,17 +85,14 @@ class RowParams:
 
     @classmethod
     def stack(cls, params: list[SamplingParams], vocab: int, device: torch.device) -> "RowParams":
-        def column(values: list[float]) -> torch.Tensor:
-            return torch.tensor(values, dtype=torch.float32, device=device)[:, None]
-
-        return cls(
-            do_sample=column([1.0 if p.do_sample else 0.0 for p in params]),
-            inv_temperature=column([1.0 / p.temperature if p.do_sample else 1.0 for p in params]),
-            top_k=torch.tensor([min(p.top_k, vocab) if p.do_sample and p.top_k else vocab for p in params],
-                               dtype=torch.int64, device=device),
-            top_p=column([p.top_p if p.do_sample and p.top_p < 1.0 else 2.0 for p in params]),
-            penalty=column([p.repetition_penalty for p in params]),
-        )
+        # One host-to-device copy for all five (float64 holds every value exactly, top_k included).
+        table = torch.tensor([[1.0 if p.do_sample else 0.0, 1.0 / p.temperature if p.do_sample else 1.0,
+                               min(p.top_k, vocab) if p.do_sample and p.top_k else vocab,
+                               p.top_p if p.do_sample and p.top_p < 1.0 else 2.0, p.repetition_penalty]
+                              for p in params], dtype=torch.float64).reshape(len(params), 5).to(device)
+        floats = table.float()
+        return cls(do_sample=floats[:, 0:1], inv_temperature=floats[:, 1:2], top_k=table[:, 2].long(),
+                   top_p=floats[:, 3:4], penalty=floats[:, 4:5])
 
     def fields(self) -> tuple[torch.Tensor, ...]:
         return self.do_sample, self.inv_temperature, self.top_k, self.top_p, self.penalty
@@ -157,3 +155,51 @@ def choose(logits: torch.Tensor, rows: RowParams, keys: torch.Tensor) -> torch.T
     filtered = scaled.masked_fill(~keep_mask(scaled, rows), float("-inf"))
     noise = gumbel_noise(keys, logits.shape[-1]) * rows.do_sample
     return (filtered + noise).argmax(dim=-1)
+
+
+class DrawPlan(NamedTuple):
+    """What one stage's draw needs for the rows of a batch composition, as host values, so that a
+    compiled / captured step holds only the work those rows need (no sort when top-p is off)."""
+
+    sample: bool  # some row samples; else every row takes the argmax
+    top_k: int  # K of one torch.topk covering every sampling row's top_k; 0: no top-k filter at all
+    top_p: bool  # some sampling row has top_p < 1
+    penalty: bool  # some row has a repetition penalty other than 1
+
+    @classmethod
+    def of(cls, params: Sequence[SamplingParams], vocab: int) -> "DrawPlan":
+        penalty = any(p.repetition_penalty != 1.0 for p in params)
+        sampling = [p for p in params if p.do_sample]
+        if not sampling:
+            return cls(False, 0, False, penalty)
+        top_p = any(p.top_p < 1.0 for p in sampling)
+        top_ks = [min(p.top_k, vocab) if p.top_k else vocab for p in sampling]
+        if min(top_ks) >= vocab and not top_p:  # nothing to filter
+            return cls(True, 0, False, penalty)
+        largest = max(top_ks)
+        # A power of two: compositions with nearby top_k values share one compiled graph.
+        return cls(True, min(vocab, max(16, 1 << (largest - 1).bit_length())), top_p, penalty)
+
+
+def choose_planned(logits: torch.Tensor, rows: RowParams, keys: torch.Tensor, plan: DrawPlan) -> torch.Tensor:
+    """choose() (penalty already applied) with the work cut to the plan: the same codes (top-k and
+    the argmax are exact; top-p sums its softmax over the top K only, which can move a near-tie at
+    the top-p boundary by an ulp)."""
+    if not plan.sample:
+        return logits.argmax(dim=-1)
+    scaled = logits * rows.inv_temperature
+    if plan.top_k:
+        # Greedy rows (top_k = vocab) clamp to K: the argmax always survives the filter.
+        top_values, top_index = scaled.topk(plan.top_k, dim=-1)
+        kth = top_values.gather(1, (rows.top_k.clamp(max=plan.top_k) - 1)[:, None])
+        if plan.top_p:
+            keep_top = top_values >= kth
+            probs = top_values.masked_fill(~keep_top, float("-inf")).softmax(dim=-1)
+            keep_top &= (probs.cumsum(dim=-1) - probs) < rows.top_p
+            keep_top[:, 0] = True
+            keep = torch.zeros_like(scaled, dtype=torch.bool).scatter(1, top_index, keep_top)
+        else:
+            keep = scaled >= kth
+        scaled = scaled.masked_fill(~keep, float("-inf"))
+    noise = gumbel_noise(keys, logits.shape[-1]) * rows.do_sample
+    return (scaled + noise).argmax(dim=-1)

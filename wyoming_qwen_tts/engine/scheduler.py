@@ -1,7 +1,16 @@
 """Continuous batching: every active request advances one frame per step of a shared batch, and
 new requests join between steps. One thread owns the batch (talker + code predictor); a second
 decodes audio: each round it takes the next chunk of every stream that has one and decodes the
-chunks of equal length together, each stream continuing its own codec state."""
+chunks of equal length together, each stream continuing its own codec state.
+
+Neither thread may die with requests waiting on it: whatever fails (making the batch, capturing
+its graphs, admitting, a step, a decode) fails the requests involved, and the threads go on
+serving. A consumer that still finds a thread gone raises instead of waiting for ever.
+
+On a GPU the codec thread decodes on its own CUDA stream. Everything it keeps between chunks (the
+decoder states) is made on that stream, by that thread; chunks of codes made on the batch's
+stream carry an event the codec stream waits for, and are marked as used by the codec stream so
+that the allocator does not hand their memory back to the batch before the decode has read it."""
 
 from __future__ import annotations
 
@@ -17,26 +26,57 @@ import torch
 
 from .codec import DecoderState
 from .engine import AudioChunk, QwenTTS, resolve_seed
-from .generate import (MIN_FRAMES_BEFORE_EOS, BucketedRunner, CudaGraphRunner, DecodeBatch, EagerRunner,
-                       FrameChunks, Row, frame_limits)
+from .engine import resolve_runner
+from .fused import make_runner, step_plan_of
+from .generate import MIN_FRAMES_BEFORE_EOS, DecodeBatch, FrameChunks, Row, frame_limits
 from .prompt import TextMode, VoicePrompt
 from .sampling import SamplingConfig
 
 _LOGGER = logging.getLogger(__name__)
 _END = object()
-RUNNERS = {"eager": EagerRunner, "bucketed": BucketedRunner, "cuda-graphs": CudaGraphRunner}
+IDLE_POLL_S = 1.0  # how often a waiting thread or consumer looks whether it should stop waiting
+
+
+@dataclass
+class CodesChunk:
+    """Codes (n, G) for the codec thread; on a GPU, `ready` is recorded on the stream that made them."""
+
+    codes: torch.Tensor
+    ready: "torch.cuda.Event | None" = None
+
+    @classmethod
+    def made_here(cls, codes: torch.Tensor) -> "CodesChunk":
+        if not codes.is_cuda:
+            return cls(codes)
+        ready = torch.cuda.Event()
+        ready.record()
+        return cls(codes, ready)
+
+    def usable_here(self) -> torch.Tensor:
+        """The codes, safe to read on the current CUDA stream."""
+        if self.ready is not None:
+            stream = torch.cuda.current_stream(self.codes.device)
+            stream.wait_event(self.ready)
+            self.codes.record_stream(stream)
+        return self.codes
 
 
 @dataclass(eq=False)
 class Audio:
-    """A request's audio side: its codec state, frames not yet decoded, where chunks go."""
+    """A request's audio side: its voice, frames not yet decoded, where chunks go. The codec
+    state is made by the codec thread at the first decode (see the module's docstring)."""
 
-    state: DecoderState
+    voice: VoicePrompt
     frames: FrameChunks
+    state: DecoderState | None = None
     chunks: queue.SimpleQueue = field(default_factory=queue.SimpleQueue)
     decoded_frames: int = 0
-    jobs: deque = field(default_factory=deque)  # codes (n, G) tensors, then _END; codec thread only
+    jobs: deque = field(default_factory=deque)  # CodesChunks, then _END; codec thread only
     failed: bool = False
+
+    def fail(self, error: BaseException) -> None:
+        self.failed = True
+        self.chunks.put(error)
 
 
 class BatchScheduler:
@@ -48,18 +88,13 @@ class BatchScheduler:
     """
 
     def __init__(self, tts: QwenTTS, max_rows: int = 8, max_len: int = 1536, runner: str = "auto") -> None:
-        """runner: "eager", "bucketed" (static padded shapes), "cuda-graphs", or "auto" (CUDA graphs
-        on a CUDA device, eager elsewhere)."""
+        """runner: "eager", "bucketed" (static padded shapes), "compiled" (bucketed, the code
+        predictor compiled), "cuda-graphs" (the fused step captured), or "auto" (the model's own:
+        QwenTTS.runner)."""
         if max_rows < 1 or max_len < 64:
             raise ValueError("need max_rows >= 1 and max_len >= 64")
-        if runner == "auto":
-            runner = "cuda-graphs" if tts.device.type == "cuda" else "eager"
-        if runner not in RUNNERS:
-            raise ValueError(f"runner must be one of {', '.join(RUNNERS)} or auto")
-        if runner == "cuda-graphs" and tts.device.type != "cuda":
-            raise ValueError("CUDA graphs need a CUDA device")
         self.tts = tts
-        self.runner = runner
+        self.runner = tts.runner if runner == "auto" else resolve_runner(runner, tts.device, tts.compile_steps)
         self.max_rows, self.max_len = max_rows, max_len
         self._pending: deque[Row] = deque()
         self._wake = threading.Condition()
@@ -86,9 +121,7 @@ class BatchScheduler:
         max_frames = frame_limits(prefill.text_tokens, max_frames, min_frames, most=room)
         frames = FrameChunks(first_chunk_frames, max_chunk_frames)
         cancel = cancel or threading.Event()
-        audio = Audio(tts._decoder_state(voice), frames)
-        if tts.device.type == "cuda":
-            torch.cuda.current_stream().synchronize()  # the state's copy is done before the codec stream reads it
+        audio = Audio(voice, frames)
         row = Row(prefill, sampling or tts.default_sampling, resolve_seed(seed), max_frames, min_frames,
                   should_stop=cancel.is_set, owner=audio)
         with self._wake:
@@ -98,11 +131,15 @@ class BatchScheduler:
             self._wake.notify()
         return self._chunks(audio.chunks, cancel)
 
-    @staticmethod
-    def _chunks(chunks: queue.SimpleQueue, cancel: threading.Event) -> Iterator[AudioChunk]:
+    def _chunks(self, chunks: queue.SimpleQueue, cancel: threading.Event) -> Iterator[AudioChunk]:
         try:
             while True:
-                item = chunks.get()
+                try:
+                    item = chunks.get(timeout=IDLE_POLL_S)
+                except queue.Empty:
+                    if not all(thread.is_alive() for thread in self._threads):
+                        raise RuntimeError("the speech engine stopped; this request cannot finish") from None
+                    continue
                 if item is _END:
                     return
                 if isinstance(item, BaseException):
@@ -123,6 +160,8 @@ class BatchScheduler:
         self._codec_jobs.put(None)
         for thread in self._threads:
             thread.join(timeout=10)
+            if thread.is_alive():
+                _LOGGER.warning("%s did not stop within 10 s", thread.name)
 
     # -- the batch thread --------------------------------------------------------------------
 
@@ -130,18 +169,46 @@ class BatchScheduler:
         while True:
             with self._wake:
                 while not self._closed and not self._pending and not (self._batch and self._batch.rows):
-                    self._wake.wait()
+                    self._wake.wait(timeout=IDLE_POLL_S)
                 if self._closed:
                     break
                 joining = self._take_pending()
-            batch = self._ensure_batch()
-            for row in joining:
-                self._admit(batch, row)
-            if batch.rows:
-                self._step(batch)
+            try:
+                self._serve(joining)
+            except Exception as err:  # a fault nobody foresaw fails the rows it touched, never the thread
+                _LOGGER.exception("The batch failed unexpectedly; failing its requests")
+                self._fail(list(dict.fromkeys(joining + self.live_rows())), err)
+                self._drop_batch()
         error = RuntimeError("the scheduler was closed")
-        for row in list(self._pending) + (self._batch.rows if self._batch else []):
-            row.owner.chunks.put(error)
+        self._fail(list(self._pending) + self.live_rows(), error)
+
+    def live_rows(self) -> list[Row]:
+        batch = self._batch
+        return list(batch.rows) if batch is not None else []
+
+    def _serve(self, joining: list[Row]) -> None:
+        """Admit the rows that join, then one step for every live row."""
+        try:
+            batch = self._ensure_batch()
+        except Exception as err:  # e.g. out of memory while capturing the graphs: try again for later requests
+            _LOGGER.exception("Making the batch failed; failing the %d requests that waited for it", len(joining))
+            self._fail(joining, err)
+            self._drop_batch()
+            return
+        self._admit(batch, joining)
+        if batch.rows:
+            self._step(batch)
+
+    @staticmethod
+    def _fail(rows: list[Row], error: BaseException) -> None:
+        for row in rows:
+            row.owner.fail(error)
+
+    def _drop_batch(self) -> None:
+        """Fresh caches (and graphs) for whoever comes next."""
+        self._batch = None
+        if self.tts.device.type == "cuda":
+            torch.cuda.empty_cache()  # after an out-of-memory error, give the memory back first
 
     def _take_pending(self) -> list[Row]:
         """Requests that fit now, in arrival order; cancelled ones are dropped."""
@@ -155,32 +222,39 @@ class BatchScheduler:
             joining.append(row)
         return joining
 
+    @torch.inference_mode()  # no autograd state in the batch's tensors, nor in the graphs captured
     def _ensure_batch(self) -> DecodeBatch:
         if self._batch is None:
-            batch = DecodeBatch(self.tts.model.talker, self.max_rows, self.max_len)
+            talker = self.tts.model.talker
+            batch = DecodeBatch(talker, self.max_rows, self.max_len)
             if self.runner != "eager":
-                batch.runner = RUNNERS[self.runner](batch)
+                batch.runner = make_runner(self.runner, batch, self.tts.compile_steps,
+                                           warm_plans=(step_plan_of(talker, self.tts.default_sampling),))
                 batch.runner.prepare(batch)
             self._batch = batch
         return self._batch
 
-    def _admit(self, batch: DecodeBatch, row: Row) -> None:
+    def _admit(self, batch: DecodeBatch, rows: list[Row]) -> None:
+        """Rows that arrived together prefill together (one padded pass)."""
+        if not rows:
+            return
         try:
-            batch.admit(row)
+            batch.admit_many(rows)
         except Exception as err:  # one bad prefill must not take the others down
+            if len(rows) > 1:
+                for row in rows:  # alone, the good ones still join
+                    self._admit(batch, [row])
+                return
             _LOGGER.exception("Admitting a request failed")
-            row.owner.chunks.put(err)
+            rows[0].owner.fail(err)
 
     def _step(self, batch: DecodeBatch) -> None:
         try:
             produced, finished = batch.step()
         except Exception as err:
             _LOGGER.exception("A batch step failed; failing its %d requests", len(batch.rows))
-            for row in batch.rows:
-                row.owner.chunks.put(err)
-            self._batch = None  # fresh caches for whoever comes next
-            if self.tts.device.type == "cuda":
-                torch.cuda.empty_cache()  # after an out-of-memory error, give the memory back first
+            self._fail(batch.rows, err)
+            self._drop_batch()
             return
         done = {id(row) for row in finished}
         for row, frame in produced:
@@ -193,15 +267,13 @@ class BatchScheduler:
     def _send_due(self, audio: Audio, finished: bool) -> None:
         codes = audio.frames.take_due(finished)
         if codes is not None:
-            self._codec_jobs.put((audio, codes))
+            self._codec_jobs.put((audio, CodesChunk.made_here(codes)))
 
     # -- the codec thread --------------------------------------------------------------------
 
     def _run_codec(self) -> None:
         if self.tts.device.type == "cuda":
-            # Its own CUDA stream, so decoding overlaps the batch's steps. Frames arrive complete
-            # (the batch thread read them back before queueing), and every decode ends with a copy
-            # to the host, so no cross-stream synchronisation is needed.
+            # Its own CUDA stream, so decoding overlaps the batch's steps (module docstring: safety).
             with torch.cuda.stream(torch.cuda.Stream(device=self.tts.device)):
                 self._codec_loop()
         else:
@@ -239,7 +311,7 @@ class BatchScheduler:
                 if not audio.failed:
                     audio.chunks.put(_END)
             else:
-                by_length.setdefault(head.shape[0], []).append(audio)
+                by_length.setdefault(head.codes.shape[0], []).append(audio)
         for group in by_length.values():
             codes = [audio.jobs.popleft() for audio in group]
             live = [(a, c) for a, c in zip(group, codes) if not a.failed]
@@ -250,20 +322,23 @@ class BatchScheduler:
                 waiting.remove(audio)
 
     @torch.inference_mode()
-    def _decode_group(self, group: list[tuple[Audio, torch.Tensor]]) -> None:
+    def _decode_group(self, group: list[tuple[Audio, CodesChunk]]) -> None:
         decoder = self.tts.codec.decoder
         try:
+            for audio, _ in group:
+                if audio.state is None:  # made here, on the codec thread's stream
+                    audio.state = self.tts._decoder_state(audio.voice)
             state = group[0][0].state if len(group) == 1 else DecoderState.stack([a.state for a, _ in group])
-            audio_out = decoder(torch.stack([c for _, c in group]), state)
+            audio_out = decoder(torch.stack([chunk.usable_here() for _, chunk in group]), state)
             states = [state] if len(group) == 1 else state.split()
+            samples = audio_out.float().cpu().numpy()
         except Exception as err:
             _LOGGER.exception("Decoding audio failed for %d streams", len(group))
             for audio, _ in group:
-                audio.failed = True
-                audio.chunks.put(err)
+                audio.fail(err)
             return
-        samples = audio_out.float().cpu().numpy()
-        for index, ((audio, codes), new_state) in enumerate(zip(group, states)):
+        for index, ((audio, chunk), new_state) in enumerate(zip(group, states)):
+            codes = chunk.codes
             audio.state = new_state
             audio.chunks.put(AudioChunk(samples=np.ascontiguousarray(samples[index]), codes=codes.cpu().numpy(),
                                         first_frame=audio.decoded_frames))

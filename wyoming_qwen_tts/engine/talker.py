@@ -49,7 +49,11 @@ class Talker(nn.Module):
         return KVCache(cfg.num_layers, rows, cfg.num_kv_heads, max_len, cfg.head_dim, device, dtype)
 
     def embed_text(self, token_ids: torch.Tensor) -> torch.Tensor:
-        return self.text_projection(self.model.text_embedding(token_ids))
+        """Projected text embeddings, on the projection's device. The table may live in host
+        memory (the loader keeps it there), as should the ids: only the looked-up rows travel."""
+        table = self.model.text_embedding
+        rows = table(token_ids.to(table.weight.device))
+        return self.text_projection(rows.to(self.text_projection.linear_fc1.weight.device))
 
     def embed_codec(self, token_ids: torch.Tensor) -> torch.Tensor:
         return self.model.codec_embedding(token_ids)
@@ -61,7 +65,7 @@ class Talker(nn.Module):
         return torch.stack(parts, dim=-2).sum(dim=-2)
 
     def prefill(self, embeds: torch.Tensor, cache: KVCache, row: int) -> torch.Tensor:
-        """Final-norm hidden states (1, T, H) for a prompt (1, T, H) appended to one cache row."""
+        """Final-norm hidden states (B, T, H) for prompts (B, T, H) appended to cache rows row..row+B-1."""
         x = run_layers(self.model.layers, embeds, cache, self.cfg.rope_theta, self.cfg.head_dim, row=row)
         return self.model.norm(x)
 

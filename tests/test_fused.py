@@ -1,0 +1,152 @@
+"""The fused frame step (one compiled graph per frame) makes the eager step's codes, and rows
+admitted together (one padded prefill) make the codes they make alone."""
+
+import numpy as np
+import pytest
+import torch
+
+from wyoming_qwen_tts.engine import SamplingConfig
+from wyoming_qwen_tts.engine.fused import FusedStep, compiled, fused_frame_step
+from wyoming_qwen_tts.engine.generate import BucketedRunner, DecodeBatch, EagerRunner, Row
+from wyoming_qwen_tts.engine.sampling import SamplingParams
+
+GREEDY = SamplingConfig.greedy()
+TEXTS = ["Hello world, this is a test.", "Turn on the kitchen lights, please.", "Your timer is done."]
+FRAMES = 8
+
+
+@pytest.fixture(scope="module")
+def voices(base_tts, ref_wav):
+    return [base_tts.clone_voice(ref_wav, "The quick brown fox."), base_tts.clone_voice(ref_wav, x_vector_only=True)]
+
+
+def _rows(tts, voices, sampling, frames=FRAMES):
+    rows = []
+    for index, text in enumerate(TEXTS):
+        prefill = tts.prompts.build(text, voices[index % 2], "auto", "prefill" if index == 2 else None,
+                                    device=tts.device)
+        rows.append(Row(prefill, sampling, seed=100 + index, max_frames=frames, min_frames=frames))
+    return rows
+
+
+def _run(tts, rows, runner=None, together=True, max_rows=4):
+    """Every row's codes (frames, G) from one batch."""
+    batch = DecodeBatch(tts.model.talker, max_rows=max_rows, max_len=256)
+    if runner is not None:
+        batch.runner = runner(batch)
+    if together:
+        batch.admit_many(rows)
+    else:
+        for row in rows:
+            batch.admit(row)
+    codes = {id(row): [] for row in rows}
+    while batch.rows:
+        produced, _ = batch.step()
+        for row, frame in produced:
+            codes[id(row)].append(frame)
+    return [torch.stack(codes[id(row)]).numpy() for row in rows]
+
+
+def _fused(compiled, whole=True):
+    def make(batch):
+        return BucketedRunner(batch, row_buckets=(1, 2, 4), len_buckets=(256,),
+                              step=FusedStep(compiled=compiled, whole=whole))
+    return make
+
+
+# Greedy: the whole step as one graph (what a CUDA graph captures); seeded sampling: the CPU's
+# compiled code predictor with the talker's decode step eager.
+@pytest.mark.parametrize("sampling, whole", [(GREEDY, True), (None, False)],
+                         ids=["greedy-whole-step", "seeded-default-sampling-predictor"])
+def test_compiled_fused_step_makes_the_eager_steps_codes(base_tts, voices, sampling, whole):
+    sampling = sampling or base_tts.default_sampling  # top-k 50, repetition penalty 1.05 on the talker
+    eager = _run(base_tts, _rows(base_tts, voices, sampling))
+    fused = _run(base_tts, _rows(base_tts, voices, sampling), runner=_fused(compiled=True, whole=whole))
+    for want, got in zip(eager, fused):
+        assert want.shape == (FRAMES, 16)
+        np.testing.assert_array_equal(got, want)
+
+
+def test_top_p_rows_sample_alike_fused_and_eager(base_tts, voices):
+    """With top-p the fused step sorts only the top K: on these rows it draws the same codes."""
+    nucleus = SamplingParams(temperature=0.8, top_k=40, top_p=0.8, repetition_penalty=1.1)
+    sampling = SamplingConfig(talker=nucleus, predictor=SamplingParams(top_k=0, top_p=0.9))
+    eager = _run(base_tts, _rows(base_tts, voices, sampling))
+    fused = _run(base_tts, _rows(base_tts, voices, sampling), runner=_fused(compiled=False))
+    for want, got in zip(eager, fused):
+        np.testing.assert_array_equal(got, want)
+
+
+def test_the_step_compiles_as_one_graph(base_tts, voices):
+    """fullgraph=True: a graph break (a host sync such as .item() or .tolist()) would raise here."""
+    import torch._dynamo
+
+    batch = DecodeBatch(base_tts.model.talker, max_rows=4, max_len=256)  # the shapes of the test above
+    batch.runner = _fused(compiled=True)(batch)
+    batch.admit_many(_rows(base_tts, voices, GREEDY))
+    torch._dynamo.utils.counters.clear()
+    batch.step()
+    frames = torch._dynamo.utils.counters["frames"]
+    assert frames["ok"] >= 1 or frames["total"] == 0  # traced now, or served from the cache of an earlier test
+    assert not torch._dynamo.utils.counters["graph_break"]
+    assert compiled(fused_frame_step) is compiled(fused_frame_step)  # one wrapper, one code cache
+
+
+def test_rows_admitted_together_match_one_by_one_and_single_streams(base_tts, voices):
+    together = _run(base_tts, _rows(base_tts, voices, GREEDY), together=True)
+    one_by_one = _run(base_tts, _rows(base_tts, voices, GREEDY), together=False)
+    for index, text in enumerate(TEXTS):
+        alone = base_tts.synthesize(text=text, voice=voices[index % 2], sampling=GREEDY, max_frames=FRAMES,
+                                    min_frames=FRAMES, text_mode="prefill" if index == 2 else None)[1]
+        np.testing.assert_array_equal(together[index], alone)
+        np.testing.assert_array_equal(one_by_one[index], alone)
+
+
+def test_admitting_more_rows_than_room_is_refused_whole(base_tts, voices):
+    batch = DecodeBatch(base_tts.model.talker, max_rows=2, max_len=256)
+    with pytest.raises(ValueError, match="no room"):
+        batch.admit_many(_rows(base_tts, voices, GREEDY))
+    assert batch.rows == []
+
+
+def test_requests_queued_together_are_prefilled_in_one_pass(base_tts, voices, monkeypatch):
+    from wyoming_qwen_tts.engine.scheduler import BatchScheduler
+
+    groups = []
+    admit_many = DecodeBatch.admit_many
+
+    def recording(batch, rows):
+        groups.append(len(rows))
+        return admit_many(batch, rows)
+
+    monkeypatch.setattr(DecodeBatch, "admit_many", recording)
+    requests = [dict(text=text, voice=voices[i % 2], sampling=GREEDY, max_frames=FRAMES, min_frames=FRAMES)
+                for i, text in enumerate(TEXTS)]
+    scheduler = BatchScheduler(base_tts, max_rows=4, max_len=256)
+    try:
+        with scheduler._wake:  # the batch thread waits for this lock: all three are pending at once
+            streams = [scheduler.stream(**request) for request in requests]
+        codes = [np.concatenate([c.codes for c in stream]) for stream in streams]
+    finally:
+        scheduler.close()
+    assert groups == [3]
+    for request, got in zip(requests, codes):
+        np.testing.assert_array_equal(got, base_tts.synthesize(**request)[1])
+
+
+def test_single_streams_run_in_a_kept_bucketed_batch(base_tts, voices):
+    """QwenTTS.stream's path on a GPU (the single-row batch, there with CUDA graphs), bucketed here."""
+    from wyoming_qwen_tts.engine import QwenTTS
+
+    tts = QwenTTS(base_tts.checkpoint.path, device="cpu", dtype="float32", runner="bucketed")
+    request = dict(text=TEXTS[0], voice=voices[0], sampling=GREEDY, max_frames=FRAMES, min_frames=FRAMES)
+    want = base_tts.synthesize(**request)
+    left_early = tts.stream(**request, first_chunk_frames=1, max_chunk_frames=1)
+    next(left_early)
+    left_early.close()  # the kept batch is emptied for the next stream
+    batch = tts._solo
+    assert batch is not None and batch.rows == []
+    samples, codes = tts.synthesize(**request)
+    assert tts._solo is batch  # reused, not rebuilt
+    np.testing.assert_array_equal(codes, want[1])
+    np.testing.assert_allclose(samples, want[0], atol=1e-5)

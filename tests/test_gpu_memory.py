@@ -1,0 +1,135 @@
+"""What a server holds on the GPU for one loaded 1.7B Base model with its default batch, computed
+from the published shapes with the engine's own classes on the meta device (nothing allocated):
+the weights the loader places on the device, the codec decoder and its tables, the batch (KV
+caches of the talker and the code predictor for every row, the step buffers of a graph runner),
+and the codec states of every row plus the primed states of cloned voices. The GPU run
+(benchmarks/gpu_run.sh check) measures the real peak, CUDA graphs included."""
+
+import inspect
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from wyoming_qwen_tts.engine.checkpoint import parse_codec_config, parse_model_config
+from wyoming_qwen_tts.engine.codec import SpeechCodec
+from wyoming_qwen_tts.engine.engine import HOST, codec_placement, model_placement
+from wyoming_qwen_tts.engine.generate import BucketedRunner, DecodeBatch
+from wyoming_qwen_tts.engine.scheduler import BatchScheduler
+from wyoming_qwen_tts.engine.talker import Qwen3TTSModel
+
+PUBLISHED = Path(__file__).resolve().parents[1] / "tools" / "published_configs"
+GPU_BUDGET_BYTES = 6 * 10**9
+ACCELERATOR = torch.device("cuda")  # only compared with where the loader puts a weight; never allocated
+ROWS = 8  # the server's default --max-batch
+PRIMED_VOICES = 32  # cloned voices whose primed codec state QwenTTS keeps on the device
+
+
+def _tensors(obj, seen: set[int] | None = None, depth: int = 0) -> list[torch.Tensor]:
+    """Every tensor an object holds in its attributes (modules excluded: their weights are counted
+    as weights), each once."""
+    seen = set() if seen is None else seen
+    if isinstance(obj, torch.Tensor):
+        if id(obj) in seen:
+            return []
+        seen.add(id(obj))
+        return [obj]
+    if isinstance(obj, torch.nn.Module) or depth > 4:
+        return []
+    if isinstance(obj, dict):
+        items = list(obj.values())
+    elif isinstance(obj, (list, tuple)):
+        items = list(obj)
+    elif hasattr(obj, "__dict__"):
+        items = list(vars(obj).values())
+    else:
+        return []
+    return [tensor for item in items for tensor in _tensors(item, seen, depth + 1)]
+
+
+def _bytes(tensors) -> int:
+    return sum(tensor.numel() * tensor.element_size() for tensor in tensors)
+
+
+def gpu_bytes(config_name: str = "1.7B-Base", rows: int = ROWS) -> dict[str, int]:
+    dtype, codec_dtype = torch.bfloat16, torch.float32  # QwenTTS's defaults on a GPU
+    max_len = inspect.signature(BatchScheduler).parameters["max_len"].default
+    with torch.device("meta"):
+        model = Qwen3TTSModel(parse_model_config(json.loads((PUBLISHED / f"{config_name}.json").read_text())))
+        codec = SpeechCodec(parse_codec_config(json.loads((PUBLISHED / "speech_tokenizer.json").read_text())),
+                            with_encoder=True)
+
+    def placed(module: torch.nn.Module, placement) -> int:
+        total = 0
+        for name, tensor in module.state_dict().items():
+            device, placed_dtype = placement(name, ACCELERATOR, dtype if module is model else codec_dtype)
+            total += tensor.numel() * placed_dtype.itemsize if device == ACCELERATOR else 0
+        return total
+
+    talker = model.talker.to(dtype)
+    batch = DecodeBatch(talker, rows, max_len)
+    batch.runner = BucketedRunner(batch)  # the static buffers a CUDA graph runner replays on
+    codec.decoder.quantizer.build_tables()
+    states = [codec.decoder.new_state(rows)] + [codec.decoder.new_state(1) for _ in range(PRIMED_VOICES)]
+    return {
+        "model weights": placed(model, model_placement),
+        "codec weights": placed(codec, codec_placement),
+        "codebook tables": _bytes([codec.decoder.quantizer.rvq_first.tables, codec.decoder.quantizer.rvq_rest.tables]),
+        "talker KV cache": _bytes(_tensors(batch.cache)),
+        "batch buffers": _bytes(_tensors(batch)) - _bytes(_tensors(batch.cache)),
+        "codec states": _bytes(_tensors(states)),
+    }
+
+
+def test_a_loaded_1_7b_model_with_its_default_batch_fits_6_gb():
+    parts = gpu_bytes()
+    print("\n" + "\n".join(f"{name:16s} {size / 2**30:7.3f} GiB" for name, size in parts.items()))
+    total = sum(parts.values())
+    print(f"{'total':16s} {total / 2**30:7.3f} GiB ({total / 1e9:.2f} GB)")
+    assert parts["talker KV cache"] > 1e9 and parts["model weights"] > 2.5e9  # the big parts are counted
+    assert total <= GPU_BUDGET_BYTES
+
+
+def test_prompt_and_cloning_weights_stay_in_host_memory():
+    """The text embedding table builds prompts and the encoders clone voices: the device gets
+    their small results only."""
+    dtype = torch.bfloat16
+    assert model_placement("talker.model.text_embedding.weight", ACCELERATOR, dtype) == (HOST, dtype)
+    assert model_placement("speaker_encoder.fc.weight", ACCELERATOR, dtype) == (HOST, torch.float32)
+    assert model_placement("talker.model.codec_embedding.weight", ACCELERATOR, dtype) == (ACCELERATOR, dtype)
+    assert model_placement("talker.text_projection.linear_fc1.weight", ACCELERATOR, dtype) == (ACCELERATOR, dtype)
+    assert codec_placement("encoder.quantizer.semantic_residual_vector_quantizer.layers.0.codebook.embed_sum",
+                           ACCELERATOR, torch.float32) == (HOST, torch.float32)
+    assert codec_placement("decoder.pre_conv.conv.weight", ACCELERATOR, torch.float32) == (ACCELERATOR, torch.float32)
+
+
+@pytest.mark.parametrize("config_name", ["0.6B-Base", "1.7B-Base"])
+def test_every_published_weight_has_a_place(config_name):
+    with torch.device("meta"):
+        model = Qwen3TTSModel(parse_model_config(json.loads((PUBLISHED / f"{config_name}.json").read_text())))
+    on_host = [name for name in model.state_dict() if model_placement(name, ACCELERATOR, torch.bfloat16)[0] == HOST]
+    assert "talker.model.text_embedding.weight" in on_host
+    assert all(name.startswith(("talker.model.text_embedding.", "speaker_encoder.")) for name in on_host)
+
+
+def test_the_loader_places_weights_by_that_rule_and_prompts_are_built_for_the_device():
+    """The tiny checkpoint loaded for the meta device (an accelerator that allocates nothing):
+    the table and the encoders land in host memory, the rest on the device, no weight requires
+    grad, and a prompt is built from host ids into device embeddings."""
+    from wyoming_qwen_tts.engine import QwenTTS
+    from wyoming_qwen_tts.engine.prompt import VoicePrompt
+
+    from .conftest import FIXTURES
+
+    tts = QwenTTS(FIXTURES / "tiny-base", device="meta", dtype="bfloat16")
+    for module, placement in ((tts.model, model_placement), (tts.codec, codec_placement)):
+        for name, param in module.named_parameters():
+            expected = placement(name, torch.device("meta"), param.dtype)[0]
+            assert param.device == expected and not param.requires_grad, name
+    assert tts.model.talker.model.text_embedding.weight.device == HOST
+    hidden = tts.checkpoint.config.talker.hidden_size
+    voice = VoicePrompt(kind="icl", speaker_embedding=torch.zeros(hidden),
+                        ref_codes=torch.zeros(5, 16, dtype=torch.long), ref_text="The quick brown fox.")
+    prefill = tts.prompts.build("Hello there.", voice, "english", device=tts.device)
+    assert prefill.embeds.device.type == "meta" and prefill.trailing_text.device.type == "meta"
