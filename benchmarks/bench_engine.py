@@ -8,6 +8,12 @@ same random-weight checkpoint, same ICL voice, same text, same number of frames.
 --build writes the checkpoint first (benchmarks/make_checkpoint.py) when the directory is absent.
 Without --oracle-python only our engine is measured. Prints a Markdown table for BENCHMARKS.md.
 
+The CPU table of BENCHMARKS.md in one command: the official code in float32 and ours in float32,
+bfloat16 and int8 weights (bfloat16 activations), each at 1 and 2 threads, each in a fresh process:
+
+    python benchmarks/bench_engine.py --checkpoint bench-checkpoints/0.6B-Base --build 0.6B-Base \
+        --cpu-table --threads 1,2 --frames 30 --runs 3 --oracle-python /work/oracle-venv/bin/python
+
 Definitions: first audio = from the request to the first audio sample the caller can play;
 frames/s = generated frames / total time; speed = seconds of audio per second of wall time
 (x real time, >1 is faster than real time); RTF = wall time / audio time.
@@ -52,7 +58,7 @@ def bench_ours(args: argparse.Namespace, ref: Path) -> dict:
     from wyoming_qwen_tts.engine import QwenTTS
 
     started = time.perf_counter()
-    tts = QwenTTS(args.checkpoint, device=args.device, dtype=args.dtype)
+    tts = QwenTTS(args.checkpoint, device=args.device, dtype=args.dtype, quantize=args.quantize)
     load_s = time.perf_counter() - started
     voice = tts.clone_voice(ref, REF_TEXT)
 
@@ -78,12 +84,12 @@ def bench_ours(args: argparse.Namespace, ref: Path) -> dict:
 
 
 def run_peer(runner: str, python: str, site: str | None, args: argparse.Namespace, ref: Path,
-             extra: list[str] = ()) -> dict:
+             extra: list[str] = (), threads: int | None = None) -> dict:
     """Time another engine in its own interpreter (its dependencies clash with ours)."""
     command = [python, str(REPO / "benchmarks" / runner), "--checkpoint", str(args.checkpoint),
                "--ref-audio", str(ref), "--ref-text", REF_TEXT, "--text", TEXT, "--frames", str(args.frames),
                "--runs", str(args.runs), "--device", args.device, "--dtype", args.dtype, *extra]
-    env = dict(os.environ)
+    env = thread_env(threads)
     if site:
         env["PYTHONPATH"] = site + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     out = subprocess.run(command, capture_output=True, text=True, check=False, env=env)
@@ -110,6 +116,67 @@ def summarize(name: str, result: dict) -> dict:
             "load_s": result["load_s"]}
 
 
+def thread_env(threads: int | None) -> dict[str, str]:
+    """The environment for a child process limited to `threads` compute threads (torch reads
+    OMP_NUM_THREADS at start-up)."""
+    env = dict(os.environ)
+    if threads:
+        env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
+    return env
+
+
+# (label, dtype, quantize) of our engine in the CPU table.
+CPU_VARIANTS = (("float32", "float32", "none"), ("bfloat16", "bfloat16", "none"),
+                ("int8 weights, bfloat16 activations", "bfloat16", "int8"))
+
+
+def bench_ours_in_child(args: argparse.Namespace, dtype: str, quantize: str, threads: int) -> dict:
+    """One configuration of ours in a fresh interpreter: its own thread count and memory."""
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "result.json"
+        command = [sys.executable, str(Path(__file__).resolve()), "--checkpoint", str(args.checkpoint),
+                   "--frames", str(args.frames), "--runs", str(args.runs), "--max-chunk-frames",
+                   str(args.max_chunk_frames), "--device", "cpu", "--dtype", dtype, "--quantize", quantize,
+                   "--json", str(out)]
+        done = subprocess.run(command, capture_output=True, text=True, check=False, env=thread_env(threads))
+        if done.returncode != 0:
+            raise SystemExit(f"ours ({dtype}, {quantize}) failed:\n{done.stderr[-3000:]}")
+        return json.loads(out.read_text())["raw"]["ours"]
+
+
+def cpu_table(args: argparse.Namespace) -> tuple[list[dict], dict]:
+    """Rows of the CPU table: for each thread count, the official code (float32) and our variants."""
+    rows, raw = [], {}
+    with tempfile.TemporaryDirectory() as tmp:
+        ref = Path(tmp) / "reference.wav"
+        write_reference(ref)
+        for threads in args.threads:
+            if args.oracle_python:
+                args.dtype = "float32"
+                result = run_peer("official_runner.py", args.oracle_python, args.oracle_site, args, ref,
+                                  threads=threads)
+                for run in result["runs"]:
+                    run["first_audio_s"] = run["total_s"]  # no streaming: the first audio is the whole utterance
+                raw[f"official float32 {threads}t"] = result
+                rows.append({**summarize("official qwen-tts 0.1.1, float32", result), "threads": threads})
+                print(markdown_cpu(rows[-1:]), file=sys.stderr, flush=True)
+            for label, dtype, quantize in CPU_VARIANTS:
+                result = bench_ours_in_child(args, dtype, quantize, threads)
+                raw[f"ours {label} {threads}t"] = result
+                rows.append({**summarize(f"wyoming-qwen-tts, {label}", result), "threads": threads})
+                print(markdown_cpu(rows[-1:]), file=sys.stderr, flush=True)
+    return rows, raw
+
+
+def markdown_cpu(rows: list[dict]) -> str:
+    lines = ["| engine | threads | first audio (ms, p50) | total (s) | frames | speed (x real time) | RTF |",
+             "|---|---:|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        lines.append(f"| {r['engine']} | {r['threads']} | {r['first_audio_ms']:.0f} | {r['total_s']:.2f} | "
+                     f"{r['frames']:.0f} | {r['speed_x_realtime']:.3f} | {r['rtf']:.2f} |")
+    return "\n".join(lines)
+
+
 def markdown(rows: list[dict]) -> str:
     lines = ["| engine | first audio (ms, p50) | total (s) | frames | frames/s | speed (x real time) | RTF |",
              "|---|---:|---:|---:|---:|---:|---:|"]
@@ -117,6 +184,16 @@ def markdown(rows: list[dict]) -> str:
         lines.append(f"| {r['engine']} | {r['first_audio_ms']:.0f} | {r['total_s']:.2f} | {r['frames']:.0f} | "
                      f"{r['frames_per_s']:.2f} | {r['speed_x_realtime']:.3f} | {r['rtf']:.2f} |")
     return "\n".join(lines)
+
+
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 def git_commit() -> str:
@@ -135,6 +212,12 @@ def main() -> None:
     parser.add_argument("--max-chunk-frames", type=int, default=8)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtype", default="float32")
+    parser.add_argument("--quantize", default="none", choices=["none", "int8"], help="our engine's weights")
+    parser.add_argument("--cpu-table", action="store_true",
+                        help="the CPU table: official float32 (with --oracle-python) and ours in float32, "
+                             "bfloat16 and int8, at each of --threads, each in a fresh process")
+    parser.add_argument("--threads", default="1,2", type=lambda text: [int(t) for t in text.split(",")],
+                        help="thread counts for --cpu-table (default 1,2)")
     parser.add_argument("--oracle-python", help="python of the oracle venv, to also time the official code")
     parser.add_argument("--oracle-site", help="prepended to PYTHONPATH for --oracle-python (wheels unpacked there)")
     parser.add_argument("--faster-python", help="a python that imports faster_qwen3_tts, to time it too")
@@ -150,6 +233,18 @@ def main() -> None:
         import torch
 
         build(args.build, args.checkpoint, torch.bfloat16, args.talker_layers, args.predictor_layers)
+
+    if args.cpu_table:
+        args.device = "cpu"
+        rows, raw = cpu_table(args)
+        header = (f"checkpoint {args.checkpoint.name}, cpu, {args.frames} frames, median of {args.runs} runs after a "
+                  f"warm-up, each configuration in a fresh process; {cpu_name()}, {os.cpu_count()} cores, "
+                  f"{date.today()}, commit {git_commit()}")
+        print(header)
+        print(markdown_cpu(rows))
+        if args.json:
+            args.json.write_text(json.dumps({"header": header, "rows": rows, "raw": raw}, indent=2))
+        return
 
     with tempfile.TemporaryDirectory() as tmp:
         ref = Path(tmp) / "reference.wav"

@@ -133,5 +133,59 @@ def test_hub_id_honours_hf_home(tmp_path):
 
 
 def test_uncached_hub_id_offline_gives_a_clear_error(tmp_path):
-    with pytest.raises(CheckpointError, match="not in the local cache"):
+    with pytest.raises(CheckpointError, match="not in the cache"):
         resolve_model_dir("Qwen/Qwen3-TTS-12Hz-0.6B-Base", local_files_only=True, cache_dir=str(tmp_path))
+
+
+def test_unreachable_hub_says_so_and_where_the_cache_is(tmp_path):
+    """No network (a closed port stands for the hub) and an empty cache: the message names the
+    unreachable hub, the cache directory and both ways out, not switched-off downloads."""
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    code = ("from wyoming_qwen_tts.engine.checkpoint import resolve_model_dir\n"
+            "resolve_model_dir('Qwen/Qwen3-TTS-12Hz-0.6B-Base')")
+    env = {name: value for name, value in __import__("os").environ.items()
+           if not name.startswith(("HF_", "HUGGINGFACE_"))}
+    env.update(HF_HOME=str(tmp_path / "home"), HF_ENDPOINT=f"http://127.0.0.1:{port}")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode != 0
+    message = out.stderr.strip().splitlines()[-1]
+    assert "CheckpointError" in message
+    assert f"the hub (http://127.0.0.1:{port}) could not be reached" in message
+    assert str(tmp_path / "home" / "hub") in message
+    assert "HF_HOME" in message and "--model" in message
+    assert "downloads are off" not in message
+
+
+def test_switched_off_downloads_name_the_switch(tmp_path, monkeypatch):
+    with pytest.raises(CheckpointError, match=r"downloads are off \(--local-files-only\)") as caught:
+        resolve_model_dir("Qwen/Qwen3-TTS-12Hz-0.6B-Base", local_files_only=True, cache_dir=str(tmp_path))
+    assert str(tmp_path) in str(caught.value)
+
+
+@pytest.mark.skipif(not Path("/proc/self/maps").is_file(), reason="reads Linux's /proc/self/maps")
+def test_loaded_weights_live_in_memory_not_in_the_mapped_file():
+    """A model kept in its file's dtype must not run on pages of the mapped safetensors file, which
+    the kernel reads lazily and may drop under memory pressure (a stall in mid-request)."""
+    from wyoming_qwen_tts.engine.checkpoint import load_safetensors
+
+    weights = FIXTURES / "tiny-base" / "model.safetensors"
+    tensors = load_safetensors([weights])
+
+    def mapped_ranges() -> list[tuple[int, int]]:
+        ranges = []
+        for line in Path("/proc/self/maps").read_text().splitlines():
+            if line.endswith(str(weights)):
+                start, end = line.split()[0].split("-")
+                ranges.append((int(start, 16), int(end, 16)))
+        return ranges
+
+    ranges = mapped_ranges()
+    inside = [name for name, tensor in tensors.items()
+              if any(start <= tensor.data_ptr() < end for start, end in ranges)]
+    assert inside == []

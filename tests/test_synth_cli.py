@@ -65,3 +65,15 @@ def test_cli_reports_a_missing_model_cleanly(tmp_path):
     result = run_synth("--model", tmp_path / "nope", "--text", "Hi.", "--out", tmp_path / "o.wav", "--instruct", "a",
                        check=False)
     assert result.returncode == 2 and "error:" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_cli_quantize_int8_writes_speech(tmp_path):
+    out, codes_path = tmp_path / "q.wav", tmp_path / "q.npy"
+    result = run_synth("--model", FIXTURES / "tiny-base", "--text", "Hello there.", "--out", out,
+                       "--ref-audio", FIXTURES / "ref_16k_stereo.wav", "--x-vector-only", "--greedy",
+                       "--max-new-tokens", "6", "--device", "cpu", "--quantize", "int8", "--codes", codes_path)
+    assert np.load(codes_path).shape == (5, 16)
+    assert sf.info(out).frames == 5 * 1920, result.stderr
+    refused = run_synth("--model", FIXTURES / "tiny-base", "--text", "Hi.", "--out", out, "--x-vector-only",
+                        "--ref-audio", FIXTURES / "ref_16k_stereo.wav", "--quantize", "int4", check=False)
+    assert refused.returncode == 2 and "--quantize" in refused.stderr

@@ -123,8 +123,12 @@ def build_parser() -> argparse.ArgumentParser:
            default=env_value("--zeroconf-host"))
     option("--device", "auto, cpu, cuda or cuda:N (default auto: the GPU when there is one)",
            default=env_value("--device", "auto"))
-    option("--dtype", "model weights: auto (bfloat16 on GPU, float32 on CPU), float32, bfloat16, float16",
+    option("--dtype", "model weights: auto (bfloat16 on a GPU and on CPUs with native bf16 (AVX512-BF16/AMX), "
+           "float32 on other CPUs), float32, bfloat16, float16",
            choices=["auto", "float32", "bfloat16", "float16"], default=env_value("--dtype", "auto"))
+    option("--quantize", "none or int8: int8 weights for the talker and code predictor (half the memory of "
+           "bfloat16, faster where memory bandwidth bounds a step; default none)",
+           choices=["none", "int8"], default=env_value("--quantize", "none"))
     option("--max-batch", "sentences generated together (continuous batching; memory grows with it) (default 8)",
            type=batch_size, default=env_value("--max-batch", "8"))
     option("--max-text-chars", "characters spoken per request; the rest is skipped, with an error event "
@@ -199,8 +203,8 @@ def check_config(args: argparse.Namespace):
             raise ConfigError(f"{catalog.source}: voice {designed[0].name!r}: field 'design': a designed voice "
                               f"({designed[0].kind}) needs the design model, but --design-model is none")
     settings = EngineSettings(model=args.model, design_model=design_model, data_dir=Path(args.data_dir).expanduser(),
-                              device=args.device, dtype=args.dtype, local_files_only=args.local_files_only,
-                              max_batch=args.max_batch)
+                              device=args.device, dtype=args.dtype, quantize=args.quantize,
+                              local_files_only=args.local_files_only, max_batch=args.max_batch)
     return listen, catalog, settings
 
 

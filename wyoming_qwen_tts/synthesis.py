@@ -50,6 +50,7 @@ class EngineSettings:
     data_dir: Path
     device: str = "auto"
     dtype: str = "auto"
+    quantize: str = "none"  # or "int8": weights of the talker and code predictor
     local_files_only: bool = False
     max_batch: int = 8  # sentences generated together per model
 
@@ -320,7 +321,8 @@ def _load_model(settings: EngineSettings, model: str, expected_type: str, option
     started = time.perf_counter()
     _LOGGER.info("Loading %s (%s) ...", model, option)
     try:
-        tts = QwenTTS(model, device=settings.device, dtype=settings.dtype, local_files_only=settings.local_files_only)
+        tts = QwenTTS(model, device=settings.device, dtype=settings.dtype, quantize=settings.quantize,
+                      local_files_only=settings.local_files_only)
     except CheckpointError as err:
         raise VoiceSetupError(f"{option}: {err}") from err
     except (OSError, ValueError, KeyError, RuntimeError, SafetensorError) as err:  # damaged files, out of memory

@@ -179,14 +179,29 @@ def resolve_model_dir(model: str | os.PathLike, *, local_files_only: bool = Fals
         return Path(snapshot_download(text, revision=revision, cache_dir=cache_dir,
                                       allow_patterns=DOWNLOAD_PATTERNS, local_files_only=local_files_only))
     except LocalEntryNotFoundError as err:
-        raise CheckpointError(
-            f"model {text} is not in the local cache and downloads are off (local_files_only or "
-            f"HF_HUB_OFFLINE); download it once with network access or point --model at a directory"
-        ) from err
+        raise CheckpointError(_not_cached_message(text, cache_dir, local_files_only)) from err
     except RepositoryNotFoundError as err:
         raise CheckpointError(f"model {text} was not found on the hub (check the id and your token)") from err
     except (HfHubHTTPError, OSError) as err:
         raise CheckpointError(f"could not fetch model {text}: {err}") from err
+
+
+def _not_cached_message(model: str, cache_dir: str | None, local_files_only: bool) -> str:
+    """Why a hub id could not be resolved from the cache, where that cache is, and the ways out.
+
+    huggingface_hub raises the same error whether downloads were switched off or the hub could not
+    be reached (no network, a proxy, the hub down), so the settings tell the two apart."""
+    from huggingface_hub import constants
+
+    cache = cache_dir or constants.HF_HUB_CACHE
+    if local_files_only or constants.HF_HUB_OFFLINE:
+        switch = "--local-files-only" if local_files_only else "HF_HUB_OFFLINE"
+        reason = f"downloads are off ({switch})"
+    else:
+        reason = f"the hub ({constants.ENDPOINT}) could not be reached"
+    return (f"model {model} is not in the cache at {cache} and {reason}. Either download it once: with network "
+            f"access start again, or copy a download into that cache (set HF_HOME to choose where it lives); "
+            f"or point --model at a local checkpoint directory")
 
 
 def load_checkpoint(model: str | os.PathLike, **resolve_kwargs: Any) -> Checkpoint:
@@ -386,13 +401,20 @@ def parse_generation_defaults(raw: dict[str, Any]) -> GenerationDefaults:
 
 def load_safetensors(files: list[Path], device: torch.device | str = "cpu",
                      prefix: str = "") -> dict[str, torch.Tensor]:
-    """Tensors whose names start with prefix (prefix stripped). safetensors only: never pickles."""
+    """Tensors whose names start with prefix (prefix stripped). safetensors only: never pickles.
+
+    On the CPU safetensors hands out views of the file mapped into memory; those pages are read from
+    disk on first use and dropped again under memory pressure, so a model kept in the file's dtype
+    (bf16 weights of a bf16 checkpoint) would stall on disk reads in the middle of a request. The
+    tensors are copied into the process's own memory instead."""
     from safetensors import safe_open
 
+    in_memory = torch.device(device).type == "cpu"
     tensors: dict[str, torch.Tensor] = {}
     for file in files:
         with safe_open(str(file), framework="pt", device=str(device)) as handle:
             for name in handle.keys():
                 if name.startswith(prefix):
-                    tensors[name[len(prefix):]] = handle.get_tensor(name)
+                    tensor = handle.get_tensor(name)
+                    tensors[name[len(prefix):]] = tensor.clone() if in_memory else tensor
     return tensors

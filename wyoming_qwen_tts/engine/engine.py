@@ -23,6 +23,7 @@ from .generate import (FRAMES_CAP, MIN_FRAMES_BEFORE_EOS, DecodeBatch, FrameChun
                        generate_frames)
 from . import SAMPLE_RATE
 from .prompt import PromptBuilder, TextMode, VoicePrompt
+from .quantize import quantize_int8, resolve_quantize
 from .sampling import SamplingConfig
 from .speaker import log_mel
 from .talker import Qwen3TTSModel
@@ -83,11 +84,24 @@ def resolve_runner(runner: str, device: torch.device, compile_steps: bool) -> st
     return runner
 
 
+def cpu_has_fast_bf16() -> bool:
+    """Whether this CPU multiplies bfloat16 natively (AVX512-BF16 or AMX): there bf16 weights, which
+    halve what every decode step reads, are faster than float32; elsewhere they are emulated and slower."""
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as cpuinfo:
+            flags = next((line.split(":", 1)[1].split() for line in cpuinfo if line.startswith("flags")), [])
+    except OSError:
+        flags = []
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
 def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torch.dtype:
     if isinstance(dtype, torch.dtype):
         return dtype
     if dtype in (None, "auto"):
-        return torch.bfloat16 if device.type == "cuda" else torch.float32
+        if device.type == "cuda" or (device.type == "cpu" and cpu_has_fast_bf16()):
+            return torch.bfloat16
+        return torch.float32
     if dtype not in DTYPES:
         raise ValueError(f"dtype must be one of {', '.join(DTYPES)} or auto, not {dtype!r}")
     return DTYPES[dtype]
@@ -106,17 +120,20 @@ class QwenTTS:
 
     def __init__(self, model: str | os.PathLike, *, device: str | None = "auto", dtype: str | torch.dtype | None = "auto",
                  codec_dtype: str | torch.dtype | None = "float32", local_files_only: bool = False,
-                 revision: str | None = None, compile: bool | str = "auto", runner: str = "auto") -> None:
+                 revision: str | None = None, compile: bool | str = "auto", runner: str = "auto",
+                 quantize: str | None = "none") -> None:
         """compile: frame steps compiled by torch.compile (resolve_compile); runner: how a frame step
         runs, for single streams here and BatchScheduler's "auto" (resolve_runner)."""
         self.device = resolve_device(device)
         self.dtype = resolve_dtype(dtype, self.device)
         self.compile_steps = resolve_compile(compile, self.device)
         self.runner = resolve_runner(runner, self.device, self.compile_steps)
+        self.quantize = resolve_quantize(quantize)
         self.checkpoint: Checkpoint = load_checkpoint(model, local_files_only=local_files_only, revision=revision)
         cfg = self.checkpoint.config
         self.model_type = cfg.model_type
         self.model = _load_model(self.checkpoint, self.device, self.dtype)
+        _quantize_model(self.model, self.quantize, self.dtype)
         self.codec = _load_codec(self.checkpoint, self.device, resolve_dtype(codec_dtype, self.device),
                                  with_encoder=cfg.model_type == "base")
         self.tokenizer = _load_tokenizer(self.checkpoint)
@@ -126,7 +143,8 @@ class QwenTTS:
         self._primed_lock = threading.Lock()
         self._solo: DecodeBatch | None = None  # single streams' batch, kept: its graphs are captured once
         self._solo_lock = threading.Lock()
-        _LOGGER.info("Loaded %s (%s) on %s as %s", self.checkpoint.path, cfg.model_type, self.device, self.dtype)
+        _LOGGER.info("Loaded %s (%s) on %s as %s%s", self.checkpoint.path, cfg.model_type, self.device, self.dtype,
+                     "" if self.quantize == "none" else f", {self.quantize} weights")
 
     # -- voices -------------------------------------------------------------------------------
 
@@ -306,6 +324,13 @@ def _load_model(checkpoint: Checkpoint, device: torch.device, dtype: torch.dtype
     except RuntimeError as err:
         raise CheckpointError(f"{checkpoint.path}: weights do not fit config.json: {err}") from err
     return model.eval().requires_grad_(False)  # inference only: no step may record an autograd graph
+
+
+def _quantize_model(model: Qwen3TTSModel, quantize: str, dtype: torch.dtype) -> None:
+    """Weight-only int8 for the talker and its code predictor (what every frame reads); the speaker
+    encoder, run once per voice, keeps its float32 weights."""
+    if quantize == "int8":
+        quantize_int8(model.talker, dtype)
 
 
 def _load_codec(checkpoint: Checkpoint, device: torch.device, dtype: torch.dtype, with_encoder: bool) -> SpeechCodec:

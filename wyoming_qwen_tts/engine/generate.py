@@ -130,7 +130,7 @@ class DecodeBatch:
     """Live rows sharing static caches; step() makes one frame for each of them."""
 
     def __init__(self, talker: Talker, max_rows: int, max_len: int, runner: "StepRunner | None" = None) -> None:
-        weight = talker.codec_head.weight
+        weight = talker.model.norm.weight  # in the model dtype even when linears hold int8
         self.talker = talker
         self.device, self.dtype = weight.device, weight.dtype
         self.max_rows, self.max_len = max_rows, max_len

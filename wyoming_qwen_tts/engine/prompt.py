@@ -157,8 +157,8 @@ class PromptBuilder:
     def build(self, text: str, voice: VoicePrompt, language: str = "auto", text_mode: TextMode | None = None,
               device: torch.device | None = None) -> Prefill:
         cfg, talker_cfg = self.cfg, self.cfg.talker
-        device = device or self.talker.codec_head.weight.device
-        dtype = self.talker.codec_head.weight.dtype
+        device = device or self.talker.model.norm.weight.device
+        dtype = self.talker.model.norm.weight.dtype
         language = normalize_language(language)
         text_mode = text_mode or self.default_text_mode(voice)
         self._check_voice_fits_model(voice)
