@@ -313,12 +313,12 @@ def test_language_detection_failing_still_ends_the_request(monkeypatch):
 
 
 def test_a_bug_while_answering_still_sends_the_closing_events(monkeypatch):
-    from wyoming_qwen_tts.handler import TtsEventHandler
+    from wyoming_qwen_tts.answering import Answerer
 
     async def buggy_speak(self, response, sentence):
         raise AttributeError("a bug")
 
-    monkeypatch.setattr(TtsEventHandler, "_speak", buggy_speak)
+    monkeypatch.setattr(Answerer, "_speak", buggy_speak)
 
     async def scenario(server, speaker):
         async with AsyncTcpClient("127.0.0.1", server.port) as client:
