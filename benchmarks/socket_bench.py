@@ -27,7 +27,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from benchmarks.bench_engine import REF_TEXT, TEXT, git_commit, write_reference  # noqa: E402
-from benchmarks.serving_bench import percentile  # noqa: E402
+from benchmarks.stats import percentile  # noqa: E402
 
 
 def free_port() -> int:
