@@ -52,12 +52,13 @@ def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 120)
 class ServerProcess:
     """`python -m wyoming_qwen_tts ...` on 127.0.0.1, its log in a file."""
 
-    def __init__(self, args: list[str], log_path: Path, env: dict[str, str] | None = None) -> None:
+    def __init__(self, args: list[str], log_path: Path, env: dict[str, str] | None = None,
+                 module: str = "wyoming_qwen_tts", debug: bool = True) -> None:
         self.port = free_port()
         self.log_path = log_path
-        self.args = ["--uri", f"tcp://127.0.0.1:{self.port}", "--debug", *args]
+        self.args = ["--uri", f"tcp://127.0.0.1:{self.port}", *(["--debug"] if debug else []), *args]
         self._log = open(log_path, "w")  # noqa: SIM115 - open for the life of the process, closed by stop()
-        self.process = subprocess.Popen([sys.executable, "-m", "wyoming_qwen_tts", *self.args], cwd=REPO,
+        self.process = subprocess.Popen([sys.executable, "-m", module, *self.args], cwd=REPO,
                                         stdout=self._log, stderr=subprocess.STDOUT, env=env or server_env())
 
     @property
