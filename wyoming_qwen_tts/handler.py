@@ -11,8 +11,9 @@ a client that goes away is noticed at once: its generation is cancelled. This mo
 into requests.
 
 What one connection can cost is bounded (Limits): the bytes of an event, the text of a request,
-the requests waiting, the wall-clock time of a sentence, how long a write may wait for a client
-that does not read, how long a connection may sit idle.
+the requests waiting, how long a sentence may go without new audio (a stall; a slow but steady
+one is never cut), how long a write may wait for a client that does not read, how long a
+connection may sit idle.
 """
 
 from __future__ import annotations
@@ -47,13 +48,16 @@ class Speaker(Protocol):
 
     def speak(self, voice_name: str, text: str, language: str = AUTO): ...
 
+    def last_progress(self, voice_name: str) -> float | None:
+        """time.monotonic() when the engine speaking this voice last made audio for any request."""
+
 
 @dataclass(frozen=True)
 class Limits:
     """What one connection may ask of the server."""
 
     max_text_chars: int = 5000  # per request; the rest is not spoken (and reported)
-    sentence_seconds: float = 60.0  # wall-clock time waiting for one sentence's audio; then the request ends
+    stall_seconds: float = 30.0  # no new audio and no engine progress this long: the sentence and its request end
     idle_seconds: float = 60.0  # no event received and nothing being spoken: the connection is closed
     write_seconds: float = 30.0  # a client that takes longer to accept one event is dropped
     queued_requests: int = 8  # more waiting than this: the connection is not read until one is answered

@@ -1,12 +1,12 @@
 """Writing to one client: every event under the write timeout (a client that stops reading is
-dropped), and a sentence's audio as it is generated, under the sentence's time limit."""
+dropped), and a sentence's audio as it is generated, under the stall detector."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 from wyoming.audio import AudioChunk
 from wyoming.event import Event, async_write_event
@@ -21,9 +21,11 @@ class ClientTooSlow(ConnectionError):
     """The client stopped reading: it is dropped."""
 
 
-class SentenceTimeout(Exception):
+class SentenceStalled(Exception):
+    """No new audio for the stall timeout, and no progress of the engine for anyone either."""
+
     def __init__(self, audio_seconds: float) -> None:
-        super().__init__(f"no more audio within the time limit after {audio_seconds:.2f} s")
+        super().__init__(f"no new audio for the stall timeout after {audio_seconds:.2f} s of audio")
         self.audio_seconds = audio_seconds
 
 
@@ -51,23 +53,43 @@ class EventWriter:
         self._activity.touch()
 
 
-async def write_sentence_audio(pcm_stream: AsyncIterator[bytes], events: EventWriter, sentence_seconds: float) -> None:
-    """The sentence's audio to the client as it is generated. Only the time spent waiting for
-    audio counts against the sentence's limit, not the time the client takes to read it."""
-    time_left = sentence_seconds
+async def write_sentence_audio(pcm_stream: AsyncIterator[bytes], events: EventWriter, stall_seconds: float,
+                               engine_progress: Callable[[], float | None] = lambda: None) -> None:
+    """The sentence's audio to the client as it is generated, until it ends or stalls.
+
+    A sentence may take as long as it needs while audio keeps coming (slow hardware is never cut;
+    the engine's frame budget bounds its length): it is stalled when neither new audio nor any
+    progress of the engine (engine_progress(): the monotonic time its batch last produced audio,
+    for any request) has come for stall_seconds. So a sentence waiting for a batch row behind
+    others is not stalled while the engine works for them, but a stuck device is found. The time
+    the client takes to read the audio never counts."""
     audio_seconds = 0.0
     while True:
-        waiting_since = time.monotonic()
-        timer = asyncio.timeout(time_left)
         try:
-            async with timer:
-                pcm = await anext(pcm_stream)
+            pcm = await _next_audio(pcm_stream, stall_seconds, engine_progress)
         except StopAsyncIteration:
             return
-        except TimeoutError:
-            if timer.expired():
-                raise SentenceTimeout(audio_seconds) from None
-            raise
-        time_left -= time.monotonic() - waiting_since
+        except SentenceStalled:
+            raise SentenceStalled(audio_seconds) from None
         audio_seconds += pcm16_seconds(pcm, SAMPLE_RATE)
         await events.write(AudioChunk(rate=SAMPLE_RATE, width=SAMPLE_WIDTH, channels=CHANNELS, audio=pcm).event())
+
+
+async def _next_audio(pcm_stream: AsyncIterator[bytes], stall_seconds: float,
+                      engine_progress: Callable[[], float | None]) -> bytes:
+    """The stream's next chunk; raises SentenceStalled when it stalls. The pending read is only
+    cancelled then: cancelling it at every check would end the stream."""
+    waiting_since = time.monotonic()
+    getting = asyncio.ensure_future(anext(pcm_stream))
+    try:
+        while True:
+            stalled_at = max(waiting_since, engine_progress() or 0.0) + stall_seconds
+            done, _ = await asyncio.wait({getting}, timeout=max(0.0, stalled_at - time.monotonic()))
+            if done:
+                return getting.result()
+            if time.monotonic() >= max(waiting_since, engine_progress() or 0.0) + stall_seconds:
+                raise SentenceStalled(0.0)
+    finally:
+        if not getting.done():
+            getting.cancel()
+            await asyncio.wait({getting})
