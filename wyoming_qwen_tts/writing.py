@@ -69,26 +69,29 @@ async def write_sentence_audio(pcm_stream: AsyncIterator[bytes], events: EventWr
             pcm = await _next_audio(pcm_stream, stall_seconds, engine_progress)
         except StopAsyncIteration:
             return
-        except SentenceStalled:
-            raise SentenceStalled(audio_seconds) from None
+        if pcm is None:
+            raise SentenceStalled(audio_seconds)
         audio_seconds += pcm16_seconds(pcm, SAMPLE_RATE)
         await events.write(AudioChunk(rate=SAMPLE_RATE, width=SAMPLE_WIDTH, channels=CHANNELS, audio=pcm).event())
 
 
 async def _next_audio(pcm_stream: AsyncIterator[bytes], stall_seconds: float,
-                      engine_progress: Callable[[], float | None]) -> bytes:
-    """The stream's next chunk; raises SentenceStalled when it stalls. The pending read is only
-    cancelled then: cancelling it at every check would end the stream."""
+                      engine_progress: Callable[[], float | None]) -> bytes | None:
+    """The stream's next chunk, or None once it stalls. The pending read is only cancelled then:
+    cancelling it at every check would end the stream."""
     waiting_since = time.monotonic()
+
+    def stalls_at() -> float:
+        return max(waiting_since, engine_progress() or 0.0) + stall_seconds
+
     getting = asyncio.ensure_future(anext(pcm_stream))
     try:
         while True:
-            stalled_at = max(waiting_since, engine_progress() or 0.0) + stall_seconds
-            done, _ = await asyncio.wait({getting}, timeout=max(0.0, stalled_at - time.monotonic()))
+            done, _ = await asyncio.wait({getting}, timeout=max(0.0, stalls_at() - time.monotonic()))
             if done:
                 return getting.result()
-            if time.monotonic() >= max(waiting_since, engine_progress() or 0.0) + stall_seconds:
-                raise SentenceStalled(0.0)
+            if time.monotonic() >= stalls_at():
+                return None
     finally:
         if not getting.done():
             getting.cancel()
