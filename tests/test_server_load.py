@@ -12,11 +12,10 @@ from .server_harness import REPO, server_env
 
 pytestmark = pytest.mark.load
 CONNECTIONS, WARMUP, REQUESTS, CONCURRENCY = 64, 60, 180, 8
-# About a minute cannot settle the heap as the full soak's warm-up does (tools/soak.py): here a
-# healthy server's RSS floor still rises by ~10 MB in these 180 requests, ~50 KB per request
-# (RELIABILITY.md). This bound cannot flake on that and still catches a leak of 200 KB per request
-# (36 MB in the window; two readings 5 % apart let 700 KB per request pass over 40 requests);
-# the full soak's bound is 0.5 KB per request.
+# About a minute cannot settle the heap: in these 180 requests after a 60-request warm-up a healthy
+# server's RSS floor still rises 10-56 KB per request (ten runs, RELIABILITY.md). This bound cannot
+# flake on that and still catches a leak of 200 KB per request (36 MB in the window; two readings
+# 5 % apart let ~700 KB per request pass over 40 requests). The full soak's bound is 16 KB.
 CI_MAX_SLOPE_KB = 200.0
 
 

@@ -2,7 +2,7 @@
 """Load and soak the real server: many connections at once, then many requests in a row, with the
 server's memory (RSS) sampled after every request. Prints the figures RELIABILITY.md records.
 
-    python tools/soak.py --json                # tiny test checkpoint, 64 at once, 500 requests
+    python tools/soak.py --json                # tiny test checkpoint, 64 at once, 300 + 500 requests
     python tools/soak.py --model DIR --device cuda --max-batch 16 -- --write-timeout 10  # server options after --
 
 Starts the server with the tests' runner (tests/server_harness.py: a free loopback port, --debug,
@@ -17,9 +17,10 @@ readings instead took one allocator step for a leak. The server runs with glibc'
 pinned (MALLOC_MMAP_THRESHOLD_, see SERVER_ENV): left dynamic, tensors of each new batch shape
 raise the heap's high-water mark in steps of up to ~30 MB for hundreds of requests while the
 server holds nothing more (Python's objects stay flat). A leak, of any size, still stays resident.
-Even so the heap settles slowly under batching: the warm-up must be long (RELIABILITY.md has
-the figures). Exit status 0 when every request was answered, the slope stayed under
---max-slope-kb and the server stopped cleanly. Linux only (RSS from /proc).
+Even so the heap keeps rising a few KB per request for at least 800 requests under batching
+(RELIABILITY.md has the figures), which bounds the smallest leak this can tell. Exit status 0
+when every request was answered, the slope stayed under --max-slope-kb and the server stopped
+cleanly. Linux only (RSS from /proc).
 """
 
 from __future__ import annotations
@@ -53,8 +54,10 @@ TEXTS = [
 ]
 # One cycle of request kinds: mostly whole texts, some streams, a hang-up and a malformed request.
 KINDS = ["whole"] * 6 + ["stream"] * 2 + ["hang-up", "malformed"]
-# After the default warm-up a leak of 1 KB per request fails this and the healthy server stays under it.
-MAX_SLOPE_KB = 0.5
+# The healthy server's floor still rises ~4 KB per request after the default warm-up on the tiny
+# checkpoint (native heap, not Python's; RELIABILITY.md), so a leak of 1 KB per request cannot be
+# told from it yet; this bound passes the healthy server with margin and fails a leak of 16 KB.
+MAX_SLOPE_KB = 16.0
 # Freed tensors go back to the system instead of raising the heap's high-water mark (see above).
 SERVER_ENV = {"MALLOC_MMAP_THRESHOLD_": "131072"}
 FLOOR_BLOCK = 10  # requests per RSS floor (see growth_kb_per_request)
