@@ -38,6 +38,8 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+SAMPLE_RATE = 24000
+SAMPLES_PER_FRAME = 1920  # 12.5 frames a second
 REF_TEXT = "This is the reference recording of my voice, read slowly and clearly."
 TEXT = "The front door has been open for ten minutes. Should I close the garage as well?"
 
@@ -106,13 +108,16 @@ def bench_official(args: argparse.Namespace, ref: Path) -> dict:
 
 
 def summarize(name: str, result: dict) -> dict:
+    """Medians over the runs. Rates are taken per run, then their median: each run's frames over its
+    own time (a peer that ends at EOS may make a different length each run)."""
     runs = result["runs"]
-    total = statistics.median(r["total_s"] for r in runs)
-    first = statistics.median(r["first_audio_s"] for r in runs)
-    audio_s = runs[0]["samples"] / 24000
-    frames = runs[0]["samples"] / 1920
-    return {"engine": name, "first_audio_ms": 1000 * first, "total_s": total, "frames": frames,
-            "frames_per_s": frames / total, "speed_x_realtime": audio_s / total, "rtf": total / audio_s,
+    frames = [r["samples"] / SAMPLES_PER_FRAME for r in runs]
+    audio_s = [r["samples"] / SAMPLE_RATE for r in runs]
+    return {"engine": name, "first_audio_ms": 1000 * statistics.median(r["first_audio_s"] for r in runs),
+            "total_s": statistics.median(r["total_s"] for r in runs), "frames": statistics.median(frames),
+            "frames_per_s": statistics.median(n / r["total_s"] for n, r in zip(frames, runs)),
+            "speed_x_realtime": statistics.median(a / r["total_s"] for a, r in zip(audio_s, runs)),
+            "rtf": statistics.median(r["total_s"] / a for a, r in zip(audio_s, runs)),
             "load_s": result["load_s"]}
 
 

@@ -18,8 +18,6 @@ import argparse
 import asyncio
 import json
 import os
-import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -29,13 +27,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from benchmarks.bench_engine import REF_TEXT, TEXT, git_commit, write_reference  # noqa: E402
-from benchmarks.serving_bench import percentile  # noqa: E402
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+from benchmarks.stats import percentile  # noqa: E402
+from tests.server_harness import ServerProcess  # noqa: E402 - the tests' server runner
 
 
 SAMPLES_PER_FRAME = 1920
@@ -65,24 +58,6 @@ async def one_request(port: int, text: str, frames: int | None = None) -> tuple[
                 return first if first is not None else float("nan"), time.perf_counter() - start
 
 
-async def wait_ready(port: int, process: subprocess.Popen, timeout: float = 900) -> None:
-    from wyoming.client import AsyncTcpClient
-    from wyoming.info import Describe
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise SystemExit(f"server exited with {process.returncode}")
-        try:
-            async with AsyncTcpClient("127.0.0.1", port) as client:
-                await client.write_event(Describe().event())
-                if await asyncio.wait_for(client.read_event(), 5) is not None:
-                    return
-        except (OSError, asyncio.TimeoutError):
-            await asyncio.sleep(0.5)
-    raise SystemExit("server did not come up")
-
-
 async def measure(port: int, runs: int, levels: list[int], frames: int | None) -> dict:
     await one_request(port, TEXT, frames)  # warm-up
     sequential = [await one_request(port, TEXT, frames) for _ in range(runs)]
@@ -110,26 +85,22 @@ def main() -> None:
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     levels = [int(v) for v in args.concurrency.split(",") if v]
-    port = free_port()
     with tempfile.TemporaryDirectory() as tmp:
         ref = Path(tmp) / "ref.wav"
         write_reference(ref)
         voices = Path(tmp) / "voices.yaml"
         voices.write_text(f"default: ref\nvoices:\n  ref:\n    description: bench\n    reference: {ref}\n"
                           f"    transcript: \"{REF_TEXT}\"\n    language: english\n")
-        command = [sys.executable, "-m", "wyoming_qwen_tts", "--uri", f"tcp://127.0.0.1:{port}",
-                   "--model", str(args.checkpoint), "--design-model", "none", "--voices", str(voices),
+        options = ["--model", str(args.checkpoint), "--design-model", "none", "--voices", str(voices),
                    "--data-dir", str(Path(tmp) / "data"), "--device", args.device, "--dtype", args.dtype,
                    "--max-batch", str(args.max_batch)]
-        log = open(args.server_log or Path(tmp) / "server.log", "w")
-        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=dict(os.environ))
+        # The machine's own threads and settings, not the tests' one-thread environment; no debug log.
+        server = ServerProcess(options, args.server_log or Path(tmp) / "server.log", env=dict(os.environ), debug=False)
         try:
-            asyncio.run(wait_ready(port, process))
-            report = asyncio.run(measure(port, args.runs, levels, args.frames))
+            server.wait_ready(timeout=900)
+            report = asyncio.run(measure(server.port, args.runs, levels, args.frames))
         finally:
-            process.terminate()
-            process.wait(timeout=30)
-            log.close()
+            server.stop()
     report.update(checkpoint=args.checkpoint.name, device=args.device, commit=git_commit(),
                   date=time.strftime("%Y-%m-%d"), command=" ".join(sys.argv))
     print(json.dumps(report, indent=2))

@@ -29,3 +29,15 @@ def design_tts():
 @pytest.fixture(scope="session")
 def ref_wav() -> Path:
     return FIXTURES / "ref_16k_stereo.wav"
+
+
+@pytest.fixture(scope="session")
+def icl_voice(base_tts, ref_wav):
+    """The reference fixture cloned with its transcript, once for every module that only speaks with it."""
+    return base_tts.clone_voice(ref_wav, "The quick brown fox.")
+
+
+@pytest.fixture(scope="session")
+def xvector_voice(base_tts, ref_wav):
+    """The reference fixture cloned from its x-vector only, shared like icl_voice."""
+    return base_tts.clone_voice(ref_wav, x_vector_only=True)

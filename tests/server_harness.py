@@ -13,6 +13,8 @@ import subprocess
 import sys
 import time
 import wave
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,6 +28,8 @@ FIXTURES = Path(__file__).parent / "fixtures"
 REPO = Path(__file__).parent.parent
 TINY_MODELS = ["--model", str(FIXTURES / "tiny-base"), "--design-model", str(FIXTURES / "tiny-design"),
                "--device", "cpu"]
+REFERENCE = FIXTURES / "ref_16k_stereo.wav"
+REFERENCE_TRANSCRIPT = "The quick brown fox."
 # Generous: a shared 2-core CI machine may run other torch work at the same time.
 READ_TIMEOUT = 180.0
 
@@ -52,12 +56,13 @@ def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 120)
 class ServerProcess:
     """`python -m wyoming_qwen_tts ...` on 127.0.0.1, its log in a file."""
 
-    def __init__(self, args: list[str], log_path: Path, env: dict[str, str] | None = None) -> None:
+    def __init__(self, args: list[str], log_path: Path, env: dict[str, str] | None = None,
+                 module: str = "wyoming_qwen_tts", debug: bool = True) -> None:
         self.port = free_port()
         self.log_path = log_path
-        self.args = ["--uri", f"tcp://127.0.0.1:{self.port}", "--debug", *args]
+        self.args = ["--uri", f"tcp://127.0.0.1:{self.port}", *(["--debug"] if debug else []), *args]
         self._log = open(log_path, "w")  # noqa: SIM115 - open for the life of the process, closed by stop()
-        self.process = subprocess.Popen([sys.executable, "-m", "wyoming_qwen_tts", *self.args], cwd=REPO,
+        self.process = subprocess.Popen([sys.executable, "-m", module, *self.args], cwd=REPO,
                                         stdout=self._log, stderr=subprocess.STDOUT, env=env or server_env())
 
     @property
@@ -95,6 +100,25 @@ class ServerProcess:
                 self.process.wait()
         self._log.close()
         return self.process.returncode
+
+
+@contextmanager
+def running_server(args: list[str], log_path: Path, ready_timeout: float = 300.0, **options) -> Iterator[ServerProcess]:
+    """A ServerProcess once it answers, stopped at the end (also when it never got ready)."""
+    process = ServerProcess(args, log_path, **options)
+    try:
+        process.wait_ready(ready_timeout)
+        yield process
+    finally:
+        process.stop()
+
+
+def cloned_voice_file(folder: Path, name: str = "alice", speed: float = 1.0) -> Path:
+    """folder/voices.yaml with one voice cloned from the reference fixture and its transcript."""
+    path = folder / "voices.yaml"
+    path.write_text(f"voices:\n  {name}:\n    reference: {REFERENCE}\n    transcript: {REFERENCE_TRANSCRIPT}\n"
+                    f"    speed: {speed}\n")
+    return path
 
 
 async def describe(port: int, timeout: float = READ_TIMEOUT) -> Info:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from functools import partial
 
 from wyoming.client import AsyncTcpClient
@@ -25,24 +26,51 @@ BIG_CHUNK = b"\x03\x00" * 24000  # 1 s
 DETECTOR = LanguageDetector()  # shared: its model takes a second to load
 
 
+SLOW_CHUNKS, SLOW_GAP_SECONDS = 10, 0.3  # a 'slowly' sentence: 3 s in all, never 0.3 s without audio
+QUEUED_SECONDS = 2.0  # a 'queued' sentence waits this long for its first audio
+
+
 class StandInSpeaker:
     """Records what it is asked to say. Two chunks of audio per sentence, unless the sentence says:
     'fail' raises before any audio, 'crash' raises after the first chunk, 'forever' never ends
-    after its first chunk, 'endless' yields a second of audio after another, without end."""
+    after its first chunk, 'endless' yields a second of audio after another, without end,
+    'slowly' yields SLOW_CHUNKS chunks SLOW_GAP_SECONDS apart, 'queued' waits QUEUED_SECONDS
+    before its two chunks (as if behind other requests: the engine's progress for them is
+    reported while others_progressing is set)."""
 
     def __init__(self) -> None:
         self.said: list[tuple[str, str, str]] = []
         self.cancelled = asyncio.Event()
         self.endless_chunks = 0  # seconds of audio an 'endless' sentence was asked for
+        self.others_progressing = False
+        self._progress_at: float | None = None
 
     def languages(self, voice_name: str) -> list[str]:
         return ["english", "german", "french"]
+
+    def last_progress(self, voice_name: str) -> float | None:
+        return self._progress_at
+
+    async def _wait_in_queue(self) -> None:
+        waited = 0.0
+        while waited < QUEUED_SECONDS:
+            if self.others_progressing:
+                self._progress_at = time.monotonic()
+            await asyncio.sleep(0.2)
+            waited += 0.2
 
     async def speak(self, voice_name: str, text: str, language: str = "auto"):
         self.said.append((voice_name, text, language))
         if "fail" in text:
             raise ValueError("the model refused")
         try:
+            if "slowly" in text:
+                for _ in range(SLOW_CHUNKS):
+                    await asyncio.sleep(SLOW_GAP_SECONDS)
+                    yield CHUNK
+                return
+            if "queued" in text:
+                await self._wait_in_queue()
             if "endless" in text:
                 while True:
                     self.endless_chunks += 1

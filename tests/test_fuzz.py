@@ -17,7 +17,7 @@ from .server_harness import read_until
 from .standin import CATALOG, serving
 
 FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-LIMITS = Limits(idle_seconds=0.5, sentence_seconds=5, write_seconds=5)
+LIMITS = Limits(idle_seconds=0.5, stall_seconds=5, write_seconds=5)
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),

@@ -15,8 +15,8 @@ TEXTS = ["Hello world, this is a test.", "Good morning! The weather today is sun
 
 
 @pytest.fixture(scope="module")
-def voices(base_tts, ref_wav):
-    return [base_tts.clone_voice(ref_wav, "The quick brown fox."), base_tts.clone_voice(ref_wav, x_vector_only=True)]
+def voices(icl_voice, xvector_voice):
+    return [icl_voice, xvector_voice]
 
 
 @pytest.fixture(params=["eager", "bucketed"])

@@ -10,7 +10,7 @@ import pytest
 from wyoming.client import AsyncTcpClient
 from wyoming.tts import Synthesize, SynthesizeChunk, SynthesizeStart, SynthesizeStop
 
-from .server_harness import TINY_MODELS, ServerProcess, describe, read_until, stream, synthesize
+from .server_harness import TINY_MODELS, describe, read_until, running_server, stream, synthesize
 
 ZEROCONF_NAME = "qwen-tts-test"
 HA_CHUNKS = ["The weather", " today is sun", "ny. Tomorrow it", " will rain", "."]
@@ -19,13 +19,9 @@ HA_CHUNKS = ["The weather", " today is sun", "ny. Tomorrow it", " will rain", ".
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("server")
-    process = ServerProcess([*TINY_MODELS, "--data-dir", str(tmp / "data"),
-                             "--zeroconf", ZEROCONF_NAME, "--zeroconf-host", "127.0.0.1"], tmp / "server.log")
-    try:
-        process.wait_ready()
+    with running_server([*TINY_MODELS, "--data-dir", str(tmp / "data"), "--zeroconf", ZEROCONF_NAME,
+                         "--zeroconf-host", "127.0.0.1"], tmp / "server.log") as process:
         yield process
-    finally:
-        process.stop()
 
 
 def test_describe_lists_the_builtin_voices_with_language_codes(server):

@@ -16,7 +16,7 @@ from wyoming_qwen_tts.handler import Limits
 from wyoming_qwen_tts.protocol import MAX_DATA_BYTES
 
 from .server_harness import Answer, read_until
-from .standin import CHUNK, exchange, run
+from .standin import CHUNK, QUEUED_SECONDS, SLOW_CHUNKS, exchange, run
 
 CLOSED = ["audio-start", "audio-stop"]
 
@@ -246,8 +246,8 @@ def test_a_connection_is_not_idle_while_its_answer_is_spoken():
     async def scenario(server, speaker):
         return await exchange(server, Synthesize(text="Talk forever.").event())
 
-    answer = run(scenario, Limits(idle_seconds=0.3, sentence_seconds=1.5))
-    # Cut by the sentence limit (1.5 s), not closed as idle (0.3 s) while it was speaking.
+    answer = run(scenario, Limits(idle_seconds=0.3, stall_seconds=1.5))
+    # Cut as stalled (1.5 s), not closed as idle (0.3 s) while it was speaking.
     assert answer.closing_types() == ["audio-start", "error", "audio-stop"]
     assert answer.events[2][1].data["code"] == "timeout"
 
@@ -255,13 +255,13 @@ def test_a_connection_is_not_idle_while_its_answer_is_spoken():
 # -- faults ---------------------------------------------------------------------------------------------------
 
 
-def test_a_sentence_over_its_time_limit_keeps_its_audio_and_ends_the_request():
+def test_a_sentence_that_stalls_keeps_its_audio_and_ends_the_request():
     async def scenario(server, speaker):
         started = time.monotonic()
         answer = await exchange(server, Synthesize(text="Talk forever. This is never said.").event())
         return answer, time.monotonic() - started, speaker
 
-    answer, took, speaker = run(scenario, Limits(sentence_seconds=0.5))
+    answer, took, speaker = run(scenario, Limits(stall_seconds=0.5))
     assert answer.closing_types() == ["audio-start", "error", "audio-stop"]
     assert answer.pcm == CHUNK  # the audio made before the limit
     assert answer.events[2][1].data["code"] == "timeout"
@@ -269,15 +269,45 @@ def test_a_sentence_over_its_time_limit_keeps_its_audio_and_ends_the_request():
     assert speaker.cancelled.is_set() and 0.5 <= took < 5
 
 
-def test_a_stream_over_its_time_limit_skips_the_rest_and_closes_after_its_stop():
+def test_a_stream_that_stalls_skips_the_rest_and_closes_after_its_stop():
     async def scenario(server, speaker):
         return await exchange(server, SynthesizeStart().event(), SynthesizeChunk(text="Talk forever. Then ").event(),
                               SynthesizeChunk(text="more. And more.").event(), SynthesizeStop().event(),
                               last="synthesize-stopped"), speaker.said
 
-    answer, said = run(scenario, Limits(sentence_seconds=0.5))
+    answer, said = run(scenario, Limits(stall_seconds=0.5))
     assert answer.closing_types() == ["audio-start", "error", "audio-stop", "synthesize-stopped"]
     assert [text for _, text, _ in said] == ["Talk forever."]
+
+
+def test_a_slow_but_steady_sentence_is_never_cut():
+    async def scenario(server, speaker):
+        started = time.monotonic()
+        answer = await exchange(server, Synthesize(text="Speak slowly. Then this.").event())
+        return answer, time.monotonic() - started
+
+    answer, took = run(scenario, Limits(stall_seconds=1.0))
+    assert took > 2 * 1.0  # much longer than the stall timeout in all, never that long without audio
+    assert answer.closing_types() == CLOSED and answer.pcm == CHUNK * (SLOW_CHUNKS + 2)
+
+
+def test_waiting_behind_other_requests_is_no_stall_while_the_engine_works_for_them():
+    async def scenario(server, speaker):
+        speaker.others_progressing = True
+        return await exchange(server, Synthesize(text="I am queued.").event())
+
+    answer = run(scenario, Limits(stall_seconds=QUEUED_SECONDS / 2))
+    assert answer.closing_types() == CLOSED and answer.pcm == CHUNK * 2
+
+
+def test_waiting_while_the_engine_makes_no_progress_at_all_is_a_stall():
+    async def scenario(server, speaker):
+        return await exchange(server, Synthesize(text="I am queued.").event())
+
+    answer = run(scenario, Limits(stall_seconds=QUEUED_SECONDS / 2))
+    assert answer.closing_types() == ["audio-start", "error", "audio-stop"] and answer.pcm == b""
+    assert answer.events[1][1].data == {"text": f"no new audio for {QUEUED_SECONDS / 2:g} s (stalled): the rest "
+                                                "was not spoken", "code": "timeout"}
 
 
 def test_a_request_failing_mid_sentence_does_not_disturb_the_others():
@@ -313,12 +343,12 @@ def test_language_detection_failing_still_ends_the_request(monkeypatch):
 
 
 def test_a_bug_while_answering_still_sends_the_closing_events(monkeypatch):
-    from wyoming_qwen_tts.handler import TtsEventHandler
+    from wyoming_qwen_tts.answering import Answerer
 
     async def buggy_speak(self, response, sentence):
         raise AttributeError("a bug")
 
-    monkeypatch.setattr(TtsEventHandler, "_speak", buggy_speak)
+    monkeypatch.setattr(Answerer, "_speak", buggy_speak)
 
     async def scenario(server, speaker):
         async with AsyncTcpClient("127.0.0.1", server.port) as client:

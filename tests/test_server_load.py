@@ -1,5 +1,6 @@
 """64 connections at once, then a short soak, against the real server on the tiny checkpoint: the
-bounded CI run of tools/soak.py (RELIABILITY.md has the full-size figures and command)."""
+bounded CI run of tools/soak.py (RELIABILITY.md has the full run, and the same run with a leak of
+1 KB per request injected)."""
 
 import json
 import subprocess
@@ -10,21 +11,24 @@ import pytest
 from .server_harness import REPO, server_env
 
 pytestmark = pytest.mark.load
-CONNECTIONS, WARMUP, REQUESTS = 64, 10, 40
-# A short run's baseline is less settled than the full soak's (2 %): a looser bound here.
-MAX_GROWTH_PERCENT = 5.0
-# 64 at once wait up to ~25 s here for a batch row; a slower CI machine must not hit the 60 s limit.
-SERVER_OPTIONS = ["--max-seconds-per-sentence", "240"]
+CONNECTIONS, WARMUP, REQUESTS, CONCURRENCY = 64, 60, 180, 8
+# About a minute cannot settle the heap: in these 180 requests after a 60-request warm-up a healthy
+# server's RSS floor still rose 10-108 KB per request (eleven runs, RELIABILITY.md). This bound
+# keeps ~4x that margin so as not to flake, and still catches a leak of 400 KB per request (72 MB
+# in the window; two readings 5 % apart let ~700 KB per request pass over 40 requests). The full
+# soak's bound is 16 KB.
+CI_MAX_SLOPE_KB = 400.0
 
 
 @pytest.fixture(scope="module")
 def figures():
     result = subprocess.run([sys.executable, "tools/soak.py", "--connections", str(CONNECTIONS), "--warmup",
-                             str(WARMUP), "--requests", str(REQUESTS), "--concurrency", "8", "--max-growth",
-                             str(MAX_GROWTH_PERCENT), "--json", "--", *SERVER_OPTIONS],
+                             str(WARMUP), "--requests", str(REQUESTS), "--concurrency", str(CONCURRENCY),
+                             "--max-slope-kb", str(CI_MAX_SLOPE_KB), "--json"],
                             capture_output=True, text=True, timeout=600, cwd=REPO, env=server_env())
     lines = result.stdout.strip().splitlines()
     assert lines and lines[-1].startswith("{"), result.stdout + result.stderr
+    print("\n".join(lines[:-1]))  # the soak's summary, for pytest -s
     return json.loads(lines[-1])
 
 
@@ -34,11 +38,11 @@ def test_64_connections_at_once_are_all_answered(figures):
     assert load["seconds"] < 300
 
 
-def test_a_short_soak_answers_every_request_and_memory_stays_flat(figures):
+def test_a_short_soak_answers_every_request_and_memory_does_not_grow(figures):
     soak = figures["soak"]
     assert soak["requests"] == REQUESTS and soak["failed"] == 0, soak["failures"]
     assert all(count > 0 for count in figures["kinds"].values()), figures["kinds"]
-    assert figures["rss_growth_percent"] < MAX_GROWTH_PERCENT, figures["rss_mb"]
+    assert figures["rss_growth_kb_per_request"] < CI_MAX_SLOPE_KB, figures["rss_mb"]
 
 
 def test_the_server_stopped_cleanly_without_a_traceback(figures):

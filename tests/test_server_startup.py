@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from .server_harness import FIXTURES, REPO, TINY_MODELS, ServerProcess, free_port, run_cli, server_env
+from .server_harness import (FIXTURES, REPO, TINY_MODELS, ServerProcess, cloned_voice_file, free_port, run_cli,
+                             server_env)
 
 REF = FIXTURES / "ref_16k_stereo.wav"
 
@@ -159,7 +160,7 @@ def test_a_voices_file_that_is_a_folder_is_reported(tmp_path):
 
 
 def test_a_damaged_cached_voice_is_made_again(tmp_path):
-    voices = write_voices(tmp_path, f"voices:\n  alice:\n    reference: {REF}\n    transcript: The quick brown fox.\n")
+    voices = cloned_voice_file(tmp_path)
     args = [*TINY_MODELS, "--voices", str(voices), "--data-dir", str(tmp_path / "data")]
     first = ServerProcess(args, tmp_path / "first.log")
     try:

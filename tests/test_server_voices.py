@@ -9,7 +9,8 @@ import pytest
 from wyoming.client import AsyncTcpClient
 from wyoming.tts import Synthesize, SynthesizeChunk, SynthesizeStart
 
-from .server_harness import FIXTURES, ServerProcess, describe, long_speaking_checkpoint, read_until, stream, synthesize
+from .server_harness import (FIXTURES, describe, long_speaking_checkpoint, read_until, running_server, stream,
+                             synthesize)
 
 # Long enough for ~250 frames (the tiny tokenizer spends about a token per character).
 LONG_TEXT = "Hello there, how are you today"
@@ -47,13 +48,9 @@ def server(tmp_path_factory):
     voices = tmp / "voices.yaml"
     voices.write_text(VOICES_YAML.format(ref=FIXTURES / "ref_16k_stereo.wav"))
     base = long_speaking_checkpoint(FIXTURES / "tiny-base", tmp / "tiny-base-long")
-    process = ServerProcess(["--model", str(base), "--design-model", str(FIXTURES / "tiny-design"), "--device", "cpu",
-                             "--voices", str(voices), "--data-dir", str(tmp / "data")], tmp / "server.log")
-    try:
-        process.wait_ready()
+    with running_server(["--model", str(base), "--design-model", str(FIXTURES / "tiny-design"), "--device", "cpu",
+                         "--voices", str(voices), "--data-dir", str(tmp / "data")], tmp / "server.log") as process:
         yield process
-    finally:
-        process.stop()
 
 
 def test_describe_lists_each_voice_with_its_languages(server):

@@ -13,11 +13,6 @@ TEXT = "Good morning! The weather today is sunny. Tomorrow it will rain."
 WAVE_TOLERANCE = 1e-4
 
 
-@pytest.fixture(scope="module")
-def icl_voice(base_tts, ref_wav):
-    return base_tts.clone_voice(ref_wav, "The quick brown fox.")
-
-
 @pytest.mark.parametrize("splits", [[1] * 50, [1, 2, 4, 8, 16, 19], [7, 13, 30], [49, 1]])
 def test_decoder_state_makes_any_split_equal_whole_decode(base_tts, splits):
     gen = torch.Generator().manual_seed(3)

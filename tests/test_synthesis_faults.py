@@ -23,11 +23,10 @@ FAILED = ["audio-start", "error", "audio-stop"]
 
 
 @pytest.fixture(scope="module")
-def synthesizer(base_tts, ref_wav):
-    prompt = base_tts.clone_voice(ref_wav, "The quick brown fox.")
+def synthesizer(base_tts, ref_wav, icl_voice):
     specs = [VoiceSpec(name="ann", description="Ann", reference=ref_wav, language="english"),
              VoiceSpec(name="quick", description="Ann, faster", reference=ref_wav, language="english", speed=2.0)]
-    synth = Synthesizer({spec.name: ReadyVoice(spec, prompt, base_tts) for spec in specs}, max_batch=4)
+    synth = Synthesizer({spec.name: ReadyVoice(spec, icl_voice, base_tts) for spec in specs}, max_batch=4)
     yield synth
     synth.close()
 

@@ -133,9 +133,13 @@ def build_parser() -> argparse.ArgumentParser:
            type=batch_size, default=env_value("--max-batch", "8"))
     option("--max-text-chars", "characters spoken per request; the rest is skipped, with an error event "
            "(default 5000)", type=text_chars, default=env_value("--max-text-chars", "5000"))
-    option("--max-seconds-per-sentence", "wall-clock seconds a sentence may take (waiting for a batch row "
-           "included); then its audio so far is kept and the request ends (default 60)",
-           type=positive_seconds, default=env_value("--max-seconds-per-sentence", "60"))
+    option("--stall-timeout", "seconds a sentence may go without new audio while its model makes no progress "
+           "for any request either; then its audio so far is kept and the request ends. A slow but steady "
+           "sentence is never cut (the engine's frame budget bounds its length) (default 30)",
+           type=positive_seconds, dest="stall_timeout", metavar="SECONDS",
+           default=env_value("--stall-timeout") or env_value("--max-seconds-per-sentence") or "30")
+    option("--max-seconds-per-sentence", "former name of --stall-timeout, still accepted",
+           type=positive_seconds, dest="stall_timeout", metavar="SECONDS", default=argparse.SUPPRESS)
     option("--idle-timeout", "seconds a connection may send no event while nothing is being spoken; then it "
            "is closed (an open stream first ends properly) (default 60)",
            type=positive_seconds, default=env_value("--idle-timeout", "60"))
@@ -268,7 +272,7 @@ def main(argv: list[str] | None = None) -> int:
 def limits_of(args: argparse.Namespace):
     from .handler import Limits
 
-    return Limits(max_text_chars=args.max_text_chars, sentence_seconds=args.max_seconds_per_sentence,
+    return Limits(max_text_chars=args.max_text_chars, stall_seconds=args.stall_timeout,
                   idle_seconds=args.idle_timeout, write_seconds=args.write_timeout, markdown=not args.no_markdown)
 
 

@@ -105,6 +105,7 @@ class Synthesizer:
         self.voices = voices
         models = {id(voice.model): voice.model for voice in voices.values()}
         self._schedulers = {key: BatchScheduler(model, max_rows=max_batch) for key, model in models.items()}
+        self._progress = {key: Progress() for key in models}
         # One thread per request in flight: each waits for its chunks, converts them and hands them over.
         self._executor = ThreadPoolExecutor(max_workers=4 * max_batch * len(models), thread_name_prefix="synthesis")
 
@@ -123,6 +124,11 @@ class Synthesizer:
 
     def languages(self, voice_name: str) -> list[str]:
         return self.voices[voice_name].languages
+
+    def last_progress(self, voice_name: str) -> float | None:
+        """time.monotonic() when the model speaking this voice last made audio, for any request
+        (None before the first): a request waiting for a batch row is not stalled while it works."""
+        return self._progress[id(self.voices[voice_name].model)].last
 
     def warm_up(self) -> None:
         """A two-frame generation per voice through its model's batch: the first request then pays
@@ -161,7 +167,7 @@ class Synthesizer:
         voice = self.voices[voice_name]
         handoff = Handoff(asyncio.get_running_loop(), PENDING_CHUNKS)
         scheduler = self._schedulers[id(voice.model)]
-        self._executor.submit(_generate, voice, scheduler, text, language, handoff)
+        self._executor.submit(_generate, voice, scheduler, text, language, handoff, self._progress[id(voice.model)])
         try:
             while (item := await handoff.get()) is not _DONE:
                 if isinstance(item, BaseException):
@@ -185,6 +191,16 @@ def _open_stream(voice: ReadyVoice, scheduler: Any, text: str, language: str, ca
             raise
         _LOGGER.debug("Sentence too long for a batch row, generating it alone: %s", err)
         return voice.model.stream(text, voice.prompt, language=language, cancel=cancel)
+
+
+class Progress:
+    """When a model last produced audio: written by the generation threads, read by the requests."""
+
+    def __init__(self) -> None:
+        self.last: float | None = None
+
+    def tick(self) -> None:
+        self.last = time.monotonic()
 
 
 class Handoff:
@@ -230,7 +246,8 @@ class Handoff:
             return False
 
 
-def _generate(voice: ReadyVoice, scheduler: Any, text: str, language: str, handoff: Handoff) -> None:
+def _generate(voice: ReadyVoice, scheduler: Any, text: str, language: str, handoff: Handoff,
+              progress: Progress) -> None:
     """Runs on a worker thread, one per request."""
     try:
         if handoff.abandoned:
@@ -241,6 +258,7 @@ def _generate(voice: ReadyVoice, scheduler: Any, text: str, language: str, hando
         stretch = SpeedChanger(voice.spec.speed)
         with closing(_open_stream(voice, scheduler, text, language, handoff.cancel)) as chunks:
             for chunk in chunks:
+                progress.tick()
                 pcm = to_pcm16(stretch.process(chunk.samples))
                 first_audio = first_audio or time.perf_counter() - started
                 audio_seconds += pcm16_seconds(pcm, SAMPLE_RATE)
