@@ -103,11 +103,14 @@ def pcm16_to_float(pcm: bytes) -> np.ndarray:
     return np.frombuffer(pcm, dtype="<i2").astype(np.float32) / 32768.0
 
 
+def float_to_int16(samples: np.ndarray, channels: int) -> np.ndarray:
+    """(frames, channels) 16-bit samples; the inverse of pcm16_to_float, so 24 kHz PCM passes unchanged."""
+    ints = np.clip(np.round(samples * 32768.0), -32768, 32767).astype("<i2")
+    return np.repeat(ints[:, None], channels, axis=1)
+
+
 def float_to_pcm16(samples: np.ndarray, channels: int) -> bytes:
-    ints = np.round(np.clip(samples, -1.0, 1.0) * 32767.0).astype("<i2")
-    if channels > 1:
-        ints = np.repeat(ints[:, None], channels, axis=1)
-    return ints.tobytes()
+    return float_to_int16(samples, channels).tobytes()
 
 
 def wav_header(rate: int, channels: int, data_bytes: int = OPEN_ENDED) -> bytes:
@@ -157,7 +160,7 @@ def _encode_with_libsndfile(samples: np.ndarray, fmt: OutputFormat) -> bytes:
 
     container, subtype = {"flac": ("FLAC", "PCM_16"), "mp3": ("MP3", "MPEG_LAYER_III"),
                           "opus": ("OGG", "OPUS")}[fmt.name]
-    frames = np.repeat(samples[:, None], fmt.channels, axis=1) if fmt.channels > 1 else samples
+    frames = float_to_int16(samples, fmt.channels)
     options = {}
     if fmt.kbps is not None:
         options = {"compression_level": _compression_level(fmt)}
@@ -165,7 +168,7 @@ def _encode_with_libsndfile(samples: np.ndarray, fmt: OutputFormat) -> bytes:
             options["bitrate_mode"] = "CONSTANT"
     buffer = io.BytesIO()
     with sf.SoundFile(buffer, "w", fmt.sample_rate, fmt.channels, subtype, format=container, **options) as out:
-        out.write(np.ascontiguousarray(frames, dtype=np.float32))
+        out.write(frames)
     return buffer.getvalue()
 
 

@@ -254,9 +254,10 @@ def _media_kind(request: Request) -> str:
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if content_type == "application/json" or content_type.endswith("+json"):
         return "json"
-    if content_type == "multipart/form-data":
+    if content_type in ("multipart/form-data", "application/x-www-form-urlencoded"):
         return "form"
-    raise ApiError(415, f"send application/json or multipart/form-data, not {content_type or 'no content type'}")
+    raise ApiError(415, f"send application/json or a form (multipart/form-data), not "
+                        f"{shorten(content_type, LOGGED_CHARS) or 'no content type'}")
 
 
 async def _json_body(request: Request) -> dict:
