@@ -187,6 +187,15 @@ def test_streamed_audio_leaves_before_the_generation_ends_and_a_client_leaving_c
     assert cancelled_at < frames * 0.08 / 2
 
 
+def test_a_client_leaving_before_a_whole_answer_cancels_its_generation(server):
+    since = len(server.log)
+    with httpx.Client(base_url=server.http_url, timeout=1.0) as impatient, pytest.raises(httpx.ReadTimeout):
+        impatient.post("/v1/audio/speech", json={"input": "Never mind.", "voice": "alice", "response_format": "flac",
+                                                 "max_new_tokens": 1000})
+    log = server.wait_for_log("Cancelled alice after", since=since)
+    assert "Client went away: speech cancelled" in log
+
+
 def test_sse_streams_openai_speech_events(http, reference_pcm):
     with http.stream("POST", "/v1/audio/speech", json={"input": TEXT, "voice": "alice", "response_format": "pcm",
                                                         "stream_format": "sse", "seed": 7}) as response:
