@@ -12,6 +12,7 @@ import io
 import json
 import re
 import shutil
+import socket
 import subprocess
 import sys
 
@@ -21,7 +22,7 @@ import pytest
 import soundfile as sf
 from openai import OpenAI
 
-from .server_harness import FIXTURES, REPO, ServerProcess, describe, long_speaking_checkpoint
+from .server_harness import FIXTURES, REPO, ServerProcess, describe, free_port, long_speaking_checkpoint, run_cli
 
 FRAME = 1920  # samples of one 80 ms frame at 24 kHz
 VOICES_YAML = """\
@@ -464,3 +465,15 @@ def test_with_a_token_every_call_needs_it_and_voices_survive_a_restart(tmp):
         assert "kept" not in described_voices(second)
     finally:
         second.stop()
+
+
+def test_an_http_port_in_use_is_a_startup_error(tmp):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = run_cli("--model", str(FIXTURES / "tiny-base"), "--design-model", "none", "--device", "cpu",
+                         "--voices", str(tmp / "voices.yaml"), "--data-dir", str(tmp / "data-port"),
+                         "--uri", f"tcp://127.0.0.1:{free_port()}", "--http", f"127.0.0.1:{port}")
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert f"--http 127.0.0.1:{port}: cannot listen there" in result.stderr
