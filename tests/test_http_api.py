@@ -166,13 +166,15 @@ def test_bitrate_sets_the_size_of_compressed_audio(http, fmt):
         assert size * 8 / seconds / 1000 == pytest.approx(kbps, rel=0.35)
 
 
-def test_wav_streams_with_the_openai_client_and_decodes(openai_client, reference_pcm):
+@pytest.mark.parametrize("fmt", ["wav", "opus"])
+def test_streamed_audio_from_the_openai_client_decodes(openai_client, reference_pcm, fmt):
     with openai_client.audio.speech.with_streaming_response.create(
-            model="qwen3-tts", voice="alice", input=TEXT, response_format="wav", stream_format="audio",
-            extra_body={"seed": 7}) as response:
+            model="qwen3-tts", voice="alice", input=TEXT, response_format=fmt, stream_format="audio",
+            extra_body={"seed": 7, "sample_rate": 48000, "channels": 2}) as response:
+        assert response.headers.get("content-length") is None  # sent as generated, not as a whole
         audio = b"".join(response.iter_bytes())
     samples, rate = decoded(audio)
-    assert rate == 24000 and samples.shape[0] == pcm_samples(reference_pcm)
+    assert (rate, samples.shape[1], samples.shape[0]) == (48000, 2, 2 * pcm_samples(reference_pcm))
 
 
 def test_streamed_audio_leaves_before_the_generation_ends_and_a_client_leaving_cancels_it(server, http):
