@@ -22,7 +22,8 @@ import pytest
 import soundfile as sf
 from openai import OpenAI
 
-from .server_harness import FIXTURES, REPO, ServerProcess, describe, free_port, long_speaking_checkpoint, run_cli
+from .server_harness import (FIXTURES, REPO, ServerProcess, describe, free_port, long_speaking_checkpoint, run_cli,
+                             synthesize)
 
 FRAME = 1920  # samples of one 80 ms frame at 24 kHz
 VOICES_YAML = """\
@@ -343,6 +344,9 @@ def test_a_cloned_voice_is_created_spoken_described_and_deleted(server, http, tm
     assert created.json() == {"name": "bob", "description": "Bob <script>", "kind": "clone", "languages": ["de"],
                               "seed": None, "managed": True}
     assert "bob" in described_voices(server)
+    since = len(server.log)
+    assert asyncio.run(synthesize(server.port, "Hallo.", voice="bob")).pcm  # Home Assistant can use it at once
+    assert "Speaking with bob (german)" in server.log[since:]
     stored = list((tmp / "data" / "voices" / "managed" / "references").iterdir())
     assert len(stored) == 1 and stored[0].suffix == ".wav" and "passwd" not in stored[0].name
     assert speech(http, voice="bob", response_format="pcm", max_new_tokens=3).status_code == 200
