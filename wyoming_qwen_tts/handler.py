@@ -67,7 +67,7 @@ class Limits:
 
 @dataclass
 class TtsService:
-    """What every connection shares."""
+    """What every connection shares. catalog and info are replaced when voices are created or deleted."""
 
     info: Info
     catalog: VoiceCatalog
@@ -86,7 +86,6 @@ class TtsEventHandler(AsyncEventHandler):
         self.service = service
         self.limits = service.limits
         self._peer = _peer_name(writer)
-        self._info_event = service.info.event()
         self._activity = Activity()
         self._events = EventWriter(writer, self.limits.write_seconds, self._activity, self._peer)
         self._answerer = Answerer(service, self._events, self._activity, self._peer)
@@ -138,7 +137,7 @@ class TtsEventHandler(AsyncEventHandler):
 
     async def handle_event(self, event: Event) -> bool:
         if Describe.is_type(event.type):
-            await self.write_event(self._info_event)
+            await self.write_event(self.service.info.event())  # the voices as they are now
         elif Synthesize.is_type(event.type):
             await self._on_synthesize(event)
         elif SynthesizeStart.is_type(event.type):
