@@ -52,13 +52,20 @@ def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 120)
 class ServerProcess:
     """`python -m wyoming_qwen_tts ...` on 127.0.0.1, its log in a file."""
 
-    def __init__(self, args: list[str], log_path: Path, env: dict[str, str] | None = None) -> None:
+    def __init__(self, args: list[str], log_path: Path, env: dict[str, str] | None = None, http: bool = False) -> None:
         self.port = free_port()
+        self.http_port = free_port() if http else None
         self.log_path = log_path
         self.args = ["--uri", f"tcp://127.0.0.1:{self.port}", "--debug", *args]
+        if http:
+            self.args += ["--http", f"127.0.0.1:{self.http_port}"]
         self._log = open(log_path, "w")  # noqa: SIM115 - open for the life of the process, closed by stop()
         self.process = subprocess.Popen([sys.executable, "-m", "wyoming_qwen_tts", *self.args], cwd=REPO,
                                         stdout=self._log, stderr=subprocess.STDOUT, env=env or server_env())
+
+    @property
+    def http_url(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}"
 
     @property
     def log(self) -> str:
@@ -70,9 +77,12 @@ class ServerProcess:
             if self.process.poll() is not None:
                 raise RuntimeError(f"server exited with {self.process.returncode}:\n{self.log}")
             try:
-                return asyncio.run(describe(self.port, timeout=5))
+                info = asyncio.run(describe(self.port, timeout=5))
+                if self.http_port is None or "HTTP API on" in self.log:  # the HTTP API starts just after
+                    return info
             except (TimeoutError, OSError):
-                time.sleep(0.2)
+                pass
+            time.sleep(0.2)
         raise TimeoutError(f"server not ready after {timeout} s:\n{self.log}")
 
     def wait_for_log(self, text: str, timeout: float = 60.0, since: int = 0) -> str:

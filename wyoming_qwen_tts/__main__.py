@@ -23,6 +23,7 @@ from . import __version__
 _LOGGER = logging.getLogger("wyoming_qwen_tts")
 
 DEFAULT_URI = "tcp://0.0.0.0:10200"
+HTTP_PORT = 10201  # the documented one (docker-compose.yml); --http is off unless given
 DEFAULT_MODEL = "Qwen/Qwen3-TTS-12Hz-1.7B-Base"
 DEFAULT_DESIGN_MODEL = "Qwen/Qwen3-TTS-12Hz-1.7B-VoiceDesign"
 DEFAULT_LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -138,6 +139,10 @@ def build_parser() -> argparse.ArgumentParser:
     option("--write-timeout", "seconds a client may take to accept one event; a client that stops reading is "
            "dropped and its generation cancelled (default 30)",
            type=positive_seconds, default=env_value("--write-timeout", "30"))
+    option("--http", f"also serve the HTTP API (OpenAI-style speech, voices) on [HOST:]PORT, e.g. {HTTP_PORT} "
+           "(HOST default 0.0.0.0; default: off)", metavar="[HOST:]PORT", default=env_value("--http"))
+    option("--http-token", "a token every HTTP API call must bring as 'Authorization: Bearer TOKEN' "
+           "(default: none)", metavar="TOKEN", default=env_value("--http-token"))
     option("--no-streaming", "do not advertise streaming synthesis (Home Assistant then sends whole texts)",
            action="store_true", default=env_flag("--no-streaming"))
     option("--local-files-only", "never download checkpoints; use the Hugging Face cache only",
@@ -171,12 +176,32 @@ def parse_uri(uri: str) -> Listen:
     raise ConfigError(f"--uri {uri}: use tcp://HOST:PORT or unix://PATH")
 
 
+@dataclass(frozen=True)
+class HttpListen:
+    host: str
+    port: int
+
+
+def parse_http(value: str | None) -> HttpListen | None:
+    """--http [HOST:]PORT; None when off."""
+    if value is None or value.strip().lower() in FALSE_WORDS:
+        return None
+    host, _, port = value.strip().rpartition(":")
+    host = host.strip("[]") or "0.0.0.0"
+    if not port.isdigit() or not 0 < int(port) < 65536:
+        raise ConfigError(f"--http {value}: give [HOST:]PORT, e.g. {HTTP_PORT} or 127.0.0.1:{HTTP_PORT}")
+    return HttpListen(host, int(port))
+
+
 def check_config(args: argparse.Namespace):
     """Everything that can be checked before a model loads; returns (listen, catalog, engine settings)."""
     from .synthesis import EngineSettings
     from .voices import builtin_catalog, load_voices_file
 
     listen = parse_uri(args.uri)
+    parse_http(args.http)
+    if args.http_token is not None and not args.http_token.strip():
+        raise ConfigError("--http-token is empty: give a token, or leave the option out")
     if not DEVICE.match(args.device):
         raise ConfigError(f"--device {args.device}: use auto, cpu, cuda or cuda:N")
     design_model = None if args.design_model.strip().lower() in ("", "none") else args.design_model
@@ -213,7 +238,9 @@ def build_info(catalog, synthesizer, streaming: bool):
     return Info(tts=[program])
 
 
-async def serve(listen: Listen, service, zeroconf_name: str | None, zeroconf_host: str | None) -> None:
+async def serve(listen: Listen, service, zeroconf_name: str | None, zeroconf_host: str | None,
+                http=None) -> None:
+    """Serve until SIGINT/SIGTERM; http: (HttpListen, HTTP app) to serve beside, in this event loop."""
     from wyoming.server import AsyncServer
 
     from .discovery import Announcement, advertised_address
@@ -226,7 +253,10 @@ async def serve(listen: Listen, service, zeroconf_name: str | None, zeroconf_hos
     server = AsyncServer.from_uri(listen.uri)
     await server.start(partial(TtsEventHandler, service=service))
     announcement = None
+    http_server = http_task = None
     try:
+        if http is not None:
+            http_server, http_task = await start_http(*http)
         if zeroconf_name:
             announcement = Announcement(zeroconf_name, advertised_address(listen.host, zeroconf_host), listen.port)
             await announcement.start()
@@ -237,7 +267,34 @@ async def serve(listen: Listen, service, zeroconf_name: str | None, zeroconf_hos
     finally:
         if announcement is not None:
             await announcement.stop()
+        if http_server is not None:
+            http_server.should_exit = True
+            await http_task
         await server.stop()
+
+
+async def start_http(where: HttpListen, app):
+    """uvicorn serving the app as a task of this event loop; raises OSError when it cannot listen."""
+    import contextlib
+
+    import uvicorn
+
+    class EmbeddedServer(uvicorn.Server):
+        def capture_signals(self):  # our signal handlers stop both servers
+            return contextlib.nullcontext()
+
+    config = uvicorn.Config(app, host=where.host, port=where.port, log_config=None, lifespan="off",
+                            access_log=False, timeout_graceful_shutdown=5)
+    http_server = EmbeddedServer(config)
+    task = asyncio.create_task(http_server.serve(), name="http api")
+    while not http_server.started:
+        if task.done():  # uvicorn could not listen: it logged why and exits instead of raising
+            with contextlib.suppress(SystemExit):
+                task.result()
+            raise OSError(f"--http {where.host}:{where.port}: cannot listen there (see the log above)")
+        await asyncio.sleep(0.02)
+    _LOGGER.info("HTTP API on http://%s:%d", where.host, where.port)
+    return http_server, task
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -271,24 +328,57 @@ def run_server(args: argparse.Namespace, listen: Listen, catalog, settings) -> i
     from .handler import TtsService
     from .synthesis import Synthesizer, VoiceSetupError
     from .text import LanguageDetector
+    from .voice_store import VoiceStore, merged_catalog
 
     detector = LanguageDetector()
     detector.load()
+    store = VoiceStore(settings.data_dir)
+    catalog = merged_catalog(catalog, usable_managed_voices(store, settings))
     try:
         synthesizer = Synthesizer.load(settings, catalog)
     except VoiceSetupError as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
     try:
-        service = TtsService(info=build_info(catalog, synthesizer, streaming=not args.no_streaming),
-                             catalog=catalog, speaker=synthesizer, detector=detector, limits=limits_of(args))
-        asyncio.run(serve(listen, service, args.zeroconf, args.zeroconf_host))
+        streaming = not args.no_streaming
+        service = TtsService(info=build_info(catalog, synthesizer, streaming), catalog=catalog, speaker=synthesizer,
+                             detector=detector, limits=limits_of(args))
+        http = http_app(args, service, store, synthesizer, streaming)
+        asyncio.run(serve(listen, service, args.zeroconf, args.zeroconf_host, http))
     except (OSError, DiscoveryError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
     finally:
         synthesizer.close()
     return 0
+
+
+def usable_managed_voices(store, settings) -> dict:
+    """The voices created over HTTP, but for designed ones when there is no design model to render them."""
+    managed = store.load()
+    if settings.design_model is None:
+        for name in [name for name, spec in managed.items() if spec.kind != "clone"]:
+            _LOGGER.warning("Voice %s (created over HTTP) is designed; skipped with --design-model none", name)
+            del managed[name]
+    return managed
+
+
+def http_app(args: argparse.Namespace, service, store, synthesizer, streaming: bool):
+    """(where, the HTTP app) for --http, None without; voice changes made over HTTP reach the
+    Wyoming side (its catalog and describe answer) as they happen."""
+    where = parse_http(args.http)
+    if where is None:
+        return None
+    from .http_api import HttpLimits, HttpService, create_app
+    from .voice_store import VoiceLibrary
+
+    def publish(catalog) -> None:
+        service.info = build_info(catalog, synthesizer, streaming)
+        service.catalog = catalog
+
+    library = VoiceLibrary(service.catalog, store, synthesizer, publish)
+    limits = HttpLimits(max_text_chars=args.max_text_chars)
+    return where, create_app(HttpService(library, synthesizer, service.detector, limits, args.http_token))
 
 
 def run() -> None:

@@ -66,7 +66,7 @@ class Limits:
 
 @dataclass
 class TtsService:
-    """What every connection shares."""
+    """What every connection shares. catalog and info are replaced when voices are created or deleted."""
 
     info: Info
     catalog: VoiceCatalog
@@ -118,7 +118,6 @@ class TtsEventHandler(AsyncEventHandler):
         self.service = service
         self.limits = service.limits
         self._peer = _peer_name(writer)
-        self._info_event = service.info.event()
         # Responses in arrival order, an Error to report on its own, or _CLOSE.
         self._queue: asyncio.Queue = asyncio.Queue(maxsize=self.limits.queued_requests)
         self._stream: Response | None = None
@@ -219,7 +218,7 @@ class TtsEventHandler(AsyncEventHandler):
 
     async def handle_event(self, event: Event) -> bool:
         if Describe.is_type(event.type):
-            await self.write_event(self._info_event)
+            await self.write_event(self.service.info.event())  # the voices as they are now
         elif Synthesize.is_type(event.type):
             await self._on_synthesize(event)
         elif SynthesizeStart.is_type(event.type):

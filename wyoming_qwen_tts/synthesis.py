@@ -14,6 +14,7 @@ import asyncio
 import logging
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import closing
@@ -21,17 +22,21 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .audio import SAMPLE_RATE, SpeedChanger, pcm16_seconds, to_pcm16
+from .audio import MAX_SPEED, MIN_SPEED, SAMPLE_RATE, SpeedChanger, pcm16_seconds, to_pcm16
 from .text import AUTO, LANGUAGE_CODES
 from .voices import FROZEN_MAX_SECONDS, VoiceCatalog, VoiceSpec, clone_prompt_key, frozen_prompt_key, render_key
 
 if TYPE_CHECKING:
+    import numpy as np
+
     from .engine import QwenTTS, VoicePrompt
 
 _LOGGER = logging.getLogger(__name__)
 FRAMES_PER_SECOND = 12.5
 # Audio chunks (80-640 ms each) per request that may wait for a slow client.
 PENDING_CHUNKS = 16
+# Design previews kept in memory, so that keeping a take clones exactly what was heard, at once.
+KEPT_PREVIEWS = 16
 _DONE = object()
 
 
@@ -94,14 +99,21 @@ class VoiceCache:
 
 
 class Synthesizer:
-    def __init__(self, voices: dict[str, ReadyVoice], max_batch: int = 8) -> None:
-        from .engine.scheduler import BatchScheduler
-
+    def __init__(self, voices: dict[str, ReadyVoice], max_batch: int = 8, *, settings: EngineSettings | None = None,
+                 base: QwenTTS | None = None, design: QwenTTS | None = None) -> None:
         self.voices = voices
-        models = {id(voice.model): voice.model for voice in voices.values()}
-        self._schedulers = {key: BatchScheduler(model, max_rows=max_batch) for key, model in models.items()}
+        self._max_batch = max_batch
+        self._settings = settings  # None: no voices can be added (tests of the batch alone)
+        self._cache = VoiceCache(settings.data_dir) if settings is not None else None
+        self._base = base
+        self._design = design  # loaded on first need when voices are designed at run time, then kept
+        self._models_lock = threading.Lock()
+        self._schedulers: dict[int, Any] = {}
+        for voice in voices.values():
+            self._scheduler(voice.model)
+        self._previews: OrderedDict[str, np.ndarray] = OrderedDict()
         # One thread per request in flight: each waits for its chunks, converts them and hands them over.
-        self._executor = ThreadPoolExecutor(max_workers=4 * max_batch * len(models), thread_name_prefix="synthesis")
+        self._executor = ThreadPoolExecutor(max_workers=8 * max_batch, thread_name_prefix="synthesis")
 
     @classmethod
     def load(cls, settings: EngineSettings, catalog: VoiceCatalog) -> Synthesizer:
@@ -109,15 +121,116 @@ class Synthesizer:
         from .engine import CheckpointError
 
         try:
-            voices = _prepare_voices(settings, catalog)
+            voices, base, design = _prepare_voices(settings, catalog)
         except CheckpointError as err:
             raise VoiceSetupError(str(err)) from err
-        synthesizer = cls(voices, settings.max_batch)
+        synthesizer = cls(voices, settings.max_batch, settings=settings, base=base, design=design)
         synthesizer.warm_up()
         return synthesizer
 
     def languages(self, voice_name: str) -> list[str]:
         return self.voices[voice_name].languages
+
+    @property
+    def can_design(self) -> bool:
+        return self._settings is not None and self._settings.design_model is not None
+
+    def _scheduler(self, model: QwenTTS) -> Any:
+        from .engine.scheduler import BatchScheduler
+
+        with self._models_lock:
+            scheduler = self._schedulers.get(id(model))
+            if scheduler is None:
+                scheduler = self._schedulers[id(model)] = BatchScheduler(model, max_rows=self._max_batch)
+            return scheduler
+
+    # -- voices at run time (blocking: call from a worker thread) ------------------------------------
+
+    def design_model(self) -> QwenTTS:
+        """The VoiceDesign model, loaded on first need and then kept; raises VoiceSetupError."""
+        if not self.can_design:
+            raise VoiceSetupError("voice design needs the VoiceDesign model, but --design-model is none")
+        with self._models_lock:
+            if self._design is None:
+                self._design = _load_model(self._settings, self._settings.design_model, "voice_design",
+                                           "--design-model")
+            return self._design
+
+    def base_model(self) -> QwenTTS:
+        if self._base is None:
+            raise VoiceSetupError("no Base model to clone voices with")
+        return self._base
+
+    def add_voice(self, spec: VoiceSpec) -> None:
+        """Prepare a voice (clone it, or render and clone a frozen design) and make it speakable."""
+        if self._settings is None:
+            raise VoiceSetupError("this synthesizer cannot prepare voices")
+        voice = self._prepare(spec)
+        _check_language(voice)
+        self.voices[spec.name] = voice
+
+    def remove_voice(self, name: str) -> None:
+        self.voices.pop(name, None)
+
+    def _prepare(self, spec: VoiceSpec) -> ReadyVoice:
+        settings, cache, base = self._settings, self._cache, self.base_model()
+        if spec.kind == "clone":
+            return ReadyVoice(spec, _cloned_prompt(spec, base, settings, cache), base)
+        if spec.kind == "live":
+            design = self.design_model()
+            return ReadyVoice(spec, design.design_voice(spec.design), design)
+        if not self.can_design:
+            raise VoiceSetupError("a designed voice needs the VoiceDesign model, but --design-model is none")
+        prompt = cache.load_prompt(frozen_prompt_key(spec, settings.design_model, settings.model), spec.name)
+        if prompt is None:
+            self._keep_preview(spec)
+            design = None if _render_cached(spec, settings, cache) else self.design_model()
+            prompt = _frozen_prompt(spec, base, design, settings, cache)
+        return ReadyVoice(spec, prompt, base)
+
+    def _keep_preview(self, spec: VoiceSpec) -> None:
+        """A preview heard of this very rendering becomes the voice's cached rendering."""
+        key = render_key(spec, self._settings.design_model)
+        with self._models_lock:
+            samples = self._previews.get(key)
+        wav, transcript = self._cache.render_paths(key)
+        if samples is not None and not (wav.is_file() and transcript.is_file()):
+            _write_render(spec, samples, wav, transcript)
+
+    def preview(self, design: str, language: str, seeds: list[int]) -> tuple[str, list[np.ndarray]]:
+        """What frozen voices of this design and language would be rendered from, one per seed:
+        (the sentence, 24 kHz float samples per seed)."""
+        model = self.design_model()
+        takes = []
+        spec = None
+        for seed in seeds:
+            spec = VoiceSpec(name="preview", description="preview", design=design, language=language, mode="frozen",
+                             seed=seed)
+            samples = _render_samples(spec, model)
+            with self._models_lock:
+                self._previews[render_key(spec, self._settings.design_model)] = samples
+                while len(self._previews) > KEPT_PREVIEWS:
+                    self._previews.popitem(last=False)
+            takes.append(samples)
+        return spec.render_sentence, takes
+
+    def cloned_voice(self, label: str, samples: np.ndarray, rate: int, transcript: str | None) -> ReadyVoice:
+        """A voice for one request, cloned from a recording (ICL with a transcript, else x-vector only)."""
+        from .engine import ReferenceAudioError
+
+        base = self.base_model()
+        try:
+            prompt = base.clone_voice((samples, rate), transcript, x_vector_only=transcript is None)
+        except (ReferenceAudioError, ValueError) as err:
+            raise VoiceSetupError(f"the reference recording cannot be cloned: {err}") from err
+        return ReadyVoice(VoiceSpec(name=label, description=label, reference=Path("(request)"),
+                                    transcript=transcript), prompt, base)
+
+    def designed_voice(self, label: str, instructions: str) -> ReadyVoice:
+        """A voice for one request, spoken by the VoiceDesign model as described."""
+        design = self.design_model()
+        return ReadyVoice(VoiceSpec(name=label, description=label, design=instructions, mode="live"),
+                          design.design_voice(instructions), design)
 
     def warm_up(self) -> None:
         """A two-frame generation per voice through its model's batch: the first request then pays
@@ -134,13 +247,16 @@ class Synthesizer:
                 raise VoiceSetupError(f"voice {voice.spec.name!r} cannot speak: {err}") from err
         _LOGGER.debug("Warmed up %d voices in %.2f s", len(self.voices), time.perf_counter() - started)
 
-    async def speak(self, voice_name: str, text: str, language: str = AUTO) -> AsyncIterator[bytes]:
+    async def speak(self, voice: str | ReadyVoice, text: str, language: str = AUTO, *, seed: int | None = None,
+                    max_frames: int | None = None, speed: float = 1.0) -> AsyncIterator[bytes]:
         """16-bit mono PCM at 24 kHz while the sentence is generated. Closing this (or cancelling the
-        task that iterates it) stops the generation."""
-        voice = self.voices[voice_name]
+        task that iterates it) stops the generation. The same seed, voice and text give the same
+        audio; speed multiplies the voice's own."""
+        voice = self.voices[voice] if isinstance(voice, str) else voice
         handoff = Handoff(asyncio.get_running_loop(), PENDING_CHUNKS)
-        scheduler = self._schedulers[id(voice.model)]
-        self._executor.submit(_generate, voice, scheduler, text, language, handoff)
+        scheduler = self._scheduler(voice.model)
+        options = Generation(seed=seed, max_frames=max_frames, speed=speed)
+        self._executor.submit(_generate, voice, scheduler, text, language, handoff, options)
         try:
             while (item := await handoff.get()) is not _DONE:
                 if isinstance(item, BaseException):
@@ -155,15 +271,27 @@ class Synthesizer:
             scheduler.close()
 
 
-def _open_stream(voice: ReadyVoice, scheduler: Any, text: str, language: str, cancel: threading.Event):
+@dataclass(frozen=True)
+class Generation:
+    """How one request wants its sentence generated."""
+
+    seed: int | None = None  # None: a fresh random one
+    max_frames: int | None = None  # None: the text's budget
+    speed: float = 1.0  # times the voice's own speed
+
+    def speed_for(self, voice: ReadyVoice) -> float:
+        return min(MAX_SPEED, max(MIN_SPEED, voice.spec.speed * self.speed))
+
+
+def _open_stream(voice: ReadyVoice, scheduler: Any, text: str, language: str, cancel: threading.Event, **options):
     """The batch scheduler's stream; a sentence too long for a batch row runs on its own instead."""
     try:
-        return scheduler.stream(text, voice.prompt, language=language, cancel=cancel)
+        return scheduler.stream(text, voice.prompt, language=language, cancel=cancel, **options)
     except ValueError as err:
         if "split the text" not in str(err):
             raise
         _LOGGER.debug("Sentence too long for a batch row, generating it alone: %s", err)
-        return voice.model.stream(text, voice.prompt, language=language, cancel=cancel)
+        return voice.model.stream(text, voice.prompt, language=language, cancel=cancel, **options)
 
 
 class Handoff:
@@ -209,7 +337,8 @@ class Handoff:
             return False
 
 
-def _generate(voice: ReadyVoice, scheduler: Any, text: str, language: str, handoff: Handoff) -> None:
+def _generate(voice: ReadyVoice, scheduler: Any, text: str, language: str, handoff: Handoff,
+              options: Generation = Generation()) -> None:
     """Runs on a worker thread, one per request."""
     try:
         if handoff.abandoned:
@@ -217,8 +346,9 @@ def _generate(voice: ReadyVoice, scheduler: Any, text: str, language: str, hando
         started = time.perf_counter()
         first_audio = None
         audio_seconds = 0.0
-        stretch = SpeedChanger(voice.spec.speed)
-        with closing(_open_stream(voice, scheduler, text, language, handoff.cancel)) as chunks:
+        stretch = SpeedChanger(options.speed_for(voice))
+        stream_options = {"seed": options.seed, "max_frames": options.max_frames}
+        with closing(_open_stream(voice, scheduler, text, language, handoff.cancel, **stream_options)) as chunks:
             for chunk in chunks:
                 pcm = to_pcm16(stretch.process(chunk.samples))
                 first_audio = first_audio or time.perf_counter() - started
@@ -243,7 +373,8 @@ def _generate(voice: ReadyVoice, scheduler: Any, text: str, language: str, hando
 # -- start-up: models and voices ------------------------------------------------------------------------
 
 
-def _prepare_voices(settings: EngineSettings, catalog: VoiceCatalog) -> dict[str, ReadyVoice]:
+def _prepare_voices(settings: EngineSettings, catalog: VoiceCatalog) -> tuple[dict[str, ReadyVoice], QwenTTS,
+                                                                               QwenTTS | None]:
     cache = VoiceCache(settings.data_dir)
     base = _load_model(settings, settings.model, "base", "--model")
     if base.device.type == "cpu":
@@ -286,10 +417,14 @@ def _prepare_voices(settings: EngineSettings, catalog: VoiceCatalog) -> dict[str
     voices = {spec.name: ReadyVoice(spec, prompts[spec.name], design if spec.kind == "live" else base)
               for spec in specs}
     for voice in voices.values():
-        if voice.spec.language != AUTO and voice.spec.language not in voice.model.languages:
-            raise VoiceSetupError(f"voice {voice.spec.name!r}: field 'language': {voice.spec.language} is not "
-                                  f"spoken by {voice.model.checkpoint.path} ({', '.join(voice.model.languages)})")
-    return voices
+        _check_language(voice)
+    return voices, base, design
+
+
+def _check_language(voice: ReadyVoice) -> None:
+    if voice.spec.language != AUTO and voice.spec.language not in voice.model.languages:
+        raise VoiceSetupError(f"voice {voice.spec.name!r}: field 'language': {voice.spec.language} is not "
+                              f"spoken by {voice.model.checkpoint.path} ({', '.join(voice.model.languages)})")
 
 
 def _load_model(settings: EngineSettings, model: str, expected_type: str, option: str) -> QwenTTS:
@@ -366,20 +501,30 @@ def _frozen_prompt(spec: VoiceSpec, base: QwenTTS, design: QwenTTS | None, setti
 
 
 def _render(spec: VoiceSpec, design: QwenTTS, wav: Path, transcript_path: Path) -> None:
-    import soundfile as sf
-
-    max_frames = int(FROZEN_MAX_SECONDS * FRAMES_PER_SECOND)
     started = time.perf_counter()
     _LOGGER.info("Voice %s: rendering with the design model (once; cached in %s)", spec.name, wav.parent)
+    samples = _render_samples(spec, design)
+    _write_render(spec, samples, wav, transcript_path)
+    _LOGGER.info("Voice %s: rendered %.1f s in %.1f s", spec.name, samples.size / SAMPLE_RATE,
+                 time.perf_counter() - started)
+
+
+def _render_samples(spec: VoiceSpec, design: QwenTTS) -> np.ndarray:
+    """The design model speaking the voice's render sentence with its seed: what a frozen voice is cloned from."""
+    max_frames = int(FROZEN_MAX_SECONDS * FRAMES_PER_SECOND)
     samples, codes = design.synthesize(spec.render_sentence, design.design_voice(spec.design),
                                        language=spec.render_language, seed=spec.seed, max_frames=max_frames)
     if codes.shape[0] >= max_frames:
         _LOGGER.warning("Voice %s: the rendering did not end within %.0f s and was cut; if the voice sounds "
                         "off, give it another 'seed'", spec.name, FROZEN_MAX_SECONDS)
+    return samples
+
+
+def _write_render(spec: VoiceSpec, samples: np.ndarray, wav: Path, transcript_path: Path) -> None:
+    import soundfile as sf
+
     wav.parent.mkdir(parents=True, exist_ok=True)
     partial = wav.with_name(wav.stem + ".partial.wav")
     sf.write(str(partial), samples.clip(-1.0, 1.0), SAMPLE_RATE, subtype="PCM_16")
     transcript_path.write_text(spec.render_sentence + "\n", encoding="utf-8")
     partial.replace(wav)  # last: a WAV next to its transcript means a complete rendering
-    _LOGGER.info("Voice %s: rendered %.1f s in %.1f s", spec.name, samples.size / SAMPLE_RATE,
-                 time.perf_counter() - started)

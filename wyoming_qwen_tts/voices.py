@@ -176,7 +176,7 @@ def parse_voices(raw: Any, path: Path) -> VoiceCatalog:
         raise VoicesFileError(f"{path}: field 'voices': expected a mapping of voice names to voices, with at least one")
     voices = {}
     for name, entry in entries.items():
-        spec = _parse_voice(path, name, entry)
+        spec = parse_voice(path, name, entry)
         voices[spec.name] = spec
     default = raw.get("default", next(iter(voices)))
     if not isinstance(default, str) or default not in voices:
@@ -184,10 +184,15 @@ def parse_voices(raw: Any, path: Path) -> VoiceCatalog:
     return VoiceCatalog(voices, default, path)
 
 
-def _parse_voice(path: Path, name: Any, entry: Any) -> VoiceSpec:
+def check_voice_name(name: Any, where: str) -> None:
     if not isinstance(name, str) or not VOICE_NAME.match(name):
-        raise VoicesFileError(f"{path}: voice name {name!r}: use letters, digits, '_', '.' or '-' "
+        raise VoicesFileError(f"{where}voice name {name!r}: use letters, digits, '_', '.' or '-' "
                               "(starting with a letter or digit, at most 64 characters)")
+
+
+def parse_voice(path: Path, name: Any, entry: Any) -> VoiceSpec:
+    """One voice entry of a voices file (references relative to its folder); raises VoicesFileError."""
+    check_voice_name(name, f"{path}: ")
 
     def fail(field: str, problem: str) -> VoicesFileError:
         return VoicesFileError(f"{path}: voice {name!r}: field {field!r}: {problem}")

@@ -1,0 +1,639 @@
+"""The HTTP API, in the Wyoming server's process and event loop, on the same Synthesizer and batch:
+
+    POST   /v1/audio/speech          OpenAI-compatible speech, plus extensions (language, instructions,
+                                     reference audio, seed, max_new_tokens, sample_rate, bitrate,
+                                     channels, n variations)
+    GET    /v1/audio/voices          the voices
+    POST   /v1/audio/voices          create a voice: designed (JSON) or cloned (multipart upload)
+    POST   /v1/audio/voices/preview  takes of a designed voice, to listen to before keeping one
+    DELETE /v1/audio/voices/{name}   delete a voice created over HTTP
+
+Errors are JSON in OpenAI's shape, {"error": {"message", "type", "code"}}, never a traceback. With a
+token, every /v1 route needs `Authorization: Bearer TOKEN`. Engine work runs in worker threads; the
+event loop only moves bytes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import json
+import logging
+import re
+import secrets
+from collections.abc import AsyncIterator, Awaitable
+from contextlib import aclosing
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from fastapi import APIRouter, Depends, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from starlette.datastructures import UploadFile
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from .audio import SAMPLE_RATE
+from .audio_formats import (
+    FormatError,
+    OutputFormat,
+    StreamEncoder,
+    UnsupportedAudio,
+    UploadTooLarge,
+    decode_upload,
+    encode,
+    output_format,
+    pcm_seconds,
+)
+from .protocol import shorten
+from .text import AUTO, LanguageDetector, RequestText, language_codes, normalize_language
+from .voice_store import UnknownVoice, VoiceConflict, VoiceLibrary
+from .voices import DEFAULT_DESIGN_SEED, VoicesFileError, VoiceSpec
+
+_LOGGER = logging.getLogger(__name__)
+MAX_VARIATIONS = 4
+MAX_SEED = 2**32 - 1  # the engine samples with 32-bit seeds
+LOGGED_CHARS = 80
+DATA_URI = re.compile(r"^data:[\w/+.-]*(;[\w=.-]+)*;base64,", re.I)
+
+
+@dataclass(frozen=True)
+class HttpLimits:
+    max_text_chars: int = 5000
+    upload_bytes: int = 20 * 1024 * 1024  # of one recording
+    upload_seconds: float = 60.0
+
+    @property
+    def body_bytes(self) -> int:
+        """A request body: a recording, base64-encoded in JSON (4/3), and the rest of the form."""
+        return self.upload_bytes * 4 // 3 + 1024 * 1024
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, message: str, kind: str = "invalid_request_error") -> None:
+        super().__init__(message)
+        self.status, self.message, self.kind = status, message, kind
+
+
+class BodyTooLarge(ApiError):
+    def __init__(self, limit: int) -> None:
+        super().__init__(413, f"the request body is larger than {limit} bytes")
+
+
+def error_response(status: int, message: str, kind: str = "invalid_request_error") -> JSONResponse:
+    return JSONResponse({"error": {"message": message, "type": kind, "code": status}}, status_code=status)
+
+
+class BodyLimit:
+    """ASGI middleware: a body larger than the limit is refused, by its Content-Length at once, or
+    when the bytes received pass the limit (chunked uploads), before it is all read."""
+
+    def __init__(self, app, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope.get("headers") or []).get(b"content-length", b"0")
+        if not declared.isdigit() or int(declared) > self.max_bytes:
+            error = BodyTooLarge(self.max_bytes)
+            await error_response(error.status, error.message)(scope, receive, send)
+            return
+        received = 0
+
+        async def limited_receive():
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_bytes:
+                    raise BodyTooLarge(self.max_bytes)
+            return message
+
+        await self.app(scope, limited_receive, send)
+
+
+# -- request bodies --------------------------------------------------------------------------------
+
+
+class SpeechRequest(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    model: str | None = None  # any: this server speaks with its own models
+    input: str
+    voice: str | dict | None = None
+    response_format: Literal["mp3", "opus", "aac", "flac", "wav", "pcm"] = "mp3"
+    speed: float = Field(1.0, ge=0.25, le=4.0)
+    stream_format: Literal["audio", "sse"] | None = None
+    instructions: str | None = Field(None, max_length=2000)
+    language: str | None = None
+    reference_audio: str | None = None
+    reference_text: str | None = None
+    x_vector_only: bool = False
+    max_new_tokens: int | None = Field(None, ge=1, le=8192)
+    seed: int | None = Field(None, ge=0, le=MAX_SEED)
+    sample_rate: int | None = None
+    bitrate: int | None = None  # kbit/s
+    channels: int = 1
+    n: int = Field(1, ge=1, le=MAX_VARIATIONS)
+
+
+class PreviewRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    design: str = Field(min_length=1, max_length=2000)
+    language: str = AUTO
+    n: int = Field(1, ge=1, le=MAX_VARIATIONS)
+    seed: int | None = Field(None, ge=0, le=MAX_SEED)
+
+
+class DesignedVoiceRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    description: str | None = Field(None, max_length=200)
+    design: str = Field(min_length=1, max_length=2000)
+    language: str = AUTO
+    seed: int = Field(DEFAULT_DESIGN_SEED, ge=0, le=MAX_SEED)
+
+
+class ClonedVoiceRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    description: str | None = Field(None, max_length=200)
+    reference_text: str | None = None
+    x_vector_only: bool = False
+    language: str = AUTO
+
+
+# -- the app ---------------------------------------------------------------------------------------
+
+
+@dataclass
+class HttpService:
+    library: VoiceLibrary
+    synthesizer: Any  # synthesis.Synthesizer
+    detector: LanguageDetector
+    limits: HttpLimits
+    token: str | None = None
+
+
+def create_app(service: HttpService) -> FastAPI:
+    app = FastAPI(title="wyoming-qwen-tts", docs_url=None, redoc_url=None, openapi_url=None)
+    app.state.service = service
+    _add_error_handlers(app)
+    router = APIRouter(prefix="/v1", dependencies=[Depends(_authorized)])
+    router.add_api_route("/audio/speech", speech, methods=["POST"])
+    router.add_api_route("/audio/voices", list_voices, methods=["GET"])
+    router.add_api_route("/audio/voices", create_voice, methods=["POST"])
+    router.add_api_route("/audio/voices/preview", preview_voice, methods=["POST"])
+    router.add_api_route("/audio/voices/{name}", delete_voice, methods=["DELETE"])
+    app.include_router(router)
+    app.add_middleware(BodyLimit, max_bytes=service.limits.body_bytes)
+    return app
+
+
+def _add_error_handlers(app: FastAPI) -> None:
+    async def api_error(request: Request, err: ApiError) -> JSONResponse:
+        if err.status >= 500:
+            _LOGGER.error("%s %s: %s", request.method, request.url.path, err.message)
+        else:
+            _LOGGER.info("%s %s: %d %s", request.method, request.url.path, err.status, err.message)
+        return error_response(err.status, err.message, err.kind)
+
+    async def http_error(request: Request, err: StarletteHTTPException) -> JSONResponse:
+        return error_response(err.status_code, str(err.detail), "invalid_request_error")
+
+    async def validation_error(request: Request, err: RequestValidationError) -> JSONResponse:
+        return error_response(422, _validation_message(err.errors()))
+
+    async def unexpected(request: Request, err: Exception) -> JSONResponse:
+        _LOGGER.exception("%s %s failed", request.method, request.url.path)
+        return error_response(500, f"internal error: {type(err).__name__}", "server_error")
+
+    app.add_exception_handler(ApiError, api_error)
+    app.add_exception_handler(StarletteHTTPException, http_error)
+    app.add_exception_handler(RequestValidationError, validation_error)
+    app.add_exception_handler(Exception, unexpected)
+
+
+def _service(request: Request) -> HttpService:
+    return request.app.state.service
+
+
+async def _authorized(request: Request) -> None:
+    token = _service(request).token
+    if token is None:
+        return
+    scheme, _, given = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not secrets.compare_digest(given.strip().encode(), token.encode()):
+        raise ApiError(401, "a valid 'Authorization: Bearer TOKEN' header is needed (--http-token)",
+                       "authentication_error")
+
+
+def _validation_message(errors: list[dict]) -> str:
+    problems = []
+    for error in errors[:3]:
+        where = ".".join(str(part) for part in error.get("loc", ()) if part not in ("body",))
+        problems.append(f"{where}: {error.get('msg')}" if where else str(error.get("msg")))
+    return "; ".join(problems) or "invalid request"
+
+
+def _parse(model: type[BaseModel], data: Any) -> Any:
+    try:
+        return model.model_validate(data)
+    except ValidationError as err:
+        raise ApiError(422, _validation_message(err.errors())) from None
+
+
+def _media_kind(request: Request) -> str:
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if content_type == "application/json" or content_type.endswith("+json"):
+        return "json"
+    if content_type in ("multipart/form-data", "application/x-www-form-urlencoded"):
+        return "form"
+    raise ApiError(415, f"send application/json or a form (multipart/form-data), not "
+                        f"{shorten(content_type, LOGGED_CHARS) or 'no content type'}")
+
+
+async def _json_body(request: Request) -> dict:
+    try:
+        data = json.loads(await request.body())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ApiError(400, f"the body is not valid JSON: {err}") from None
+    if not isinstance(data, dict):
+        raise ApiError(400, "the body must be a JSON object")
+    return data
+
+
+async def _form_body(request: Request) -> tuple[dict[str, str], dict[str, UploadFile]]:
+    form = await request.form(max_files=2, max_fields=32)
+    fields, files = {}, {}
+    for key, value in form.multi_items():
+        if isinstance(value, UploadFile):
+            files[key] = value
+        else:
+            fields[key] = value
+    return fields, files
+
+
+def _language(value: str | None) -> str:
+    try:
+        return normalize_language(value or AUTO)
+    except ValueError as err:
+        raise ApiError(400, f"language: {err}") from None
+
+
+def _flag(value: str | None, field: str) -> bool:
+    if value is None or value.strip().lower() in ("", "false", "0", "no", "off"):
+        return False
+    if value.strip().lower() in ("true", "1", "yes", "on"):
+        return True
+    raise ApiError(422, f"{field}: use true or false, not {shorten(repr(value), LOGGED_CHARS)}")
+
+
+def _first_seed(seed: int | None) -> int:
+    return secrets.randbits(31) if seed is None else seed
+
+
+def _seeds(first: int, n: int) -> list[int]:
+    return [(first + index) & MAX_SEED for index in range(n)]
+
+
+async def _recording_of_upload(upload: UploadFile, limits: HttpLimits):
+    data = await upload.read(limits.upload_bytes + 1)
+    return _decoded(data, limits)
+
+
+def _recording_of_base64(text: str, limits: HttpLimits):
+    payload = DATA_URI.sub("", text.strip(), count=1)
+    try:
+        data = base64.b64decode(payload, validate=True)
+    except (binascii.Error, ValueError) as err:
+        raise ApiError(400, f"reference_audio: not base64 (plain or a data: URI): {err}") from None
+    return _decoded(data, limits)
+
+
+def _decoded(data: bytes, limits: HttpLimits):
+    try:
+        return decode_upload(data, limits.upload_bytes, limits.upload_seconds)
+    except UploadTooLarge as err:
+        raise ApiError(413, str(err)) from None
+    except UnsupportedAudio as err:
+        raise ApiError(415, str(err)) from None
+
+
+def _wav_base64(samples) -> str:
+    """As a frozen voice's rendering is stored (soundfile's 16-bit WAV), so a kept take is what was heard."""
+    import io
+
+    import soundfile as sf
+
+    buffer = io.BytesIO()
+    sf.write(buffer, samples.clip(-1.0, 1.0), SAMPLE_RATE, subtype="PCM_16", format="WAV")
+    return base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+async def _engine(work, *args):
+    """Engine work in a worker thread; a voice that cannot be prepared is the client's 400."""
+    from .synthesis import VoiceSetupError
+
+    try:
+        return await asyncio.to_thread(work, *args)
+    except (VoiceSetupError, ValueError) as err:
+        raise ApiError(400, str(err)) from None
+
+
+# -- voices ----------------------------------------------------------------------------------------
+
+
+def voice_object(service: HttpService, spec: VoiceSpec) -> dict:
+    synthesizer = service.synthesizer
+    languages = synthesizer.languages(spec.name) if spec.name in synthesizer.voices else []
+    return {"name": spec.name, "description": spec.description, "kind": spec.kind,
+            "languages": language_codes(languages), "seed": spec.seed if spec.kind == "frozen" else None,
+            "managed": service.library.is_managed(spec.name)}
+
+
+async def list_voices(request: Request) -> dict:
+    service = _service(request)
+    catalog = service.library.catalog
+    return {"default": catalog.default, "voices": [voice_object(service, spec) for spec in catalog.voices.values()]}
+
+
+async def preview_voice(request: Request) -> dict:
+    service = _service(request)
+    if _media_kind(request) != "json":
+        raise ApiError(415, "send the preview request as application/json")
+    asked = _parse(PreviewRequest, await _json_body(request))
+    language = _language(asked.language)
+    seeds = _seeds(_first_seed(asked.seed), asked.n)
+    sentence, takes = await _engine(service.synthesizer.preview, asked.design.strip(), language, seeds)
+    return {"sentence": sentence,
+            "takes": [{"seed": seed, "duration": round(samples.size / SAMPLE_RATE, 3), "audio": _wav_base64(samples)}
+                      for seed, samples in zip(seeds, takes, strict=True)]}
+
+
+async def create_voice(request: Request) -> JSONResponse:
+    service = _service(request)
+    library = service.library
+    try:
+        if _media_kind(request) == "json":
+            body = await _json_body(request)
+            if "reference_audio" in body:
+                samples, rate = _recording_of_base64(str(body.pop("reference_audio")), service.limits)
+                spec = await _create_cloned(library, _parse(ClonedVoiceRequest, body), samples, rate)
+            else:
+                asked = _parse(DesignedVoiceRequest, body)
+                spec = await library.create_designed(asked.name, _clean(asked.description), asked.design.strip(),
+                                                     _language(asked.language), asked.seed)
+        else:
+            fields, files = await _form_body(request)
+            upload = files.get("reference")
+            if upload is None:
+                raise ApiError(400, "reference: upload the recording to clone as the form's 'reference' file")
+            asked = _parse(ClonedVoiceRequest, {**fields, "x_vector_only": _flag(fields.get("x_vector_only"),
+                                                                                 "x_vector_only")})
+            samples, rate = await _recording_of_upload(upload, service.limits)
+            spec = await _create_cloned(library, asked, samples, rate)
+    except VoiceConflict as err:
+        raise ApiError(409, str(err)) from None
+    except VoicesFileError as err:
+        raise ApiError(400, str(err)) from None
+    except _setup_errors() as err:
+        raise ApiError(400, str(err)) from None
+    return JSONResponse(voice_object(service, spec), status_code=201)
+
+
+def _setup_errors() -> tuple[type[Exception], ...]:
+    from .synthesis import VoiceSetupError
+
+    return (VoiceSetupError,)
+
+
+def _clean(text: str | None) -> str | None:
+    return text.strip() if text and text.strip() else None
+
+
+async def _create_cloned(library: VoiceLibrary, asked: ClonedVoiceRequest, samples, rate) -> VoiceSpec:
+    transcript = None if asked.x_vector_only else _clean(asked.reference_text)
+    return await library.create_cloned(asked.name, _clean(asked.description), samples, rate, transcript,
+                                       _language(asked.language))
+
+
+async def delete_voice(name: str, request: Request) -> Response:
+    try:
+        await _service(request).library.delete(name)
+    except UnknownVoice:
+        raise ApiError(404, f"no voice named {shorten(repr(name), LOGGED_CHARS)}") from None
+    except VoiceConflict as err:
+        raise ApiError(409, str(err)) from None
+    return Response(status_code=204)
+
+
+# -- speech ----------------------------------------------------------------------------------------
+
+
+@dataclass
+class Speech:
+    """One speech request, checked: who speaks what, how, in which format."""
+
+    voice: Any  # synthesis.ReadyVoice
+    sentences: list[str]
+    languages: list[str]
+    fmt: OutputFormat
+    seeds: list[int]
+    max_frames: int | None
+    speed: float
+
+
+async def speech(request: Request) -> Response:
+    service = _service(request)
+    asked, recording = await _speech_request(request, service.limits)
+    job = await _prepare_speech(service, asked, recording)
+    if len(job.seeds) > 1:
+        return JSONResponse(await _until_disconnected(request, _variations(service, job)))
+    headers = {"X-Seed": str(job.seeds[0])}
+    if asked.stream_format == "sse":
+        return StreamingResponse(_sse(service, job), media_type="text/event-stream", headers=headers)
+    if job.fmt.name == "pcm" or (asked.stream_format == "audio" and job.fmt.streamable):
+        return StreamingResponse(_streamed(service, job), media_type=job.fmt.media_type, headers=headers)
+    audio = await _until_disconnected(request, _whole(service, job, job.seeds[0]))
+    return Response(audio, media_type=job.fmt.media_type, headers=headers)
+
+
+async def _speech_request(request: Request, limits: HttpLimits):
+    """The request's fields and its reference recording (samples, rate) if it gives one."""
+    if _media_kind(request) == "json":
+        body = await _json_body(request)
+        asked = _parse(SpeechRequest, body)
+        recording = _recording_of_base64(asked.reference_audio, limits) if asked.reference_audio else None
+        return asked, recording
+    fields, files = await _form_body(request)
+    data: dict[str, Any] = dict(fields)
+    if "x_vector_only" in data:
+        data["x_vector_only"] = _flag(data["x_vector_only"], "x_vector_only")
+    asked = _parse(SpeechRequest, data)
+    upload = files.get("reference")
+    if upload is not None:
+        return asked, await _recording_of_upload(upload, limits)
+    recording = _recording_of_base64(asked.reference_audio, limits) if asked.reference_audio else None
+    return asked, recording
+
+
+async def _prepare_speech(service: HttpService, asked: SpeechRequest, recording) -> Speech:
+    try:
+        fmt = output_format(asked.response_format, asked.sample_rate, asked.channels, asked.bitrate)
+    except FormatError as err:
+        raise ApiError(400, str(err)) from None
+    sentences = _sentences(asked.input, service.limits.max_text_chars)
+    language = _language(asked.language)
+    voice = await _voice_for(service, asked, recording)
+    languages = [_sentence_language(service, voice, language, sentence) for sentence in sentences]
+    return Speech(voice, sentences, languages, fmt, _seeds(_first_seed(asked.seed), asked.n), asked.max_new_tokens,
+                  asked.speed)
+
+
+def _sentences(text: str, max_chars: int) -> list[str]:
+    if not text.strip():
+        raise ApiError(400, "input is empty: give the text to speak")
+    if len(text) > max_chars:
+        raise ApiError(400, f"input has {len(text)} characters; at most {max_chars} are spoken per request")
+    request_text = RequestText(max_chars)
+    sentences = request_text.add(text) + request_text.finish()
+    if not sentences:
+        raise ApiError(400, "input has nothing to speak (no letters or digits)")
+    return sentences
+
+
+def _voice_label(voice: str | dict | None) -> str | None:
+    if isinstance(voice, dict):  # newer OpenAI clients may send {"id": ...} for custom voices
+        voice = voice.get("id") or voice.get("name")
+    return voice if isinstance(voice, str) and voice else None
+
+
+async def _voice_for(service: HttpService, asked: SpeechRequest, recording) -> Any:
+    synthesizer = service.synthesizer
+    label = _voice_label(asked.voice)
+    if asked.instructions and asked.instructions.strip():
+        if recording is not None:
+            raise ApiError(400, "give either instructions (a designed voice) or a reference recording, not both")
+        return await _engine(synthesizer.designed_voice, label or "designed", asked.instructions.strip())
+    if recording is not None:
+        samples, rate = recording
+        transcript = None if asked.x_vector_only else _clean(asked.reference_text)
+        return await _engine(synthesizer.cloned_voice, label or "reference", samples, rate, transcript)
+    catalog = service.library.catalog
+    name = label or catalog.default
+    voice = synthesizer.voices.get(name)
+    if voice is None:
+        raise ApiError(400, f"voice {shorten(repr(name), LOGGED_CHARS)} is not one of this server's voices "
+                            f"({', '.join(catalog.voices)}); GET /v1/audio/voices lists them")
+    return voice
+
+
+def _sentence_language(service: HttpService, voice: Any, language: str, sentence: str) -> str:
+    """The client's language; else the voice's; else detected from the sentence ('auto' when unsure)."""
+    if language != AUTO:
+        if language not in voice.model.languages:
+            raise ApiError(400, f"language {language} is not spoken by this voice's model")
+        return language
+    if voice.spec.language != AUTO:
+        return voice.spec.language
+    return service.detector.detect(sentence, allowed=voice.languages)
+
+
+async def _pcm(service: HttpService, job: Speech, seed: int) -> AsyncIterator[bytes]:
+    """The engine's PCM, sentence after sentence; closing this cancels the generation."""
+    for sentence, language in zip(job.sentences, job.languages, strict=True):
+        speaking = service.synthesizer.speak(job.voice, sentence, language, seed=seed, max_frames=job.max_frames,
+                                             speed=job.speed)
+        async with aclosing(speaking) as pcm_stream:
+            async for pcm in pcm_stream:
+                yield pcm
+
+
+async def _whole_pcm(service: HttpService, job: Speech, seed: int) -> bytes:
+    parts = []
+    try:
+        async with aclosing(_pcm(service, job, seed)) as pcm_stream:
+            async for pcm in pcm_stream:
+                parts.append(pcm)
+    except ValueError as err:  # e.g. max_new_tokens beyond what the engine allows for this text
+        raise ApiError(400, str(err)) from None
+    return b"".join(parts)
+
+
+async def _whole(service: HttpService, job: Speech, seed: int) -> bytes:
+    pcm = await _whole_pcm(service, job, seed)
+    return await asyncio.to_thread(encode, pcm, job.fmt)
+
+
+async def _variations(service: HttpService, job: Speech) -> dict:
+    """Every seed's take at once: they share the batch."""
+    async def take(seed: int) -> dict:
+        pcm = await _whole_pcm(service, job, seed)
+        audio = await asyncio.to_thread(encode, pcm, job.fmt)
+        return {"seed": seed, "duration": round(pcm_seconds(len(pcm)), 3), "format": job.fmt.name,
+                "audio": base64.b64encode(audio).decode("ascii")}
+
+    return {"results": list(await asyncio.gather(*(take(seed) for seed in job.seeds)))}
+
+
+async def _streamed(service: HttpService, job: Speech) -> AsyncIterator[bytes]:
+    """pcm or wav as it is generated; the client going away closes this, which cancels the generation."""
+    encoder = StreamEncoder(job.fmt)
+    try:
+        async with aclosing(_pcm(service, job, job.seeds[0])) as pcm_stream:
+            async for pcm in pcm_stream:
+                if chunk := encoder.add(pcm):
+                    yield chunk
+    except Exception as err:  # noqa: BLE001 - the status is sent already: end the stream, say why in the log
+        _LOGGER.error("Speech stream ended early: %s", err)
+    if tail := encoder.finish():
+        yield tail
+
+
+async def _sse(service: HttpService, job: Speech) -> AsyncIterator[str]:
+    """OpenAI's speech events: speech.audio.delta with base64 audio as generated, then speech.audio.done."""
+    def event(data: dict) -> str:
+        return f"data: {json.dumps(data)}\n\n"
+
+    def delta(audio: bytes) -> str:
+        return event({"type": "speech.audio.delta", "audio": base64.b64encode(audio).decode("ascii")})
+
+    if job.fmt.streamable:
+        async for chunk in _streamed(service, job):
+            yield delta(chunk)
+    else:
+        try:
+            yield delta(await _whole(service, job, job.seeds[0]))
+        except ApiError as err:
+            yield event({"type": "error", "error": {"message": err.message, "code": err.status}})
+            return
+    yield event({"type": "speech.audio.done", "usage": {"input_tokens": 0, "output_tokens": 0, "total_tokens": 0}})
+
+
+async def _until_disconnected(request: Request, work: Awaitable) -> Any:
+    """The work's result; if the client goes away first, the work is cancelled (its generation too)."""
+    task = asyncio.ensure_future(work)
+    gone = asyncio.ensure_future(_disconnect(request))
+    try:
+        await asyncio.wait({task, gone}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        gone.cancel()
+        if not task.done():
+            task.cancel()
+            _LOGGER.info("Client went away: speech cancelled")
+    if task.cancelled():
+        raise ApiError(499, "the client went away")
+    return task.result()
+
+
+async def _disconnect(request: Request) -> None:
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
