@@ -1,6 +1,7 @@
 """Screenshot of the voices page (README's docs/web-page.png) in headless Chromium.
 
     python tools/web_page_screenshot.py http://127.0.0.1:PORT/ docs/web-page.png [--token T] [--design TEXT]
+        [--until design-form]
 
 With --design, the page first makes takes of that description, so the picture shows them too.
 """
@@ -8,7 +9,9 @@ With --design, the page first makes takes of that description, so the picture sh
 from __future__ import annotations
 
 import argparse
+import base64
 import shutil
+from pathlib import Path
 
 from selenium import webdriver
 from selenium.webdriver.common.by import By
@@ -24,6 +27,7 @@ def main() -> None:
     parser.add_argument("--token")
     parser.add_argument("--design", help="a voice description to make takes of before the screenshot")
     parser.add_argument("--width", type=int, default=820)
+    parser.add_argument("--until", help="end the picture below the section holding this element id")
     args = parser.parse_args()
 
     options = webdriver.ChromeOptions()
@@ -45,8 +49,13 @@ def main() -> None:
             driver.find_element(By.ID, "keep-name").send_keys("storyteller")
         driver.execute_script("document.activeElement.blur(); window.scrollTo(0, 0)")
         height = driver.execute_script("return document.documentElement.scrollHeight")
-        driver.set_window_size(args.width, height + 20)
-        driver.save_screenshot(args.out)
+        if args.until:
+            height = driver.execute_script(
+                "return document.getElementById(arguments[0]).closest('section').getBoundingClientRect().bottom",
+                args.until)
+        clip = {"x": 0, "y": 0, "width": args.width, "height": int(height) + 16, "scale": 1}
+        shot = driver.execute_cdp_cmd("Page.captureScreenshot", {"clip": clip, "captureBeyondViewport": True})
+        Path(args.out).write_bytes(base64.b64decode(shot["data"]))
     finally:
         driver.quit()
 

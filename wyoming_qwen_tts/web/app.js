@@ -185,6 +185,7 @@ function voiceItem(voice, isDefault) {
 
 function languageNames(codes) {
   if (!codes || !codes.length) return "";
+  if (Object.keys(LANGUAGES).every((code) => codes.includes(code))) return "Any of the ten languages";
   return codes.map((code) => LANGUAGES[code] || code).join(" · ");
 }
 
