@@ -10,7 +10,11 @@ import asyncio
 import base64
 import io
 import json
-import time
+import re
+import shutil
+import socket
+import subprocess
+import sys
 
 import httpx2 as httpx
 import numpy as np
@@ -18,7 +22,8 @@ import pytest
 import soundfile as sf
 from openai import OpenAI
 
-from .server_harness import FIXTURES, ServerProcess, describe, long_speaking_checkpoint
+from .server_harness import (FIXTURES, REPO, ServerProcess, describe, free_port, long_speaking_checkpoint, run_cli,
+                             synthesize)
 
 FRAME = 1920  # samples of one 80 ms frame at 24 kHz
 VOICES_YAML = """\
@@ -28,6 +33,9 @@ voices:
     description: Alice (cloned with transcript)
     reference: ref.wav
     transcript: The quick brown fox.
+  clara:
+    description: Clara (the README's examples speak with her)
+    reference: ref.wav
 """
 TEXT = "Hello there."
 TIMEOUT = 180.0
@@ -159,13 +167,15 @@ def test_bitrate_sets_the_size_of_compressed_audio(http, fmt):
         assert size * 8 / seconds / 1000 == pytest.approx(kbps, rel=0.35)
 
 
-def test_wav_streams_with_the_openai_client_and_decodes(openai_client, reference_pcm):
+@pytest.mark.parametrize("fmt", ["wav", "opus"])
+def test_streamed_audio_from_the_openai_client_decodes(openai_client, reference_pcm, fmt):
     with openai_client.audio.speech.with_streaming_response.create(
-            model="qwen3-tts", voice="alice", input=TEXT, response_format="wav", stream_format="audio",
-            extra_body={"seed": 7}) as response:
+            model="qwen3-tts", voice="alice", input=TEXT, response_format=fmt, stream_format="audio",
+            extra_body={"seed": 7, "sample_rate": 48000, "channels": 2}) as response:
+        assert response.headers.get("content-length") is None  # sent as generated, not as a whole
         audio = b"".join(response.iter_bytes())
     samples, rate = decoded(audio)
-    assert rate == 24000 and samples.shape[0] == pcm_samples(reference_pcm)
+    assert (rate, samples.shape[1], samples.shape[0]) == (48000, 2, 2 * pcm_samples(reference_pcm))
 
 
 def test_streamed_audio_leaves_before_the_generation_ends_and_a_client_leaving_cancels_it(server, http):
@@ -179,6 +189,15 @@ def test_streamed_audio_leaves_before_the_generation_ends_and_a_client_leaving_c
     log = server.wait_for_log("Cancelled alice after", since=since)
     cancelled_at = float(log.split("Cancelled alice after ")[1].split(" s")[0])
     assert cancelled_at < frames * 0.08 / 2
+
+
+def test_a_client_leaving_before_a_whole_answer_cancels_its_generation(server):
+    since = len(server.log)
+    with httpx.Client(base_url=server.http_url, timeout=1.0) as impatient, pytest.raises(httpx.ReadTimeout):
+        impatient.post("/v1/audio/speech", json={"input": "Never mind.", "voice": "alice", "response_format": "flac",
+                                                 "max_new_tokens": 1000})
+    log = server.wait_for_log("Cancelled alice after", since=since)
+    assert "Client went away: speech cancelled" in log
 
 
 def test_sse_streams_openai_speech_events(http, reference_pcm):
@@ -325,6 +344,9 @@ def test_a_cloned_voice_is_created_spoken_described_and_deleted(server, http, tm
     assert created.json() == {"name": "bob", "description": "Bob <script>", "kind": "clone", "languages": ["de"],
                               "seed": None, "managed": True}
     assert "bob" in described_voices(server)
+    since = len(server.log)
+    assert asyncio.run(synthesize(server.port, "Hallo.", voice="bob")).pcm  # Home Assistant can use it at once
+    assert "Speaking with bob (german)" in server.log[since:]
     stored = list((tmp / "data" / "voices" / "managed" / "references").iterdir())
     assert len(stored) == 1 and stored[0].suffix == ".wav" and "passwd" not in stored[0].name
     assert speech(http, voice="bob", response_format="pcm", max_new_tokens=3).status_code == 200
@@ -348,12 +370,13 @@ def test_a_designed_take_previewed_then_kept_is_the_voice_heard(server, http, tm
     take_samples, rate = decoded(base64.b64decode(kept["audio"]))
     assert rate == 24000 and kept["duration"] == pytest.approx(take_samples.shape[0] / 24000, abs=1e-3)
 
+    renders_before = set((tmp / "data" / "voices" / "designed").glob("*.wav"))
     created = http.post("/v1/audio/voices", json={"name": "sunny", "description": "Sunny", "language": "en",
                                                   "design": "A bright, cheerful voice.", "seed": kept["seed"]})
     assert created.status_code == 201, created.text
     assert created.json() == {"name": "sunny", "description": "Sunny", "kind": "frozen", "languages": ["en"],
                               "seed": 501, "managed": True}
-    renders = list((tmp / "data" / "voices" / "designed").glob("*.wav"))
+    renders = list(set((tmp / "data" / "voices" / "designed").glob("*.wav")) - renders_before)
     assert len(renders) == 1  # the voice was cloned from the take, not from another rendering
     assert np.array_equal(sf.read(renders[0], dtype="int16")[0],
                           sf.read(io.BytesIO(base64.b64decode(kept["audio"])), dtype="int16")[0])
@@ -373,6 +396,43 @@ def test_voice_creation_errors(http):
     assert_error(http.delete("/v1/audio/voices/alice"), 409, "read-only")
     assert_error(http.post("/v1/audio/voices/preview", json={"design": "A voice.", "n": 9}), 422, "n")
     assert "x" not in voices_of(http)
+
+
+# -- the README's examples ------------------------------------------------------------------------------
+
+
+def readme_examples(language: str) -> list[str]:
+    """The code blocks of the README's HTTP API section in a language (sh or python)."""
+    readme = (REPO / "README.md").read_text()
+    section = readme.split("\n## HTTP API\n", 1)[1].split("\n## ", 1)[0]
+    return re.findall(rf"```{language}\n(.*?)```", section, re.S)
+
+
+def test_the_readme_examples_run_as_written(server, http, tmp_path):
+    shutil.copy(FIXTURES / "ref_16k_stereo.wav", tmp_path / "grandpa.wav")
+    blocks = {"sh": readme_examples("sh"), "python": readme_examples("python")}
+    assert len(blocks["sh"]) == 1 and len(blocks["python"]) == 1
+    if shutil.which("curl") is None:
+        pytest.fail("curl is needed to run the README's examples")
+    outputs = []
+    for language, (code,) in blocks.items():
+        code = code.replace("http://localhost:10201", server.http_url)
+        outputs += re.findall(r"-o (\S+\.(?:mp3|wav|flac|ogg))|_to_file\(\"([^\"]+)\"\)", code)
+        command = ["bash", "-euo", "pipefail", "-c", code] if language == "sh" else [sys.executable, "-c", code]
+        result = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert '"error"' not in result.stdout, result.stdout
+    files = [name for pair in outputs for name in pair if name]
+    assert len(files) == 6
+    for name in files:
+        samples, rate = decoded((tmp_path / name).read_bytes())
+        assert samples.shape[0] > 0, name
+    assert decoded((tmp_path / "morning.wav").read_bytes())[1] == 16000
+    takes = json.loads((tmp_path / "takes.json").read_text())["takes"]
+    assert [take["seed"] for take in takes] == [1234, 1235]
+    voices = voices_of(http)
+    assert "grandpa" not in voices and voices["night"]["seed"] == 1235
+    assert http.delete("/v1/audio/voices/night").status_code == 204
 
 
 # -- a token, and voices across a restart ---------------------------------------------------------------
@@ -405,8 +465,21 @@ def test_with_a_token_every_call_needs_it_and_voices_survive_a_restart(tmp):
         assert "kept" in described_voices(second)
         with httpx.Client(base_url=second.http_url, timeout=TIMEOUT,
                           headers={"Authorization": f"Bearer {token}"}) as client:
-            assert client.get("/v1/audio/voices").json()["voices"][1]["managed"] is True
+            voices = {voice["name"]: voice for voice in client.get("/v1/audio/voices").json()["voices"]}
+            assert voices["kept"]["managed"] is True and voices["alice"]["managed"] is False
             assert client.delete("/v1/audio/voices/kept").status_code == 204
         assert "kept" not in described_voices(second)
     finally:
         second.stop()
+
+
+def test_an_http_port_in_use_is_a_startup_error(tmp):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = run_cli("--model", str(FIXTURES / "tiny-base"), "--design-model", "none", "--device", "cpu",
+                         "--voices", str(tmp / "voices.yaml"), "--data-dir", str(tmp / "data-port"),
+                         "--uri", f"tcp://127.0.0.1:{free_port()}", "--http", f"127.0.0.1:{port}")
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert f"--http 127.0.0.1:{port}: cannot listen there" in result.stderr

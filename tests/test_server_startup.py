@@ -47,6 +47,8 @@ def test_bad_voices_file_names_file_voice_and_field(tmp_path, yaml_text, voice, 
     (["--design-model", "none"], "the built-in voices are designed"),
     (["--zeroconf", "a.b"], "zeroconf name 'a.b'"),
     (["--device", "gpu"], "--device gpu"),
+    (["--http", "localhost:http"], "--http localhost:http: give [HOST:]PORT"),
+    (["--http", "10201", "--http-token", " "], "--http-token is empty"),
 ])
 def test_bad_options_stop_the_server_before_loading(tmp_path, args, problem):
     args = [arg.replace("{dir}", str(tmp_path)) for arg in args]
@@ -83,7 +85,8 @@ def test_version_flag_and_console_script():
 def test_protocol_modules_do_not_import_torch():
     code = ("import sys, wyoming_qwen_tts.__main__, wyoming_qwen_tts.handler, wyoming_qwen_tts.protocol, "
             "wyoming_qwen_tts.voices, wyoming_qwen_tts.text, wyoming_qwen_tts.audio, wyoming_qwen_tts.discovery, "
-            "wyoming_qwen_tts.synthesis, wyoming_qwen_tts.healthcheck; print('torch' in sys.modules)")
+            "wyoming_qwen_tts.synthesis, wyoming_qwen_tts.healthcheck, wyoming_qwen_tts.http_api, "
+            "wyoming_qwen_tts.voice_store, wyoming_qwen_tts.audio_formats; print('torch' in sys.modules)")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=60)
     assert result.stdout.strip() == "False", result.stderr
 

@@ -276,6 +276,7 @@ async def serve(listen: Listen, service, zeroconf_name: str | None, zeroconf_hos
 async def start_http(where: HttpListen, app):
     """uvicorn serving the app as a task of this event loop; raises OSError when it cannot listen."""
     import contextlib
+    import socket
 
     import uvicorn
 
@@ -286,12 +287,17 @@ async def start_http(where: HttpListen, app):
     config = uvicorn.Config(app, host=where.host, port=where.port, log_config=None, lifespan="off",
                             access_log=False, timeout_graceful_shutdown=5)
     http_server = EmbeddedServer(config)
-    task = asyncio.create_task(http_server.serve(), name="http api")
+    # Bound here, so that a port in use is an OSError to report (uvicorn would exit the process).
+    try:
+        listening = socket.create_server((where.host, where.port),
+                                         family=socket.AF_INET6 if ":" in where.host else socket.AF_INET)
+    except OSError as err:
+        raise OSError(f"--http {where.host}:{where.port}: cannot listen there: {err.strerror or err}") from None
+    task = asyncio.create_task(http_server.serve(sockets=[listening]), name="http api")
     while not http_server.started:
-        if task.done():  # uvicorn could not listen: it logged why and exits instead of raising
-            with contextlib.suppress(SystemExit):
-                task.result()
-            raise OSError(f"--http {where.host}:{where.port}: cannot listen there (see the log above)")
+        if task.done():
+            task.result()
+            raise OSError(f"--http {where.host}:{where.port}: the HTTP server stopped at its start")
         await asyncio.sleep(0.02)
     _LOGGER.info("HTTP API on http://%s:%d", where.host, where.port)
     return http_server, task

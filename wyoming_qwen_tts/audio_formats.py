@@ -2,8 +2,9 @@
 the asked sample rate, channels and bitrate (libsndfile through soundfile, soxr to resample); and
 uploaded recordings decoded by their content, within limits of bytes and seconds.
 
-pcm and wav can leave while they are generated (a streamed WAV has an open-ended header, as a
-live stream must); the compressed formats are encoded when the audio is complete.
+pcm, wav and opus can leave while they are generated (a streamed WAV has an open-ended header, as
+a live stream must; Ogg pages are written in order); mp3 and flac are encoded when the audio is
+complete (libsndfile goes back to their first bytes at the end to write lengths).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from .audio import SAMPLE_RATE
 FORMATS = ("mp3", "opus", "aac", "flac", "wav", "pcm")
 MEDIA_TYPES = {"mp3": "audio/mpeg", "opus": "audio/ogg", "aac": "audio/aac", "flac": "audio/flac",
                "wav": "audio/wav", "pcm": "audio/pcm"}
-STREAMABLE = ("pcm", "wav")
+STREAMABLE = ("pcm", "wav", "opus")
 MIN_RATE, MAX_RATE = 8000, 48000
 OPUS_RATES = (8000, 12000, 16000, 24000, 48000)
 MP3_RATES = (8000, 11025, 12000, 16000, 22050, 24000, 32000, 44100, 48000)
@@ -123,7 +124,7 @@ def wav_header(rate: int, channels: int, data_bytes: int = OPEN_ENDED) -> bytes:
 
 
 class StreamEncoder:
-    """pcm or wav while generated: add() the engine's PCM, send what comes back; finish() at the end."""
+    """Audio while generated: add() the engine's PCM, send what comes back; finish() at the end."""
 
     def __init__(self, fmt: OutputFormat) -> None:
         if not fmt.streamable:
@@ -131,17 +132,71 @@ class StreamEncoder:
         self.fmt = fmt
         self._resampler = Resampler(fmt.sample_rate)
         self._header = wav_header(fmt.sample_rate, fmt.channels) if fmt.name == "wav" else b""
+        self._ogg = _OggStream(fmt) if fmt.name == "opus" else None
 
     def add(self, pcm: bytes) -> bytes:
-        return self._take_header() + float_to_pcm16(self._resampler.process(pcm16_to_float(pcm)), self.fmt.channels)
+        return self._encoded(self._resampler.process(pcm16_to_float(pcm)), last=False)
 
     def finish(self) -> bytes:
-        tail = self._resampler.process(np.zeros(0, dtype=np.float32), last=True)
-        return self._take_header() + float_to_pcm16(tail, self.fmt.channels)
+        return self._encoded(self._resampler.process(np.zeros(0, dtype=np.float32), last=True), last=True)
 
-    def _take_header(self) -> bytes:
+    def _encoded(self, samples: np.ndarray, last: bool) -> bytes:
+        if self._ogg is not None:
+            return self._ogg.encode(float_to_int16(samples, self.fmt.channels), last)
         header, self._header = self._header, b""
-        return header
+        return header + float_to_pcm16(samples, self.fmt.channels)
+
+
+class _Sink:
+    """A write-only file for libsndfile whose bytes are taken away as they come: what was taken is
+    gone (a late rewrite of it is dropped); what was not is still patched in place."""
+
+    def __init__(self) -> None:
+        self.taken = 0  # bytes handed out
+        self.pending = bytearray()
+        self.position = 0
+
+    def write(self, data) -> int:
+        data = bytes(data)
+        offset = self.position - self.taken
+        if offset >= 0:
+            self.pending[offset:offset + len(data)] = data
+        self.position += len(data)
+        return len(data)
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        base = (0, self.position, self.taken + len(self.pending))[whence]
+        self.position = base + offset
+        return self.position
+
+    def tell(self) -> int:
+        return self.position
+
+    def read(self, size: int = -1) -> bytes:
+        return b""
+
+    def take(self) -> bytes:
+        data, self.pending = bytes(self.pending), bytearray()
+        self.taken += len(data)
+        return data
+
+
+class _OggStream:
+    """Ogg Opus through libsndfile, page by page as the encoder fills them."""
+
+    def __init__(self, fmt: OutputFormat) -> None:
+        import soundfile as sf
+
+        self._sink = _Sink()
+        options = {"compression_level": _compression_level(fmt)} if fmt.kbps is not None else {}
+        self._file = sf.SoundFile(self._sink, "w", fmt.sample_rate, fmt.channels, "OPUS", format="OGG", **options)
+
+    def encode(self, frames: np.ndarray, last: bool) -> bytes:
+        if len(frames):
+            self._file.write(frames)
+        if last:
+            self._file.close()
+        return self._sink.take()
 
 
 def encode(pcm: bytes, fmt: OutputFormat) -> bytes:

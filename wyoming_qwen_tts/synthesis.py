@@ -107,7 +107,8 @@ class Synthesizer:
         self._cache = VoiceCache(settings.data_dir) if settings is not None else None
         self._base = base
         self._design = design  # loaded on first need when voices are designed at run time, then kept
-        self._models_lock = threading.Lock()
+        self._models_lock = threading.Lock()  # held briefly: the event loop takes it too
+        self._design_loading = threading.Lock()  # held while the design model loads (seconds)
         self._schedulers: dict[int, Any] = {}
         for voice in voices.values():
             self._scheduler(voice.model)
@@ -150,7 +151,7 @@ class Synthesizer:
         """The VoiceDesign model, loaded on first need and then kept; raises VoiceSetupError."""
         if not self.can_design:
             raise VoiceSetupError("voice design needs the VoiceDesign model, but --design-model is none")
-        with self._models_lock:
+        with self._design_loading:
             if self._design is None:
                 self._design = _load_model(self._settings, self._settings.design_model, "voice_design",
                                            "--design-model")
