@@ -46,6 +46,7 @@ from .audio_formats import (
     output_format,
     pcm_seconds,
 )
+from .http_page import register_page
 from .protocol import shorten
 from .text import AUTO, LanguageDetector, RequestText, language_codes, normalize_language
 from .voice_store import UnknownVoice, VoiceConflict, VoiceLibrary
@@ -194,6 +195,7 @@ def create_app(service: HttpService) -> FastAPI:
     router.add_api_route("/audio/voices/preview", preview_voice, methods=["POST"])
     router.add_api_route("/audio/voices/{name}", delete_voice, methods=["DELETE"])
     app.include_router(router)
+    register_page(app)
     app.add_middleware(BodyLimit, max_bytes=service.limits.body_bytes)
     return app
 
