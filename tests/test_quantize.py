@@ -118,6 +118,9 @@ def test_1_7B_base_int8_weights_fit_in_2_6_GB():
 def test_quantize_values():
     assert resolve_quantize("INT8") == "int8"
     assert resolve_quantize(None) == "none"
+    assert resolve_quantize("auto", torch.device("cpu"), torch.bfloat16) == "int8"
+    assert resolve_quantize("auto", torch.device("cpu"), torch.float32) == "none"
+    assert resolve_quantize("auto", torch.device("cuda"), torch.bfloat16) == "none"
     with pytest.raises(ValueError, match="none, int8"):
         resolve_quantize("int4")
 
@@ -141,7 +144,8 @@ def test_server_takes_quantize_from_option_and_environment(monkeypatch, tmp_path
     from wyoming_qwen_tts.__main__ import build_parser, check_config
 
     base = ["--model", str(FIXTURES / "tiny-base"), "--data-dir", str(tmp_path)]
-    assert check_config(build_parser().parse_args(base))[2].quantize == "none"
+    assert check_config(build_parser().parse_args(base))[2].quantize == "auto"
     assert check_config(build_parser().parse_args([*base, "--quantize", "int8"]))[2].quantize == "int8"
+    assert check_config(build_parser().parse_args([*base, "--quantize", "none"]))[2].quantize == "none"
     monkeypatch.setenv("QWEN_TTS_QUANTIZE", "int8")
     assert check_config(build_parser().parse_args(base))[2].quantize == "int8"

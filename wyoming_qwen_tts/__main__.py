@@ -127,9 +127,9 @@ def build_parser() -> argparse.ArgumentParser:
     option("--dtype", "model weights: auto (bfloat16 on a GPU and on CPUs with native bf16 (AVX512-BF16/AMX), "
            "float32 on other CPUs), float32, bfloat16, float16",
            choices=["auto", "float32", "bfloat16", "float16"], default=env_value("--dtype", "auto"))
-    option("--quantize", "none or int8: int8 weights for the talker and code predictor (half the memory of "
-           "bfloat16, faster where memory bandwidth bounds a step; default none)",
-           choices=["none", "int8"], default=env_value("--quantize", "none"))
+    option("--quantize", "auto, none or int8: int8 weights for the talker and code predictor (half the memory "
+           "of bfloat16, faster where memory bandwidth bounds a step) (default auto: int8 on a CPU with native bf16, none elsewhere)",
+           choices=["auto", "none", "int8"], default=env_value("--quantize", "auto"))
     option("--max-batch", "sentences generated together (continuous batching; memory grows with it) (default 8)",
            type=batch_size, default=env_value("--max-batch", "8"))
     option("--max-text-chars", "characters spoken per request; the rest is skipped, with an error event "

@@ -55,7 +55,7 @@ class EngineSettings:
     data_dir: Path
     device: str = "auto"
     dtype: str = "auto"
-    quantize: str = "none"  # or "int8": weights of the talker and code predictor
+    quantize: str = "auto"  # "int8" or "none": weights of the talker and code predictor; auto: int8 on a bf16 CPU
     local_files_only: bool = False
     max_batch: int = 8  # sentences generated together per model
 

@@ -128,7 +128,7 @@ class QwenTTS:
         self.dtype = resolve_dtype(dtype, self.device)
         self.compile_steps = resolve_compile(compile, self.device)
         self.runner = resolve_runner(runner, self.device, self.compile_steps)
-        self.quantize = resolve_quantize(quantize)
+        self.quantize = resolve_quantize(quantize, self.device, self.dtype)
         self.checkpoint: Checkpoint = load_checkpoint(model, local_files_only=local_files_only, revision=revision)
         cfg = self.checkpoint.config
         self.model_type = cfg.model_type

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-QUANTIZE_CHOICES = ("none", "int8")
+QUANTIZE_CHOICES = ("none", "int8", "auto")
 # Prompts (prefill) run many rows through a linear at once: there oneDNN's dense bf16 matmul on a
 # dequantized copy beats the int8 kernel, whose cost grows with the rows (measured on AVX512-BF16).
 _INT8PACK_MOST_ROWS = 16
@@ -26,10 +26,18 @@ _INT8PACK_MOST_ROWS = 16
 _INT8PACK_WIDTH_MULTIPLE = 32
 
 
-def resolve_quantize(quantize: str | None) -> str:
+def resolve_quantize(quantize: str | None, device: torch.device | None = None,
+                     dtype: torch.dtype | None = None) -> str:
+    """none or int8. auto: int8 on a CPU that runs the model in bfloat16 (native bf16), where memory
+    bandwidth bounds every frame (measured there 1.6-1.8x the speed of bfloat16 weights,
+    BENCHMARKS.md); none elsewhere: with float32 activations the CPU int8 kernel is slower than
+    float32, and on a GPU the weights fit and a step is bound by launches, not bytes."""
     value = "none" if quantize in (None, "") else str(quantize).strip().lower()
     if value not in QUANTIZE_CHOICES:
         raise ValueError(f"quantize must be one of {', '.join(QUANTIZE_CHOICES)}, not {quantize!r}")
+    if value == "auto":
+        on_bf16_cpu = device is not None and device.type == "cpu" and dtype == torch.bfloat16
+        return "int8" if on_bf16_cpu else "none"
     return value
 
 
