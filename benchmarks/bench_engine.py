@@ -164,29 +164,23 @@ def cpu_table(args: argparse.Namespace) -> tuple[list[dict], dict]:
                     run["first_audio_s"] = run["total_s"]  # no streaming: the first audio is the whole utterance
                 raw[f"official float32 {threads}t"] = result
                 rows.append({**summarize("official qwen-tts 0.1.1, float32", result), "threads": threads})
-                print(markdown_cpu(rows[-1:]), file=sys.stderr, flush=True)
+                print(markdown(rows[-1:], threads=True), file=sys.stderr, flush=True)
             for label, dtype, quantize in CPU_VARIANTS:
                 result = bench_ours_in_child(args, dtype, quantize, threads)
                 raw[f"ours {label} {threads}t"] = result
                 rows.append({**summarize(f"wyoming-qwen-tts, {label}", result), "threads": threads})
-                print(markdown_cpu(rows[-1:]), file=sys.stderr, flush=True)
+                print(markdown(rows[-1:], threads=True), file=sys.stderr, flush=True)
     return rows, raw
 
 
-def markdown_cpu(rows: list[dict]) -> str:
-    lines = ["| engine | threads | first audio (ms, p50) | total (s) | frames | speed (x real time) | RTF |",
-             "|---|---:|---:|---:|---:|---:|---:|"]
+def markdown(rows: list[dict], threads: bool = False) -> str:
+    """The rows as a markdown table; threads: with a threads column (the CPU table)."""
+    head = "| engine | " + ("threads | " if threads else "")
+    lines = [head + "first audio (ms, p50) | total (s) | frames | frames/s | speed (x real time) | RTF |",
+             "|---|" + ("---:|" if threads else "") + "---:|---:|---:|---:|---:|---:|"]
     for r in rows:
-        lines.append(f"| {r['engine']} | {r['threads']} | {r['first_audio_ms']:.0f} | {r['total_s']:.2f} | "
-                     f"{r['frames']:.0f} | {r['speed_x_realtime']:.3f} | {r['rtf']:.2f} |")
-    return "\n".join(lines)
-
-
-def markdown(rows: list[dict]) -> str:
-    lines = ["| engine | first audio (ms, p50) | total (s) | frames | frames/s | speed (x real time) | RTF |",
-             "|---|---:|---:|---:|---:|---:|---:|"]
-    for r in rows:
-        lines.append(f"| {r['engine']} | {r['first_audio_ms']:.0f} | {r['total_s']:.2f} | {r['frames']:.0f} | "
+        lines.append(f"| {r['engine']} | " + (f"{r['threads']} | " if threads else "")
+                     + f"{r['first_audio_ms']:.0f} | {r['total_s']:.2f} | {r['frames']:.0f} | "
                      f"{r['frames_per_s']:.2f} | {r['speed_x_realtime']:.3f} | {r['rtf']:.2f} |")
     return "\n".join(lines)
 
@@ -246,7 +240,7 @@ def main() -> None:
                   f"warm-up, each configuration in a fresh process; {cpu_name()}, {os.cpu_count()} cores, "
                   f"{date.today()}, commit {git_commit()}")
         print(header)
-        print(markdown_cpu(rows))
+        print(markdown(rows, threads=True))
         if args.json:
             args.json.write_text(json.dumps({"header": header, "rows": rows, "raw": raw}, indent=2))
         return
