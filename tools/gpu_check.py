@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import sys
 import threading
+import time
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -150,6 +151,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", default=str(REPO / "tests" / "fixtures" / "tiny-base"))
     parser.add_argument("--dtype", default="float32", choices=sorted(TIE_TOLERANCE))
+    parser.add_argument("--compile", choices=("auto", "true", "false"), default="auto",
+                        help="the fused step through torch.compile (auto: yes on CUDA); false checks the graphs alone")
     args = parser.parse_args()
     if not torch.cuda.is_available():
         print("no CUDA device", file=sys.stderr)
@@ -158,7 +161,10 @@ def main() -> int:
     torch.backends.cudnn.allow_tf32 = False
     tolerance = TIE_TOLERANCE[args.dtype]
     print(f"{args.checkpoint} as {args.dtype} on {torch.cuda.get_device_name(0)}, torch {torch.__version__}")
-    tts = QwenTTS(args.checkpoint, device="cuda", dtype=args.dtype)
+    started = time.perf_counter()
+    tts = QwenTTS(args.checkpoint, device="cuda", dtype=args.dtype,
+                  compile={"true": True, "false": False}.get(args.compile, "auto"))
+    print(f"compiled steps: {tts.compile_steps}; loaded in {time.perf_counter() - started:.1f} s")
     print(f"GPU memory after loading: {gib(torch.cuda.memory_allocated())}")
     ref = REPO / "tests" / "fixtures" / "ref_16k_stereo.wav"
     voices = [tts.clone_voice(ref, "The quick brown fox."), tts.clone_voice(ref, x_vector_only=True)]
