@@ -1,9 +1,10 @@
 """The real server with a leak injected, for testing the soak itself: every connection keeps 1 KB
-for good. Run as `python -m tests.leaky_server SERVER-OPTIONS` (tools/soak.py --server-module)."""
+for good. Run as `python -m tests.leaky_server SERVER-OPTIONS` (tools/soak.py --server-module).
+Built on tests/traced_server.py, so the soak sees its Python heap too."""
 
 import os
 
-from wyoming_qwen_tts import __main__ as server
+from tests.traced_server import server
 from wyoming_qwen_tts.handler import TtsEventHandler
 
 LEAK_BYTES = 1024
