@@ -15,6 +15,7 @@ import torch
 from wyoming_qwen_tts.engine.checkpoint import parse_codec_config, parse_model_config
 from wyoming_qwen_tts.engine.codec import SpeechCodec
 from wyoming_qwen_tts.engine.engine import HOST, codec_placement, model_placement
+from wyoming_qwen_tts.engine.engine import SOLO_MIN_LEN
 from wyoming_qwen_tts.engine.generate import BucketedRunner, DecodeBatch
 from wyoming_qwen_tts.engine.scheduler import BatchScheduler
 from wyoming_qwen_tts.engine.talker import Qwen3TTSModel
@@ -70,6 +71,10 @@ def gpu_bytes(config_name: str = "1.7B-Base", rows: int = ROWS) -> dict[str, int
     talker = model.talker.to(dtype)
     batch = DecodeBatch(talker, rows, max_len)
     batch.runner = BucketedRunner(batch)  # the static buffers a CUDA graph runner replays on
+    # Single streams (sentences too long for a batch row) run in a batch of their own, made at the
+    # server's warm-up at its smallest size; a longer sentence grows it (up to SOLO_MAX_LEN).
+    solo = DecodeBatch(talker, 1, SOLO_MIN_LEN)
+    solo.runner = BucketedRunner(solo)
     codec.decoder.quantizer.build_tables()
     states = [codec.decoder.new_state(rows)] + [codec.decoder.new_state(1) for _ in range(PRIMED_VOICES)]
     return {
@@ -79,6 +84,7 @@ def gpu_bytes(config_name: str = "1.7B-Base", rows: int = ROWS) -> dict[str, int
         "talker KV cache": _bytes(_tensors(batch.cache)),
         "batch buffers": _bytes(_tensors(batch)) - _bytes(_tensors(batch.cache)),
         "codec states": _bytes(_tensors(states)),
+        "single-stream batch": _bytes(_tensors(solo)),
     }
 
 
