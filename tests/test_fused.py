@@ -7,7 +7,7 @@ import torch
 
 from wyoming_qwen_tts.engine import SamplingConfig
 from wyoming_qwen_tts.engine.fused import FusedStep, compiled, fused_frame_step
-from wyoming_qwen_tts.engine.generate import BucketedRunner, DecodeBatch, EagerRunner, Row
+from wyoming_qwen_tts.engine.generate import BucketedRunner, DecodeBatch, Row
 from wyoming_qwen_tts.engine.sampling import SamplingParams
 
 GREEDY = SamplingConfig.greedy()

@@ -25,8 +25,7 @@ import numpy as np
 import torch
 
 from .codec import DecoderState
-from .engine import AudioChunk, QwenTTS, resolve_seed
-from .engine import resolve_runner
+from .engine import AudioChunk, QwenTTS, resolve_runner, resolve_seed
 from .fused import make_runner, step_plan_of
 from .generate import MIN_FRAMES_BEFORE_EOS, DecodeBatch, FrameChunks, Row, frame_limits
 from .prompt import TextMode, VoicePrompt
