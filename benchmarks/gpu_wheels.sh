@@ -23,7 +23,9 @@ get() {
 }
 # "ours" is on the path of every mode: soundfile and soxr come from it for the peers too.
 get ours soxr soundfile cffi pycparser
-get server wyoming sentence-stream py3langid audiotsm zeroconf ifaddr
+get server wyoming sentence-stream py3langid audiotsm zeroconf ifaddr \
+    fastapi starlette pydantic pydantic-core annotated-types typing-inspection uvicorn python-multipart emoji \
+    opentelemetry-api
 get official qwen-tts==0.1.1 transformers==4.57.3 "tokenizers>=0.22,<0.23" "huggingface_hub>=0.34,<1.0" \
     accelerate==1.12.0 librosa==0.11.0 audioread pooch decorator platformdirs sox
 get faster faster-qwen3-tts qwen-tts-hf accelerate==1.12.0 librosa==0.11.0 audioread pooch decorator platformdirs sox

@@ -175,6 +175,7 @@ def main() -> None:
                         "(the model's: cuda-graphs on CUDA, compiled on a CPU when --compile says so, else eager)")
     parser.add_argument("--compile", choices=("auto", "true", "false"), default="auto",
                         help="frame steps through torch.compile (eager vs compiled: run once with each)")
+    parser.add_argument("--quantize", default="none", choices=("none", "int8"), help="the talker's weights")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
 
@@ -186,7 +187,8 @@ def main() -> None:
         build(args.build, args.checkpoint, torch.bfloat16, None, None)
     compile_steps = {"true": True, "false": False}.get(args.compile, "auto")
     started = time.perf_counter()
-    tts = QwenTTS(args.checkpoint, device=args.device, dtype=args.dtype, compile=compile_steps)
+    tts = QwenTTS(args.checkpoint, device=args.device, dtype=args.dtype, compile=compile_steps,
+                  quantize=args.quantize)
     load_s = time.perf_counter() - started
     clock = Clock(tts.device)
     with tempfile.TemporaryDirectory() as tmp:
@@ -198,7 +200,7 @@ def main() -> None:
     report = {"device": torch.cuda.get_device_name() if tts.device.type == "cuda" else "cpu",
               "dtype": str(tts.dtype), "checkpoint": args.checkpoint.name, "frames": args.frames,
               "commit": git_commit(), "date": time.strftime("%Y-%m-%d"), "command": " ".join(sys.argv),
-              "runner": tts.runner, "compiled": tts.compile_steps, "threads": torch.get_num_threads()}
+              "runner": tts.runner, "compiled": tts.compile_steps, "quantize": tts.quantize, "threads": torch.get_num_threads()}
     print(f"{report['device']} {report['dtype']} {report['checkpoint']} commit {report['commit']}, runner "
           f"{tts.runner}, compiled {tts.compile_steps}, {report['threads']} threads", flush=True)
     started = time.perf_counter()

@@ -94,6 +94,24 @@ def test_our_own_dependencies_are_checked_against_ours_and_server(tmp_path):
     assert any("requires wyoming" in p for p in problems)
 
 
+def test_every_dependency_of_ours_is_on_the_gpu_machine_or_gathered_by_gpu_wheels():
+    """gpu_wheels.sh names what it downloads; a new dependency missing from it (fastapi, emoji)
+    was found only when the wheels were gathered before a GPU run: here it is found in CI."""
+    import tomllib
+
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    script = (REPO / "benchmarks" / "gpu_wheels.sh").read_text().replace("\\\n", " ")
+    gathered = {canonicalize_name(re.split(r"[=<>!~\[]", word.strip('"'))[0])
+                for line in script.splitlines() if line.startswith("get ") for word in line.split()[2:]}
+    machine = set(read_machine_packages())
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    missing = [text for text in project["dependencies"]
+               if canonicalize_name(Requirement(text).name) not in gathered | machine]
+    assert not missing, f"add to gpu_wheels.sh: {missing}"
+
+
 def test_the_checker_runs_as_a_script_and_fails_loudly(tmp_path):
     _wheel(tmp_path / "ours", "soundfile", "0.13.1", "cffi>=1.0")
     done = subprocess.run([sys.executable, str(REPO / "benchmarks" / "wheel_requirements.py"), "wheels", str(tmp_path)],

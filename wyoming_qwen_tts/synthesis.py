@@ -276,7 +276,11 @@ class Synthesizer:
             with closing(voice.model.stream("Hello.", voice.prompt, max_frames=2)) as chunks:
                 for _ in chunks:
                     pass
-        _LOGGER.debug("Warmed up %d voices in %.2f s", len(self.voices), time.perf_counter() - started)
+        _LOGGER.info("Warmed up %d voices in %.2f s", len(self.voices), time.perf_counter() - started)
+        for model in {id(voice.model): voice.model for voice in self.voices.values()}.values():
+            memory = model.device_memory() if hasattr(model, "device_memory") else None
+            if memory:
+                _LOGGER.info("%s", memory)
 
     async def speak(self, voice: str | ReadyVoice, text: str, language: str = AUTO, *, seed: int | None = None,
                     max_frames: int | None = None, speed: float = 1.0) -> AsyncIterator[bytes]:

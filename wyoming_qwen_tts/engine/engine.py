@@ -282,6 +282,17 @@ class QwenTTS:
         self._wait_for_current_stream()  # the clone has read `primed` before anyone may evict and free it
         return state
 
+    def device_memory(self) -> str | None:
+        """What the process holds on the GPU now and at its peak (None off CUDA): the figure a user
+        sizing a card wants, logged once the server has warmed up (batches and graphs made)."""
+        if self.device.type != "cuda":
+            return None
+        torch.cuda.synchronize(self.device)
+        gib = 2**30
+        return (f"GPU memory: {torch.cuda.memory_allocated(self.device) / gib:.2f} GiB allocated, "
+                f"{torch.cuda.memory_reserved(self.device) / gib:.2f} GiB reserved, "
+                f"peak {torch.cuda.max_memory_allocated(self.device) / gib:.2f} GiB")
+
     def _wait_for_current_stream(self) -> None:
         if self.device.type == "cuda":
             torch.cuda.current_stream(self.device).synchronize()
