@@ -142,6 +142,7 @@ def sweep(tts, voice, levels: list[int], frames: int, runner: str, clock: Clock)
                         first[index] = time.perf_counter() - start
                 speed[index] = frames * 0.08 / (time.perf_counter() - start)
 
+            scheduler.codec_lag_s.clear()
             threads = [threading.Thread(target=run, args=(i,)) for i in range(level)]
             for thread in threads:
                 thread.start()
@@ -150,9 +151,13 @@ def sweep(tts, voice, levels: list[int], frames: int, runner: str, clock: Clock)
             results.append({"streams": level, "first_audio_ms_p50": 1000 * percentile(first, 50),
                             "first_audio_ms_p95": 1000 * percentile(first, 95),
                             "x_realtime_min": min(speed), "x_realtime_p50": percentile(speed, 50)})
+            lag = list(scheduler.codec_lag_s)  # codes made -> audio decoded, per chunk
+            if lag:
+                results[-1].update(codec_lag_ms_p50=1000 * percentile(lag, 50), codec_lag_ms_max=1000 * max(lag))
             print(f"  {level:3d} streams: first audio p50 {results[-1]['first_audio_ms_p50']:.0f} ms, "
-                  f"p95 {results[-1]['first_audio_ms_p95']:.0f} ms, slowest stream {min(speed):.2f}x real time",
-                  flush=True)
+                  f"p95 {results[-1]['first_audio_ms_p95']:.0f} ms, slowest stream {min(speed):.2f}x real time, "
+                  f"codes -> audio p50 {results[-1].get('codec_lag_ms_p50', float('nan')):.0f} ms, "
+                  f"max {results[-1].get('codec_lag_ms_max', float('nan')):.0f} ms", flush=True)
     finally:
         scheduler.close()
     return results

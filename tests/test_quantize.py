@@ -149,3 +149,28 @@ def test_server_takes_quantize_from_option_and_environment(monkeypatch, tmp_path
     assert check_config(build_parser().parse_args([*base, "--quantize", "none"]))[2].quantize == "none"
     monkeypatch.setenv("QWEN_TTS_QUANTIZE", "int8")
     assert check_config(build_parser().parse_args(base))[2].quantize == "int8"
+
+
+def test_compile_is_off_by_default_and_on_when_asked(monkeypatch):
+    """auto is off on CUDA as on CPU: on the H200 the compile of a frame step outlasted minutes of
+    start-up (BENCHMARKS.md), while the CUDA graphs alone need no compile."""
+    monkeypatch.setattr(engine.shutil, "which", lambda name: "/usr/bin/" + name)  # a C compiler is there
+    for device in (torch.device("cpu"), torch.device("cuda")):
+        assert engine.resolve_compile("auto", device) is False
+        assert engine.resolve_compile("true", device) is True
+        assert engine.resolve_compile(" False ", device) is False
+        assert engine.resolve_compile(True, device) is True
+    with pytest.raises(ValueError, match="true, false or auto"):
+        engine.resolve_compile("sometimes", torch.device("cpu"))
+
+
+def test_server_takes_compile_from_option_and_environment(monkeypatch, tmp_path):
+    from wyoming_qwen_tts.__main__ import build_parser, check_config
+
+    base = ["--model", str(FIXTURES / "tiny-base"), "--data-dir", str(tmp_path)]
+    assert check_config(build_parser().parse_args(base))[2].compile == "auto"
+    assert check_config(build_parser().parse_args([*base, "--compile", "true"]))[2].compile == "true"
+    monkeypatch.setenv("QWEN_TTS_COMPILE", "false")
+    assert check_config(build_parser().parse_args(base))[2].compile == "false"
+    with pytest.raises(SystemExit):
+        build_parser().parse_args([*base, "--compile", "maybe"])

@@ -86,6 +86,16 @@ def test_more_requests_than_rows_wait_their_turn(scheduler, voices):
     assert all(_collect(s)[0].shape == (6, 16) for s in streams)
 
 
+def test_each_decoded_chunk_records_how_long_its_codes_waited(scheduler, voices):
+    scheduler.codec_lag_s.clear()
+    started = time.perf_counter()
+    chunks = list(scheduler.stream(text=TEXTS[0], voice=voices[0], sampling=GREEDY, max_frames=7, min_frames=7))
+    elapsed = time.perf_counter() - started
+    assert [len(c.codes) for c in chunks] == [1, 2, 4]  # first chunk 1 frame, then doubling
+    assert len(scheduler.codec_lag_s) == len(chunks)
+    assert all(0 <= lag <= elapsed for lag in scheduler.codec_lag_s)
+
+
 def test_closing_a_stream_frees_its_row(scheduler, voices):
     stream = scheduler.stream(text=TEXTS[1], voice=voices[0], max_frames=200, min_frames=200,
                               first_chunk_frames=1, max_chunk_frames=1)

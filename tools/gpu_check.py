@@ -152,7 +152,7 @@ def main() -> int:
     parser.add_argument("--checkpoint", default=str(REPO / "tests" / "fixtures" / "tiny-base"))
     parser.add_argument("--dtype", default="float32", choices=sorted(TIE_TOLERANCE))
     parser.add_argument("--compile", choices=("auto", "true", "false"), default="auto",
-                        help="the fused step through torch.compile (auto: yes on CUDA); false checks the graphs alone")
+                        help="the fused step through torch.compile (auto: the engine's default, off); false checks the graphs alone")
     args = parser.parse_args()
     if not torch.cuda.is_available():
         print("no CUDA device", file=sys.stderr)

@@ -130,6 +130,9 @@ def build_parser() -> argparse.ArgumentParser:
     option("--quantize", "auto, none or int8: int8 weights for the talker and code predictor (half the memory "
            "of bfloat16, faster where memory bandwidth bounds a step) (default auto: int8 on a CPU with native bf16, none elsewhere)",
            choices=["auto", "none", "int8"], default=env_value("--quantize", "auto"))
+    option("--compile", "auto, true or false: compile each frame step with torch.compile (fewer, fused kernels; "
+           "costs minutes at start-up, longer on a first start without Inductor's cache) (default auto: off)",
+           choices=["auto", "true", "false"], default=env_value("--compile", "auto"))
     option("--max-batch", "sentences generated together (continuous batching; memory grows with it) (default 8)",
            type=batch_size, default=env_value("--max-batch", "8"))
     option("--max-text-chars", "characters spoken per request; the rest is skipped, with an error event "
@@ -233,7 +236,7 @@ def check_config(args: argparse.Namespace):
                               f"({designed[0].kind}) needs the design model, but --design-model is none")
     settings = EngineSettings(model=args.model, design_model=design_model, data_dir=Path(args.data_dir).expanduser(),
                               device=args.device, dtype=args.dtype, quantize=args.quantize,
-                              local_files_only=args.local_files_only, max_batch=args.max_batch)
+                              compile=args.compile, local_files_only=args.local_files_only, max_batch=args.max_batch)
     return listen, catalog, settings
 
 

@@ -56,6 +56,7 @@ class EngineSettings:
     device: str = "auto"
     dtype: str = "auto"
     quantize: str = "auto"  # "int8" or "none": weights of the talker and code predictor; auto: int8 on a bf16 CPU
+    compile: str = "auto"  # "true"/"false": frame steps through torch.compile; auto: off (start-up time)
     local_files_only: bool = False
     max_batch: int = 8  # sentences generated together per model
 
@@ -483,7 +484,7 @@ def _load_model(settings: EngineSettings, model: str, expected_type: str, option
     _LOGGER.info("Loading %s (%s) ...", model, option)
     try:
         tts = QwenTTS(model, device=settings.device, dtype=settings.dtype, quantize=settings.quantize,
-                      local_files_only=settings.local_files_only)
+                      compile=settings.compile, local_files_only=settings.local_files_only)
     except CheckpointError as err:
         raise VoiceSetupError(f"{option}: {err}") from err
     except (OSError, ValueError, KeyError, RuntimeError, SafetensorError) as err:  # damaged files, out of memory

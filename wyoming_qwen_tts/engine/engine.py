@@ -33,6 +33,10 @@ DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch
 # On a CPU the compiled code predictor measured 7 % faster per frame for a 2.5 min compile at
 # start-up (BENCHMARKS.md): not the default there until a measurement says otherwise.
 COMPILE_ON_CPU = False
+# On CUDA the graphs alone (the eager fused step captured) gave 3.5x real time with first audio in
+# 62 ms on an H200 (1.7B, BENCHMARKS.md); compiling that step did not finish within 4 minutes there,
+# even for the tiny checkpoint within 2.5: a server start that long is worse than the speed it buys.
+COMPILE_ON_CUDA = False
 # Positions of the single-stream batch: it grows (powers of two) for longer requests, up to
 # SOLO_MAX_LEN (about 470 MB of cache at the 1.7B shapes in bf16); longer ones get an eager batch.
 SOLO_MIN_LEN, SOLO_MAX_LEN = 1024, 4096
@@ -62,13 +66,16 @@ def resolve_device(device: str | None) -> torch.device:
 
 
 def resolve_compile(compile: bool | str, device: torch.device) -> bool:
-    """Whether frame steps run compiled: True/False, or "auto": on CUDA, and on a CPU when
-    COMPILE_ON_CPU, wherever a C/C++ compiler is there for Inductor / Triton to build kernels with."""
+    """Whether frame steps run compiled: True/False, or "auto": on CUDA when COMPILE_ON_CUDA, on a
+    CPU when COMPILE_ON_CPU, wherever a C/C++ compiler is there for Inductor / Triton to build kernels with."""
+    if isinstance(compile, bool):
+        return compile
+    compile = {"true": True, "false": False}.get(str(compile).strip().lower(), compile)
     if isinstance(compile, bool):
         return compile
     if compile != "auto":
         raise ValueError(f"compile must be true, false or auto, not {compile!r}")
-    wanted = device.type == "cuda" or (device.type == "cpu" and COMPILE_ON_CPU)
+    wanted = (device.type == "cuda" and COMPILE_ON_CUDA) or (device.type == "cpu" and COMPILE_ON_CPU)
     return wanted and any(shutil.which(name) for name in ("cc", "gcc", "c++", "g++", "clang"))
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+import time
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -42,6 +43,7 @@ class CodesChunk:
 
     codes: torch.Tensor
     ready: "torch.cuda.Event | None" = None
+    made_at: float = field(default_factory=time.perf_counter)
 
     @classmethod
     def made_here(cls, codes: torch.Tensor) -> "CodesChunk":
@@ -100,6 +102,10 @@ class BatchScheduler:
         self._closed = False
         self._batch: DecodeBatch | None = None
         self._codec_jobs: queue.SimpleQueue = queue.SimpleQueue()
+        # Seconds from a chunk's codes made to its audio decoded, the latest chunks': on the H200 the
+        # first audio through the batch came ~0.9 s after the request while one stream alone took
+        # 62 ms, so the benchmarks report where that time is spent.
+        self.codec_lag_s: deque[float] = deque(maxlen=4096)
         self._threads = [threading.Thread(target=self._run, name="qwen-tts-batch", daemon=True),
                          threading.Thread(target=self._run_codec, name="qwen-tts-codec", daemon=True)]
         for thread in self._threads:
@@ -331,6 +337,8 @@ class BatchScheduler:
             audio_out = decoder(torch.stack([chunk.usable_here() for _, chunk in group]), state)
             states = [state] if len(group) == 1 else state.split()
             samples = audio_out.float().cpu().numpy()
+            decoded_at = time.perf_counter()
+            self.codec_lag_s.extend(decoded_at - chunk.made_at for _, chunk in group)
         except Exception as err:
             _LOGGER.exception("Decoding audio failed for %d streams", len(group))
             for audio, _ in group:
