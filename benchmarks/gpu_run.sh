@@ -127,7 +127,13 @@ bench_int8() {  # int8 weights on CUDA, graphs kept: one stream and a small swee
         --runner cuda-graphs --quantize int8 --frames 40 --runs 2 --sweep 1,8
 }
 
-bench() { bench_serving; bench_socket; bench_peers; bench_int8; }
+bench_codec_thread() {  # the batch scheduler with its codec thread (the former default on CUDA), to compare
+    checkpoint || return
+    step 90 bench.log python3 benchmarks/serving_bench.py --checkpoint "$ckpt" --device cuda --dtype bfloat16 \
+        --runner cuda-graphs --codec thread --frames 40 --runs 1 --sweep 1,8
+}
+
+bench() { bench_serving; bench_socket; bench_peers; bench_int8; bench_codec_thread; }
 
 case "$what" in
     preflight) preflight ;;
@@ -138,7 +144,7 @@ case "$what" in
         preflight
         # most telling first: the graphs' correctness, the engine's figures, then the rest as time allows
         if [ -f "$preflight_done" ]; then
-            check_graphs; bench_serving; bench_socket; bench_peers; bench_int8; check_compiled
+            check_graphs; bench_serving; bench_socket; bench_codec_thread; bench_peers; bench_int8; check_compiled
         else
             echo "preflight failed: check and bench not run"
         fi ;;

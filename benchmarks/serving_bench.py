@@ -119,11 +119,12 @@ def fused_codes_step(tts, batch) -> None:
                           batch.eos_column, batch.predictor_cache, step_plan_of(tts.model.talker, tts.default_sampling))
 
 
-def sweep(tts, voice, levels: list[int], frames: int, runner: str, clock: Clock) -> list[dict]:
+def sweep(tts, voice, levels: list[int], frames: int, runner: str, clock: Clock, codec: str = "auto") -> list[dict]:
     from wyoming_qwen_tts.engine.scheduler import BatchScheduler
 
     results = []
-    scheduler = BatchScheduler(tts, max_rows=max(levels), max_len=512 + frames, runner=runner)
+    scheduler = BatchScheduler(tts, max_rows=max(levels), max_len=512 + frames, runner=runner, codec=codec)
+    print(f"  batch scheduler: runner {scheduler.runner}, codec {scheduler.codec}", flush=True)
     try:
         started = time.perf_counter()
         list(scheduler.stream(TEXT, voice, max_frames=4, min_frames=4))  # warm-up: caches, every CUDA graph
@@ -180,6 +181,8 @@ def main() -> None:
                         "(the model's: cuda-graphs on CUDA, compiled on a CPU when --compile says so, else eager)")
     parser.add_argument("--compile", choices=("auto", "true", "false"), default="auto",
                         help="frame steps through torch.compile (eager vs compiled: run once with each)")
+    parser.add_argument("--codec", default="auto", choices=("auto", "thread", "inline"),
+                        help="where the batch scheduler decodes audio (auto: inline on CUDA, a thread on CPU)")
     parser.add_argument("--quantize", default="none", choices=("none", "int8"), help="the talker's weights")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
@@ -217,7 +220,7 @@ def main() -> None:
     report["frame_split"] = frame_split(tts, voice, clock)
     print("per frame:", report["frame_split"], flush=True)
     levels = [int(v) for v in args.sweep.split(",") if v]
-    report["sweep"] = sweep(tts, voice, levels, args.frames, args.runner, clock) if levels else []
+    report["sweep"] = sweep(tts, voice, levels, args.frames, args.runner, clock, args.codec) if levels else []
     if tts.device.type == "cuda":
         report["peak_gpu_memory_gib"] = torch.cuda.max_memory_allocated() / 2**30
         print(f"peak GPU memory {report['peak_gpu_memory_gib']:.2f} GiB")

@@ -19,10 +19,13 @@ def voices(icl_voice, xvector_voice):
     return [icl_voice, xvector_voice]
 
 
-@pytest.fixture(params=["eager", "bucketed"])
+@pytest.fixture(params=[("eager", "thread"), ("bucketed", "thread"), ("bucketed", "inline")],
+                ids=lambda p: "-".join(p))
 def scheduler(base_tts, request):
-    """Eager runs each step at its exact shape; bucketed pads to the static shapes a CUDA graph replays."""
-    scheduler = BatchScheduler(base_tts, max_rows=3, max_len=256, runner=request.param)
+    """Eager runs each step at its exact shape; bucketed pads to the static shapes a CUDA graph
+    replays. Audio is decoded by the codec thread, or inline by the batch thread (CUDA's default)."""
+    runner, codec = request.param
+    scheduler = BatchScheduler(base_tts, max_rows=3, max_len=256, runner=runner, codec=codec)
     yield scheduler
     scheduler.close()
 
@@ -144,3 +147,35 @@ def test_a_failing_step_fails_its_requests_and_the_scheduler_keeps_serving(base_
                                                                      max_frames=5, min_frames=5)[1])
     finally:
         scheduler.close()
+
+
+def test_the_codec_mode_is_checked_and_auto_follows_the_device():
+    import torch
+
+    from wyoming_qwen_tts.engine.scheduler import resolve_codec_mode
+
+    assert resolve_codec_mode("auto", torch.device("cpu")) == "thread"
+    assert resolve_codec_mode("auto", torch.device("cuda")) == "inline"
+    assert resolve_codec_mode("inline", torch.device("cpu")) == "inline"
+    with pytest.raises(ValueError, match="auto, thread, inline"):
+        resolve_codec_mode("gpu", torch.device("cpu"))
+
+
+def test_inline_decoding_runs_on_the_batch_thread_and_starts_no_codec_thread(base_tts, voices, monkeypatch):
+    decoded_on = []
+    decode_group = BatchScheduler._decode_group
+
+    def recording(self, group):
+        decoded_on.append(threading.current_thread().name)
+        return decode_group(self, group)
+
+    monkeypatch.setattr(BatchScheduler, "_decode_group", recording)
+    scheduler = BatchScheduler(base_tts, max_rows=2, max_len=256, codec="inline")
+    try:
+        assert [t.name for t in scheduler._threads] == ["qwen-tts-batch"]
+        codes, samples = _collect(scheduler.stream(text=TEXTS[0], voice=voices[0], sampling=GREEDY,
+                                                   max_frames=5, min_frames=5))
+    finally:
+        scheduler.close()
+    assert codes.shape == (5, 16) and samples.shape == (5 * 1920,)
+    assert decoded_on and set(decoded_on) == {"qwen-tts-batch"}

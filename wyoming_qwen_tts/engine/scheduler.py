@@ -1,7 +1,8 @@
 """Continuous batching: every active request advances one frame per step of a shared batch, and
-new requests join between steps. One thread owns the batch (talker + code predictor); a second
-decodes audio: each round it takes the next chunk of every stream that has one and decodes the
-chunks of equal length together, each stream continuing its own codec state.
+new requests join between steps. One thread owns the batch (talker + code predictor); audio is
+decoded either by a second thread ("thread", the default on CPU) or by the batch thread between
+steps ("inline", the default on CUDA): each round takes the next chunk of every stream that has
+one and decodes the chunks of equal length together, each stream continuing its own codec state.
 
 Neither thread may die with requests waiting on it: whatever fails (making the batch, capturing
 its graphs, admitting, a step, a decode) fails the requests involved, and the threads go on
@@ -35,6 +36,20 @@ from .sampling import SamplingConfig
 _LOGGER = logging.getLogger(__name__)
 _END = object()
 IDLE_POLL_S = 1.0  # how often a waiting thread or consumer looks whether it should stop waiting
+CODEC_MODES = ("auto", "thread", "inline")
+
+
+def resolve_codec_mode(codec: str, device: torch.device) -> str:
+    """Where audio is decoded. "thread": a codec thread of its own (on CUDA, its own stream), which
+    overlaps decoding with the batch's steps; "inline": by the batch thread between steps, like a
+    single stream. auto: inline on CUDA, where the one measurement so far (H200, BENCHMARKS.md) gave
+    62 ms to first audio for a single stream decoding inline and ~0.9 s through the codec thread;
+    thread on CPU, where decoding then runs on the other core."""
+    if codec not in CODEC_MODES:
+        raise ValueError(f"codec must be one of {', '.join(CODEC_MODES)}, not {codec!r}")
+    if codec == "auto":
+        return "inline" if device.type == "cuda" else "thread"
+    return codec
 
 
 @dataclass
@@ -88,10 +103,11 @@ class BatchScheduler:
             ...
     """
 
-    def __init__(self, tts: QwenTTS, max_rows: int = 8, max_len: int = 1536, runner: str = "auto") -> None:
+    def __init__(self, tts: QwenTTS, max_rows: int = 8, max_len: int = 1536, runner: str = "auto",
+                 codec: str = "auto") -> None:
         """runner: "eager", "bucketed" (static padded shapes), "compiled" (bucketed, the code
         predictor compiled), "cuda-graphs" (the fused step captured), or "auto" (the model's own:
-        QwenTTS.runner)."""
+        QwenTTS.runner). codec: "thread", "inline" or "auto" (resolve_codec_mode)."""
         if max_rows < 1 or max_len < 64:
             raise ValueError("need max_rows >= 1 and max_len >= 64")
         self.tts = tts
@@ -101,13 +117,16 @@ class BatchScheduler:
         self._wake = threading.Condition()
         self._closed = False
         self._batch: DecodeBatch | None = None
+        self.codec = resolve_codec_mode(codec, tts.device)
         self._codec_jobs: queue.SimpleQueue = queue.SimpleQueue()
+        self._inline_waiting: deque[Audio] = deque()  # streams with audio to decode (codec "inline")
         # Seconds from a chunk's codes made to its audio decoded, the latest chunks': on the H200 the
         # first audio through the batch came ~0.9 s after the request while one stream alone took
         # 62 ms, so the benchmarks report where that time is spent.
         self.codec_lag_s: deque[float] = deque(maxlen=4096)
-        self._threads = [threading.Thread(target=self._run, name="qwen-tts-batch", daemon=True),
-                         threading.Thread(target=self._run_codec, name="qwen-tts-codec", daemon=True)]
+        self._threads = [threading.Thread(target=self._run, name="qwen-tts-batch", daemon=True)]
+        if self.codec == "thread":
+            self._threads.append(threading.Thread(target=self._run_codec, name="qwen-tts-codec", daemon=True))
         for thread in self._threads:
             thread.start()
 
@@ -192,7 +211,15 @@ class BatchScheduler:
         return list(batch.rows) if batch is not None else []
 
     def _serve(self, joining: list[Row]) -> None:
-        """Admit the rows that join, then one step for every live row."""
+        """Admit the rows that join, then one step for every live row (then, with the codec inline,
+        decode what became due)."""
+        try:
+            self._admit_and_step(joining)
+        finally:
+            while self._inline_waiting:
+                self._decode_round(self._inline_waiting)
+
+    def _admit_and_step(self, joining: list[Row]) -> None:
         try:
             batch = self._ensure_batch()
         except Exception as err:  # e.g. out of memory while capturing the graphs: try again for later requests
@@ -267,12 +294,18 @@ class BatchScheduler:
             self._send_due(row.owner, finished=id(row) in done)
         for row in finished:
             self._send_due(row.owner, finished=True)  # frames left from before an EOS step
-            self._codec_jobs.put((row.owner, _END))
+            self._to_codec(row.owner, _END)
 
     def _send_due(self, audio: Audio, finished: bool) -> None:
         codes = audio.frames.take_due(finished)
         if codes is not None:
-            self._codec_jobs.put((audio, CodesChunk.made_here(codes)))
+            self._to_codec(audio, CodesChunk.made_here(codes))
+
+    def _to_codec(self, audio: Audio, item: object) -> None:
+        if self.codec == "inline":
+            self._queue_job((audio, item), self._inline_waiting)
+        else:
+            self._codec_jobs.put((audio, item))
 
     # -- the codec thread --------------------------------------------------------------------
 
