@@ -141,3 +141,21 @@ def test_gpu_check_compares_runners_and_ties_with_the_real_engine(base_tts, ref_
     changed[3, 5] = (changed[3, 5] + 1) % 16
     assert not gpu_check.compare_to_single("far from a tie", single, changed, margins, best, 0.0)
     assert gpu_check.compare_to_single("any gap is a tie", single, changed, margins, best, float("inf"))
+
+
+@pytest.mark.parametrize("codec", ["inline", "thread"])
+def test_gpu_check_scheduler_pass_agrees_with_single_streams_and_fails_on_a_difference(base_tts, ref_wav, codec):
+    sys.path.insert(0, str(REPO))
+    from tools import gpu_check
+
+    voice = base_tts.clone_voice(ref_wav, x_vector_only=True)
+    requests = [dict(text=t, voice=voice, sampling=SamplingConfig.greedy(), max_frames=5, min_frames=5, seed=None)
+                for t in gpu_check.TEXTS[:2]]
+    singles = []
+    for request in requests:
+        margins, best = [], []
+        with gpu_check.recording_margins(margins, best):
+            singles.append((gpu_check.run_batch(base_tts, "eager", [request])[0][0], margins, best))
+    assert gpu_check.check_scheduler(base_tts, codec, requests, singles, 1e-4, runner="bucketed") == 0
+    wrong = [(single[::-1].copy(), margins, best) for single, margins, best in singles]  # frames reversed
+    assert gpu_check.check_scheduler(base_tts, codec, requests, wrong, 0.0, runner="bucketed") > 0

@@ -9,7 +9,8 @@ TF32 is off, so float32 matrix products are float32.
 2. Single stream vs batch (greedy; eager, bucketed and graphs): equal codes, or the first difference falls on a near tie of
    the single stream (two best logits closer than the tolerance): batching changes the shapes of
    the matrix products, hence their rounding, and a near tie may then go the other way.
-3. The scheduler (CUDA graphs, concurrent threads) likewise, with no request left waiting.
+3. The scheduler (CUDA graphs, concurrent threads) likewise, with no request left waiting, its
+   audio decoded inline and by its codec thread.
 4. The streamed audio equals a whole decode of its codes on the GPU (<= 1e-4).
 Prints the attention kernels a step runs (the SDPA backend) and the GPU memory after the batch is
 prepared. Exits non-zero on any failure.
@@ -142,11 +143,43 @@ def attention_kernels(tts) -> list[str]:
                                                                    "softmax", "cudnn")))
 
 
+def check_scheduler(tts, codec: str, requests: list[dict], singles: list, tolerance: float,
+                    runner: str = "cuda-graphs") -> int:
+    """Failures of the scheduler serving `requests` from concurrent threads, twice (the second
+    pass on a batch that already served), against the single streams."""
+    from wyoming_qwen_tts.engine.scheduler import BatchScheduler
+
+    failures = 0
+    scheduler = BatchScheduler(tts, max_rows=4, max_len=512, runner=runner, codec=codec)
+    try:
+        for attempt in range(2):
+            results: list = [None] * len(requests)
+
+            def run(index: int) -> None:
+                results[index] = np.concatenate([c.codes for c in scheduler.stream(**requests[index])])
+
+            threads = [threading.Thread(target=run, args=(i,), daemon=True) for i in range(len(requests))]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join(timeout=JOIN_TIMEOUT_S)
+            stuck = sum(thread.is_alive() for thread in threads)
+            if stuck:
+                print(f"scheduler ({codec} codec) pass {attempt}: {stuck} requests did not finish within "
+                      f"{JOIN_TIMEOUT_S} s")
+            failures += stuck
+            for index, ((single, margins, best), got) in enumerate(zip(singles, results)):
+                failures += not compare_to_single(f"scheduler ({codec} codec) pass {attempt}, request {index}",
+                                                  single, got, margins, best, tolerance)
+    finally:
+        scheduler.close()
+    return failures
+
+
 def main() -> int:
     import torch
 
     from wyoming_qwen_tts.engine import QwenTTS, SamplingConfig
-    from wyoming_qwen_tts.engine.scheduler import BatchScheduler
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", default=str(REPO / "tests" / "fixtures" / "tiny-base"))
@@ -203,29 +236,10 @@ def main() -> int:
             failures += not compare_to_single(f"greedy {runner:11s} batch vs single, request {index}",
                                               single, got, margins, best, tolerance)
 
-    # 3. the scheduler with CUDA graphs, requests from concurrent threads
-    scheduler = BatchScheduler(tts, max_rows=4, max_len=512, runner="cuda-graphs")
-    try:
-        for attempt in range(2):  # the second pass runs on a batch that already served
-            results: list = [None] * len(greedy)
-
-            def run(index: int) -> None:
-                results[index] = np.concatenate([c.codes for c in scheduler.stream(**greedy[index])])
-
-            threads = [threading.Thread(target=run, args=(i,), daemon=True) for i in range(len(greedy))]
-            for thread in threads:
-                thread.start()
-            for thread in threads:
-                thread.join(timeout=JOIN_TIMEOUT_S)
-            stuck = sum(thread.is_alive() for thread in threads)
-            if stuck:
-                print(f"scheduler pass {attempt}: {stuck} requests did not finish within {JOIN_TIMEOUT_S} s")
-            failures += stuck
-            for index, ((single, margins, best), got) in enumerate(zip(singles, results)):
-                failures += not compare_to_single(f"scheduler pass {attempt}, request {index}", single, got,
-                                                  margins, best, tolerance)
-    finally:
-        scheduler.close()
+    # 3. the scheduler with CUDA graphs, requests from concurrent threads, audio decoded inline
+    #    (CUDA's default) and by the codec thread on its own stream
+    for codec in ("inline", "thread"):
+        failures += check_scheduler(tts, codec, greedy, singles, tolerance)
 
     # 4. streamed audio vs a whole decode
     chunks = list(tts.stream(TEXTS[1], voices[0], sampling=SamplingConfig.greedy(), max_frames=30, min_frames=30))
