@@ -77,3 +77,14 @@ def test_cli_quantize_int8_writes_speech(tmp_path):
     refused = run_synth("--model", FIXTURES / "tiny-base", "--text", "Hi.", "--out", out, "--x-vector-only",
                         "--ref-audio", FIXTURES / "ref_16k_stereo.wav", "--quantize", "int4", check=False)
     assert refused.returncode == 2 and "--quantize" in refused.stderr
+
+
+def test_cli_takes_compile_and_refuses_a_bad_value(tmp_path):
+    out = tmp_path / "c.wav"
+    result = run_synth("--model", FIXTURES / "tiny-base", "--text", "Hi.", "--out", out, "--x-vector-only",
+                       "--ref-audio", FIXTURES / "ref_16k_stereo.wav", "--greedy", "--max-new-tokens", "4",
+                       "--device", "cpu", "--compile", "false")
+    assert sf.info(out).frames == 3 * 1920, result.stderr
+    refused = run_synth("--model", FIXTURES / "tiny-base", "--text", "Hi.", "--out", out, "--x-vector-only",
+                        "--ref-audio", FIXTURES / "ref_16k_stereo.wav", "--compile", "sometimes", check=False)
+    assert refused.returncode == 2 and "--compile" in refused.stderr

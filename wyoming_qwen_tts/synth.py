@@ -4,7 +4,7 @@
         [--language auto|English|...|en|zh|...]
         [--ref-audio WAV --ref-text TEXT] | [--ref-audio WAV --x-vector-only] | [--instruct DESCRIPTION]
         [--greedy] [--seed N] [--max-new-tokens N] [--device cpu|cuda] [--dtype float32|bfloat16|float16]
-        [--quantize none|int8]
+        [--quantize none|int8] [--compile auto|true|false]
         [--codes OUT.npy]
 
 --max-new-tokens counts talker tokens as the official code does: N gives at most N-1 frames
@@ -45,6 +45,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"])
     parser.add_argument("--quantize", default="none", choices=["none", "int8"],
                         help="int8 weights for the talker and code predictor (default none)")
+    parser.add_argument("--compile", default="auto", choices=["auto", "true", "false"],
+                        help="frame steps through torch.compile (default auto: off; compiling takes minutes)")
     parser.add_argument("--codes", type=Path, help="also save the generated codes, (frames, 16) int64 .npy")
     parser.add_argument("--local-files-only", action="store_true", help="never download; use the local cache only")
     parser.add_argument("--debug", action="store_true")
@@ -89,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         started = time.perf_counter()
         tts = QwenTTS(args.model, device=args.device, dtype=args.dtype, quantize=args.quantize,
-                      local_files_only=args.local_files_only)
+                      compile=args.compile, local_files_only=args.local_files_only)
         loaded = time.perf_counter()
         voice = voice_from_args(args, tts, parser)
         if args.save_voice_prompt:
