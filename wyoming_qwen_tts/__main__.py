@@ -396,7 +396,8 @@ def http_app(args: argparse.Namespace, service, store, synthesizer, streaming: b
         service.catalog = catalog
 
     library = VoiceLibrary(service.catalog, store, synthesizer, publish)
-    limits = HttpLimits(max_text_chars=args.max_text_chars, markdown=not args.no_markdown)
+    limits = HttpLimits(max_text_chars=args.max_text_chars, markdown=not args.no_markdown,
+                        stall_seconds=args.stall_timeout)
     return where, create_app(HttpService(library, synthesizer, service.detector, limits, args.http_token))
 
 

@@ -22,9 +22,10 @@ import json
 import logging
 import re
 import secrets
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import aclosing
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, Literal
 
 from fastapi import APIRouter, Depends, FastAPI, Request
@@ -51,6 +52,7 @@ from .protocol import shorten
 from .text import AUTO, LanguageDetector, RequestText, language_codes, normalize_language
 from .voice_store import UnknownVoice, VoiceConflict, VoiceLibrary
 from .voices import DEFAULT_DESIGN_SEED, VoicesFileError, VoiceSpec
+from .writing import SentenceStalled, next_audio
 
 _LOGGER = logging.getLogger(__name__)
 MAX_VARIATIONS = 4
@@ -65,6 +67,7 @@ class HttpLimits:
     upload_bytes: int = 20 * 1024 * 1024  # of one recording
     upload_seconds: float = 60.0
     markdown: bool = True  # input is read as markdown (LLM replies), as on the Wyoming path
+    stall_seconds: float = 30.0  # no new audio and no engine progress this long: the speech ends (--stall-timeout)
 
     @property
     def body_bytes(self) -> int:
@@ -551,13 +554,34 @@ def _sentence_language(service: HttpService, voice: Any, language: str, sentence
 
 
 async def _pcm(service: HttpService, job: Speech, seed: int) -> AsyncIterator[bytes]:
-    """The engine's PCM, sentence after sentence; closing this cancels the generation."""
+    """The engine's PCM, sentence after sentence; closing this cancels the generation. A sentence
+    that stalls (the Wyoming path's rule: no new audio and no progress of its model for anyone
+    for --stall-timeout) raises SentenceStalled: a stuck device never holds a request for ever."""
+    progress = _engine_progress(service, job.voice)
     for sentence, language in zip(job.sentences, job.languages, strict=True):
         speaking = service.synthesizer.speak(job.voice, sentence, language, seed=seed, max_frames=job.max_frames,
                                              speed=job.speed)
+        audio_seconds = 0.0
         async with aclosing(speaking) as pcm_stream:
-            async for pcm in pcm_stream:
+            while True:
+                try:
+                    pcm = await next_audio(pcm_stream, service.limits.stall_seconds, progress)
+                except StopAsyncIteration:
+                    break
+                if pcm is None:
+                    raise SentenceStalled(audio_seconds)
+                audio_seconds += pcm_seconds(len(pcm))
                 yield pcm
+
+
+def _engine_progress(service: HttpService, voice: Any) -> Callable[[], float | None]:
+    """When the model speaking a catalog voice last made audio for anyone; for a voice made for one
+    request, the sentence's own audio alone tells."""
+    last_progress = getattr(service.synthesizer, "last_progress", None)
+    name = getattr(getattr(voice, "spec", None), "name", None)
+    if last_progress is None or name not in getattr(service.synthesizer, "voices", {}):
+        return lambda: None
+    return partial(last_progress, name)
 
 
 async def _whole_pcm(service: HttpService, job: Speech, seed: int) -> bytes:
@@ -568,6 +592,9 @@ async def _whole_pcm(service: HttpService, job: Speech, seed: int) -> bytes:
                 parts.append(pcm)
     except ValueError as err:  # e.g. max_new_tokens beyond what the engine allows for this text
         raise ApiError(400, str(err)) from None
+    except SentenceStalled as err:
+        raise ApiError(504, f"no new audio for {service.limits.stall_seconds:g} s (stalled) after "
+                            f"{err.audio_seconds:.2f} s of audio: the speech engine is stuck", "server_error") from None
     return b"".join(parts)
 
 

@@ -66,7 +66,7 @@ async def write_sentence_audio(pcm_stream: AsyncIterator[bytes], events: EventWr
     audio_seconds = 0.0
     while True:
         try:
-            pcm = await _next_audio(pcm_stream, stall_seconds, engine_progress)
+            pcm = await next_audio(pcm_stream, stall_seconds, engine_progress)
         except StopAsyncIteration:
             return
         if pcm is None:
@@ -75,7 +75,7 @@ async def write_sentence_audio(pcm_stream: AsyncIterator[bytes], events: EventWr
         await events.write(AudioChunk(rate=SAMPLE_RATE, width=SAMPLE_WIDTH, channels=CHANNELS, audio=pcm).event())
 
 
-async def _next_audio(pcm_stream: AsyncIterator[bytes], stall_seconds: float,
+async def next_audio(pcm_stream: AsyncIterator[bytes], stall_seconds: float,
                       engine_progress: Callable[[], float | None]) -> bytes | None:
     """The stream's next chunk, or None once it stalls. The pending read is only cancelled then:
     cancelling it at every check would end the stream."""
