@@ -123,6 +123,9 @@ def sweep(tts, voice, levels: list[int], frames: int, runner: str, clock: Clock,
     from wyoming_qwen_tts.engine.scheduler import BatchScheduler
 
     results = []
+    from wyoming_qwen_tts.engine.threads import release_thread_team
+
+    release_thread_team()  # as the server does once loaded: the batch thread computes from now on
     scheduler = BatchScheduler(tts, max_rows=max(levels), max_len=512 + frames, runner=runner, codec=codec)
     print(f"  batch scheduler: runner {scheduler.runner}, codec {scheduler.codec}", flush=True)
     try:
@@ -182,7 +185,7 @@ def main() -> None:
     parser.add_argument("--compile", choices=("auto", "true", "false"), default="auto",
                         help="frame steps through torch.compile (eager vs compiled: run once with each)")
     parser.add_argument("--codec", default="auto", choices=("auto", "thread", "inline"),
-                        help="where the batch scheduler decodes audio (auto: inline on CUDA, a thread on CPU)")
+                        help="where the batch scheduler decodes audio (auto: inline, on the batch thread)")
     parser.add_argument("--quantize", default="none", choices=("none", "int8"), help="the talker's weights")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()

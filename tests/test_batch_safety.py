@@ -125,8 +125,8 @@ def test_codebook_tables_are_made_when_the_codec_is_loaded():
 
 
 def test_decoder_states_are_made_on_the_codec_thread(base_tts, voice, monkeypatch):
-    """On a GPU that thread decodes on its own CUDA stream: states made there are read, replaced
-    and freed on that stream alone."""
+    """With a codec thread (codec="thread"): on a GPU it decodes on its own CUDA stream, so states
+    made there are read, replaced and freed on that stream alone."""
     made_on = []
     make_state = base_tts._decoder_state
 
@@ -135,7 +135,7 @@ def test_decoder_states_are_made_on_the_codec_thread(base_tts, voice, monkeypatc
         return make_state(prompt)
 
     monkeypatch.setattr(base_tts, "_decoder_state", recording)
-    scheduler = BatchScheduler(base_tts, max_rows=2, max_len=128)
+    scheduler = BatchScheduler(base_tts, max_rows=2, max_len=128, codec="thread")
     try:
         results = [_drain(scheduler.stream(voice=voice, **REQUEST)) for _ in range(2)]
     finally:

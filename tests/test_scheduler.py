@@ -154,9 +154,9 @@ def test_the_codec_mode_is_checked_and_auto_follows_the_device():
 
     from wyoming_qwen_tts.engine.scheduler import resolve_codec_mode
 
-    assert resolve_codec_mode("auto", torch.device("cpu")) == "thread"
+    assert resolve_codec_mode("auto", torch.device("cpu")) == "inline"
     assert resolve_codec_mode("auto", torch.device("cuda")) == "inline"
-    assert resolve_codec_mode("inline", torch.device("cpu")) == "inline"
+    assert resolve_codec_mode("thread", torch.device("cpu")) == "thread"
     with pytest.raises(ValueError, match="auto, thread, inline"):
         resolve_codec_mode("gpu", torch.device("cpu"))
 

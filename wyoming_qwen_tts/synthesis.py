@@ -134,6 +134,7 @@ class Synthesizer:
             raise VoiceSetupError(str(err)) from err
         synthesizer = cls(voices, settings.max_batch, settings=settings, base=base, design=design)
         synthesizer.warm_up()
+        _release_thread_team()  # this thread loaded the models: from now on the batch threads compute
         return synthesizer
 
     def languages(self, voice_name: str) -> list[str]:
@@ -415,7 +416,14 @@ def _generate(voice: ReadyVoice, scheduler: Any, text: str, language: str, hando
     except Exception as err:  # noqa: BLE001 - handed to the request, which reports it to its client
         handoff.put_end(err)
     finally:
+        _release_thread_team()  # a sentence generated alone computed here
         handoff.put_end(_DONE)
+
+
+def _release_thread_team() -> None:
+    from .engine.threads import release_thread_team
+
+    release_thread_team()
 
 
 # -- start-up: models and voices ------------------------------------------------------------------------

@@ -1,7 +1,7 @@
 """Continuous batching: every active request advances one frame per step of a shared batch, and
 new requests join between steps. One thread owns the batch (talker + code predictor); audio is
-decoded either by a second thread ("thread", the default on CPU) or by the batch thread between
-steps ("inline", the default on CUDA): each round takes the next chunk of every stream that has
+decoded by that thread between steps ("inline", the default) or by a second thread ("thread"):
+each round takes the next chunk of every stream that has
 one and decodes the chunks of equal length together, each stream continuing its own codec state.
 
 Neither thread may die with requests waiting on it: whatever fails (making the batch, capturing
@@ -32,6 +32,7 @@ from .fused import make_runner, step_plan_of
 from .generate import MIN_FRAMES_BEFORE_EOS, DecodeBatch, FrameChunks, Row, frame_limits
 from .prompt import TextMode, VoicePrompt
 from .sampling import SamplingConfig
+from .threads import release_thread_team
 
 _LOGGER = logging.getLogger(__name__)
 _END = object()
@@ -40,16 +41,14 @@ CODEC_MODES = ("auto", "thread", "inline")
 
 
 def resolve_codec_mode(codec: str, device: torch.device) -> str:
-    """Where audio is decoded. "thread": a codec thread of its own (on CUDA, its own stream), which
-    overlaps decoding with the batch's steps; "inline": by the batch thread between steps, like a
-    single stream. auto: inline on CUDA, where the one measurement so far (H200, BENCHMARKS.md) gave
-    62 ms to first audio for a single stream decoding inline and ~0.9 s through the codec thread;
-    thread on CPU, where decoding then runs on the other core."""
+    """Where audio is decoded. "thread": a codec thread of its own (on CUDA, its own stream), meant
+    to overlap decoding with the batch's steps; "inline": by the batch thread between steps, like a
+    single stream. auto is inline: on the H200 (BENCHMARKS.md) a single stream decoding inline had
+    first audio in 62 ms, through the codec thread ~0.9 s; on a 2-core CPU the codec thread's own
+    OpenMP team slows both threads (threads.py): 0.49x real time against 0.59x inline."""
     if codec not in CODEC_MODES:
         raise ValueError(f"codec must be one of {', '.join(CODEC_MODES)}, not {codec!r}")
-    if codec == "auto":
-        return "inline" if device.type == "cuda" else "thread"
-    return codec
+    return "inline" if codec == "auto" else codec
 
 
 @dataclass
@@ -137,6 +136,8 @@ class BatchScheduler:
         """As QwenTTS.stream; the request is checked and queued now, its frames come from the batch."""
         tts = self.tts
         prefill = tts.prompts.build(text, voice, language, text_mode, device=tts.device)
+        if tts.device.type == "cpu":
+            release_thread_team()  # the batch thread's team alone may compute while requests run (threads.py)
         room = self.max_len - prefill.embeds.shape[1]
         text_still_to_feed = prefill.trailing_text.shape[1]
         if room <= text_still_to_feed:
