@@ -98,15 +98,27 @@ class CausalTransConv(nn.Module):
 
 
 class SnakeBeta(nn.Module):
+    """x + sin(x * e^alpha)^2 / (e^beta + 1e-9), per channel."""
+
     def __init__(self, channels: int) -> None:
         super().__init__()
         self.alpha = nn.Parameter(torch.zeros(channels))
         self.beta = nn.Parameter(torch.zeros(channels))
+        self.frequency: torch.Tensor | None = None  # e^alpha, (C, 1)
+        self.inverse_magnitude: torch.Tensor | None = None  # 1 / (e^beta + 1e-9), (C, 1)
+
+    def build_tables(self) -> None:
+        """The per-channel factors, made once at load rather than two exps and a division each call."""
+        with torch.inference_mode():
+            self.frequency = torch.exp(self.alpha)[:, None].clone()
+            self.inverse_magnitude = (1.0 / (torch.exp(self.beta) + 1e-9))[:, None].clone()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        alpha = torch.exp(self.alpha)[None, :, None]
-        beta = torch.exp(self.beta)[None, :, None]
-        return x + (1.0 / (beta + 1e-9)) * torch.sin(x * alpha).pow(2)
+        if self.frequency is None or self.inverse_magnitude is None:
+            raise RuntimeError("SnakeBeta's tables are made when the codec's weights are loaded: call build_tables()")
+        # Two full-size temporaries instead of five: sin and its square in place.
+        wave = torch.mul(x, self.frequency).sin_()
+        return torch.addcmul(x, wave.square_(), self.inverse_magnitude)
 
 
 class ConvNeXtBlock(nn.Module):
@@ -275,6 +287,14 @@ class CodecDecoder(nn.Module):
         out_dim = cfg.decoder_dim // 2 ** len(cfg.upsample_rates)
         layers += [SnakeBeta(out_dim), CausalConv(out_dim, 1, 7)]
         self.decoder = nn.ModuleList(layers)
+
+    def build_tables(self) -> None:
+        """What the decoder precomputes once its weights are loaded: the codebook lookup tables
+        and SnakeBeta's factors."""
+        self.quantizer.build_tables()
+        for module in self.modules():
+            if isinstance(module, SnakeBeta):
+                module.build_tables()
 
     def new_state(self, batch: int = 1) -> DecoderState:
         """Zeros everywhere: what the decoder of a fresh stream remembers."""
