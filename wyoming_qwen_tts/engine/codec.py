@@ -62,6 +62,52 @@ def _with_history(module: nn.Module, x: torch.Tensor, length: int, state: Decode
     return joined
 
 
+# A conv whose weight has at least this many elements runs as one matmul over its unfolded
+# input while its output has at most MATMUL_MAX_STEPS steps (all rows of the batch together).
+# oneDNN's direct conv (F.conv1d) reorders the whole weight into its blocked layout on every
+# call, which for big weights costs more than the matmul's unfolded copy of a short input.
+# Measured on the 2-core AVX512 CPU, float32, 2 threads, block 1's transposed conv as a plain
+# conv (6144 x 1536 x 2): 25.8 ms direct, 8.3 ms as a matmul at 32 steps; equal at 4 steps and
+# 256 steps; the direct conv wins beyond. Smaller weights (the residual units' 4 M) gain nothing.
+MATMUL_MIN_WEIGHT = 8_000_000
+MATMUL_MAX_STEPS = 128
+
+
+def unfold_steps(x: torch.Tensor, taps: int, dilation: int) -> torch.Tensor:
+    """(B, C, L) -> (B * T, C * taps), T = L - (taps - 1) * dilation: row (b, t) holds what output
+    step t sees, x[b, c, t + i * dilation] at column c * taps + i (the order of a Conv1d weight's
+    memory, so the weight needs no copy)."""
+    windows = x.unfold(2, (taps - 1) * dilation + 1, 1)[..., ::dilation]  # (B, C, T, taps), a view
+    return windows.transpose(1, 2).reshape(-1, x.shape[1] * taps)
+
+
+class Conv1dAsMatmul:
+    """A stride-1 Conv1d run as one matmul of its unfolded input by its weight (a view of it)."""
+
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None, dilation: int) -> None:
+        self.weight_t = weight.detach().flatten(1).t()  # (in * taps, out), as addmm takes it
+        self.bias = None if bias is None else bias.detach()
+        self.taps, self.dilation = weight.shape[-1], dilation
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, C_in, L) -> (B, C_out, T), time-major in memory (the next conv's unfold reads it so)."""
+        rows = unfold_steps(x, self.taps, self.dilation)
+        y = torch.mm(rows, self.weight_t) if self.bias is None else torch.addmm(self.bias, rows, self.weight_t)
+        return y.view(x.shape[0], -1, y.shape[-1]).transpose(1, 2)
+
+    def suits(self, x: torch.Tensor) -> bool:
+        steps = x.shape[-1] - (self.taps - 1) * self.dilation
+        return x.device.type == "cpu" and x.dtype == self.weight_t.dtype and x.shape[0] * steps <= MATMUL_MAX_STEPS
+
+
+def matmul_form(conv: nn.Conv1d) -> Conv1dAsMatmul | None:
+    """The matmul layout of a big Conv1d's weight on the CPU; None where the conv stays direct."""
+    weight = conv.weight
+    if weight.device.type != "cpu" or conv.groups != 1 or weight.numel() < MATMUL_MIN_WEIGHT:
+        return None
+    return Conv1dAsMatmul(weight, conv.bias, conv.dilation[0])
+
+
 class CausalConv(nn.Module):
     """Conv1d padded on the left only (stride 1, as everywhere in this decoder)."""
 
@@ -69,9 +115,27 @@ class CausalConv(nn.Module):
         super().__init__()
         self.conv = nn.Conv1d(in_ch, out_ch, kernel, dilation=dilation, groups=groups)
         self.context = (kernel - 1) * dilation
+        self.as_matmul: Conv1dAsMatmul | None = None
+
+    def build_tables(self) -> None:
+        with torch.inference_mode():
+            self.as_matmul = matmul_form(self.conv)
 
     def forward(self, x: torch.Tensor, state: DecoderState) -> torch.Tensor:
-        return self.conv(_with_history(self, x, self.context, state))
+        joined = _with_history(self, x, self.context, state)
+        if self.as_matmul is not None and self.as_matmul.suits(joined):
+            return self.as_matmul(joined)
+        return self.conv(joined)
+
+
+def transposed_as_conv_weight(weight: torch.Tensor, stride: int) -> torch.Tensor:
+    """A ConvTranspose1d weight (in, out, kernel), kernel = stride or 2 * stride, as the weight
+    (out * stride, in, taps) of a plain conv over the input frames whose output channel
+    (o, j) is sample j of output block t: tap 0 sees frame t-1 through the kernel's second half,
+    the last tap frame t through its first half."""
+    in_ch, out_ch, kernel = weight.shape
+    halves = (weight[:, :, stride:], weight[:, :, :stride]) if kernel == 2 * stride else (weight,)
+    return torch.stack(halves, dim=-1).permute(1, 2, 0, 3).reshape(out_ch * stride, in_ch, len(halves))
 
 
 class CausalTransConv(nn.Module):
@@ -88,25 +152,64 @@ class CausalTransConv(nn.Module):
         self.overhang = kernel - stride
         if self.overhang not in (0, stride):
             raise ValueError("only kernel == stride or kernel == 2 * stride is supported")
+        self.as_conv: tuple[torch.Tensor, torch.Tensor] | None = None  # on the CPU: the same map as a plain conv
+        self.as_matmul: Conv1dAsMatmul | None = None
+
+    def build_tables(self) -> None:
+        """On the CPU, the transposed conv as a plain conv with `stride` times the output channels:
+        torch runs this ConvTranspose1d on its slow im2col path or reorders its weight on every call
+        (block 1's took 44 ms for a 1-frame chunk, its plain-conv form 8 ms)."""
+        if self.conv.weight.device.type != "cpu":
+            return
+        with torch.inference_mode():
+            weight = transposed_as_conv_weight(self.conv.weight, self.stride).contiguous()
+            bias = self.conv.bias.repeat_interleave(self.stride)
+            self.as_conv = weight, bias
+            self.as_matmul = Conv1dAsMatmul(weight, bias, 1) if weight.numel() >= MATMUL_MIN_WEIGHT else None
 
     def forward(self, x: torch.Tensor, state: DecoderState) -> torch.Tensor:
         carried = 1 if self.overhang else 0
-        y = self.conv(_with_history(self, x, carried, state))
+        joined = _with_history(self, x, carried, state)
+        if self.as_conv is not None and joined.device.type == "cpu":
+            if self.as_matmul is not None and self.as_matmul.suits(joined):
+                blocks = self.as_matmul(joined)
+            else:
+                blocks = F.conv1d(joined, *self.as_conv)
+            return blocks_to_samples(blocks, self.stride)
+        y = self.conv(joined)
         if self.overhang:
             y = y[..., self.stride: y.shape[-1] - self.overhang]
         return y
 
 
+def blocks_to_samples(blocks: torch.Tensor, stride: int) -> torch.Tensor:
+    """(B, C * stride, T) with channel (o, j) sample j of block t -> (B, C, T * stride)."""
+    batch, frames = blocks.shape[0], blocks.shape[-1]
+    return blocks.unflatten(1, (-1, stride)).transpose(2, 3).reshape(batch, -1, frames * stride)
+
+
 class SnakeBeta(nn.Module):
+    """x + sin(x * e^alpha)^2 / (e^beta + 1e-9), per channel."""
+
     def __init__(self, channels: int) -> None:
         super().__init__()
         self.alpha = nn.Parameter(torch.zeros(channels))
         self.beta = nn.Parameter(torch.zeros(channels))
+        self.frequency: torch.Tensor | None = None  # e^alpha, (C, 1)
+        self.inverse_magnitude: torch.Tensor | None = None  # 1 / (e^beta + 1e-9), (C, 1)
+
+    def build_tables(self) -> None:
+        """The per-channel factors, made once at load rather than two exps and a division each call."""
+        with torch.inference_mode():
+            self.frequency = torch.exp(self.alpha)[:, None].clone()
+            self.inverse_magnitude = (1.0 / (torch.exp(self.beta) + 1e-9))[:, None].clone()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        alpha = torch.exp(self.alpha)[None, :, None]
-        beta = torch.exp(self.beta)[None, :, None]
-        return x + (1.0 / (beta + 1e-9)) * torch.sin(x * alpha).pow(2)
+        if self.frequency is None or self.inverse_magnitude is None:
+            raise RuntimeError("SnakeBeta's tables are made when the codec's weights are loaded: call build_tables()")
+        # Two full-size temporaries instead of five: sin and its square in place.
+        wave = torch.mul(x, self.frequency).sin_()
+        return torch.addcmul(x, wave.square_(), self.inverse_magnitude)
 
 
 class ConvNeXtBlock(nn.Module):
@@ -275,6 +378,14 @@ class CodecDecoder(nn.Module):
         out_dim = cfg.decoder_dim // 2 ** len(cfg.upsample_rates)
         layers += [SnakeBeta(out_dim), CausalConv(out_dim, 1, 7)]
         self.decoder = nn.ModuleList(layers)
+
+    def build_tables(self) -> None:
+        """What the decoder precomputes once its weights are loaded: the codebook lookup tables,
+        SnakeBeta's factors and, on the CPU, the weight layouts the convs run fastest with."""
+        self.quantizer.build_tables()
+        for module in self.modules():
+            if isinstance(module, (SnakeBeta, CausalConv, CausalTransConv)):
+                module.build_tables()
 
     def new_state(self, batch: int = 1) -> DecoderState:
         """Zeros everywhere: what the decoder of a fresh stream remembers."""

@@ -366,7 +366,7 @@ def _load_codec(checkpoint: Checkpoint, device: torch.device, dtype: torch.dtype
     except RuntimeError as err:
         raise CheckpointError(f"{checkpoint.path}/speech_tokenizer: weights do not fit its config.json: {err}") from err
     codec.eval().requires_grad_(False)
-    codec.decoder.quantizer.build_tables()
+    codec.decoder.build_tables()
     return codec
 
 
