@@ -162,9 +162,12 @@ class CausalTransConv(nn.Module):
         if self.conv.weight.device.type != "cpu":
             return
         with torch.inference_mode():
-            weight = transposed_as_conv_weight(self.conv.weight, self.stride).contiguous()
-            bias = self.conv.bias.repeat_interleave(self.stride)
-            self.as_conv = weight, bias
+            if self.as_conv is None:
+                weight = transposed_as_conv_weight(self.conv.weight, self.stride).contiguous()
+                self.as_conv = weight, self.conv.bias.repeat_interleave(self.stride)
+                # The CPU never runs the transposed form again: its weights (107 MB in all) are freed.
+                self.conv.weight = nn.Parameter(torch.empty(0, dtype=weight.dtype), requires_grad=False)
+            weight, bias = self.as_conv
             self.as_matmul = Conv1dAsMatmul(weight, bias, 1) if weight.numel() >= MATMUL_MIN_WEIGHT else None
 
     def forward(self, x: torch.Tensor, state: DecoderState) -> torch.Tensor:
