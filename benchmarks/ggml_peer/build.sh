@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Builds the GGML peer (Danmoreng/qwen3-tts.cpp, CPU) and converts a checkpoint for it:
+#   bash benchmarks/ggml_peer/build.sh PORT_SRC GGML_SRC CHECKPOINT [WORK_DIR]
+# PORT_SRC: the port's source at 16bb5af; GGML_SRC: upstream ggml-org/ggml at af97976c (the port's
+# pinned submodule); CHECKPOINT: a checkpoint in the official layout (e.g. our random 0.6B Base).
+# WORK_DIR (default /tmp/ggml-peer) gets the build, a venv for the port's converters, the GGUF
+# files (models-f16/, models-q8_0/) and peer_bench, the timing harness beside this script.
+set -euo pipefail
+port=$(realpath "$1"); ggml=$(realpath "$2"); checkpoint=$(realpath "$3"); work=${4:-/tmp/ggml-peer}
+here=$(dirname "$(realpath "$0")")
+mkdir -p "$work"
+rm -rf "$work/src" && cp -r "$port" "$work/src" && rm -rf "$work/src/ggml" && cp -r "$ggml" "$work/src/ggml"
+cmake -S "$work/src" -B "$work/build" -DCMAKE_BUILD_TYPE=Release -DGGML_NATIVE=ON -DQWEN3_TTS_CUDA=OFF
+make -C "$work/build" -j"$(nproc)" qwen3-tts-cli qwen3-tts-quantize
+python3 -m venv "$work/venv"
+"$work/venv/bin/pip" install -q gguf safetensors numpy tqdm torch
+for type in f16 q8_0; do
+    mkdir -p "$work/models-$type"
+    "$work/venv/bin/python" "$work/src/scripts/convert_tts_to_gguf.py" --input "$checkpoint" \
+        --output "$work/models-$type/qwen-talker-$type.gguf" --type "$type"
+    "$work/venv/bin/python" "$work/src/scripts/convert_tokenizer_to_gguf.py" --input "$checkpoint" \
+        --output "$work/models-$type/qwen-tokenizer-12hz-$type.gguf" --type "$type"
+done
+b="$work/build"
+g++ -O2 -std=c++17 -march=native "$here/peer_bench.cpp" -I"$work/src/src" -I"$work/src/ggml/include" \
+    "$b/libqwen3_tts.a" "$b/libtts_transformer.a" "$b/libaudio_tokenizer_encoder.a" "$b/libspeech_tokenizer_encoder.a" \
+    "$b/libaudio_tokenizer_decoder.a" "$b/libtext_tokenizer.a" \
+    -L"$b/ggml/src" -lggml -lggml-base -lggml-cpu -Wl,-rpath,"$b/ggml/src" -lpthread -o "$work/peer_bench"
+echo "built $work/peer_bench; models in $work/models-f16 and $work/models-q8_0"
