@@ -6,9 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
 from contextlib import aclosing, suppress
-from functools import partial
 from typing import TYPE_CHECKING
 
 from wyoming.audio import AudioStart, AudioStop
@@ -18,7 +16,7 @@ from wyoming.tts import SynthesizeStopped
 from .audio import CHANNELS, SAMPLE_RATE, SAMPLE_WIDTH
 from .reading import Activity
 from .text import AUTO
-from .writing import EventWriter, SentenceStalled, write_sentence_audio
+from .writing import EventWriter, SentenceStalled, engine_progress, write_sentence_audio
 
 if TYPE_CHECKING:
     from .handler import TtsService
@@ -156,7 +154,7 @@ class Answerer:
             _LOGGER.debug("Speaking with %s (%s): %r", voice.name, language, sentence[:80])
             async with aclosing(self.service.speaker.speak(voice.name, sentence, language)) as pcm_stream:
                 await write_sentence_audio(pcm_stream, self.events, self.limits.stall_seconds,
-                                           self._engine_progress(voice.name))
+                                           engine_progress(self.service.speaker, voice.name))
         except ConnectionError:
             raise
         except SentenceStalled as err:
@@ -174,14 +172,6 @@ class Answerer:
             self._activity.speaking = False
             self._activity.touch()
         return None
-
-    def _engine_progress(self, voice_name: str) -> Callable[[], float | None]:
-        """When the engine speaking this voice last made audio; a speaker that cannot tell (a test's
-        stand-in) is judged by the sentence's own audio only."""
-        last_progress = getattr(self.service.speaker, "last_progress", None)
-        if last_progress is None:
-            return lambda: None
-        return partial(last_progress, voice_name)
 
     def _language_for(self, response: Response, sentence: str) -> str:
         """The voice's language; else the client's; else detected from the sentence ('auto' when unsure)."""

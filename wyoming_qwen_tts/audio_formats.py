@@ -243,11 +243,6 @@ def _mpeg_version(rate: int) -> str:
     return "mpeg2" if rate >= 16000 else "mpeg2.5"
 
 
-def pcm_seconds(pcm_bytes: int) -> float:
-    """Seconds of the engine's PCM (16-bit mono at 24 kHz)."""
-    return pcm_bytes / (2 * SAMPLE_RATE)
-
-
 def decode_upload(data: bytes, max_bytes: int, max_seconds: float) -> tuple[np.ndarray, int]:
     """(float32 mono samples, rate) of an uploaded recording, decoded by its content, never its name."""
     import soundfile as sf

@@ -22,10 +22,9 @@ import json
 import logging
 import re
 import secrets
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable
 from contextlib import aclosing
 from dataclasses import dataclass
-from functools import partial
 from typing import Any, Literal
 
 from fastapi import APIRouter, Depends, FastAPI, Request
@@ -35,7 +34,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from .audio import SAMPLE_RATE
+from .audio import SAMPLE_RATE, pcm16_seconds
 from .audio_formats import (
     FormatError,
     OutputFormat,
@@ -45,14 +44,13 @@ from .audio_formats import (
     decode_upload,
     encode,
     output_format,
-    pcm_seconds,
 )
 from .http_page import register_page
 from .protocol import shorten
 from .text import AUTO, LanguageDetector, RequestText, language_codes, normalize_language
 from .voice_store import UnknownVoice, VoiceConflict, VoiceLibrary
 from .voices import DEFAULT_DESIGN_SEED, VoicesFileError, VoiceSpec
-from .writing import SentenceStalled, next_audio
+from .writing import SentenceStalled, audio_until_stall, engine_progress
 
 _LOGGER = logging.getLogger(__name__)
 MAX_VARIATIONS = 4
@@ -555,33 +553,16 @@ def _sentence_language(service: HttpService, voice: Any, language: str, sentence
 
 async def _pcm(service: HttpService, job: Speech, seed: int) -> AsyncIterator[bytes]:
     """The engine's PCM, sentence after sentence; closing this cancels the generation. A sentence
-    that stalls (the Wyoming path's rule: no new audio and no progress of its model for anyone
-    for --stall-timeout) raises SentenceStalled: a stuck device never holds a request for ever."""
-    progress = _engine_progress(service, job.voice)
+    that stalls (the Wyoming path's rule, audio_until_stall) raises SentenceStalled: a stuck device
+    never holds a request for ever."""
+    progress = engine_progress(service.synthesizer, job.voice.spec.name)
     for sentence, language in zip(job.sentences, job.languages, strict=True):
         speaking = service.synthesizer.speak(job.voice, sentence, language, seed=seed, max_frames=job.max_frames,
                                              speed=job.speed)
-        audio_seconds = 0.0
-        async with aclosing(speaking) as pcm_stream:
-            while True:
-                try:
-                    pcm = await next_audio(pcm_stream, service.limits.stall_seconds, progress)
-                except StopAsyncIteration:
-                    break
-                if pcm is None:
-                    raise SentenceStalled(audio_seconds)
-                audio_seconds += pcm_seconds(len(pcm))
+        async with aclosing(speaking) as pcm_stream, \
+                aclosing(audio_until_stall(pcm_stream, service.limits.stall_seconds, progress)) as audio:
+            async for pcm in audio:
                 yield pcm
-
-
-def _engine_progress(service: HttpService, voice: Any) -> Callable[[], float | None]:
-    """When the model speaking a catalog voice last made audio for anyone; for a voice made for one
-    request, the sentence's own audio alone tells."""
-    last_progress = getattr(service.synthesizer, "last_progress", None)
-    name = getattr(getattr(voice, "spec", None), "name", None)
-    if last_progress is None or name not in getattr(service.synthesizer, "voices", {}):
-        return lambda: None
-    return partial(last_progress, name)
 
 
 async def _whole_pcm(service: HttpService, job: Speech, seed: int) -> bytes:
@@ -608,7 +589,7 @@ async def _variations(service: HttpService, job: Speech) -> dict:
     async def take(seed: int) -> dict:
         pcm = await _whole_pcm(service, job, seed)
         audio = await asyncio.to_thread(encode, pcm, job.fmt)
-        return {"seed": seed, "duration": round(pcm_seconds(len(pcm)), 3), "format": job.fmt.name,
+        return {"seed": seed, "duration": round(pcm16_seconds(pcm), 3), "format": job.fmt.name,
                 "audio": base64.b64encode(audio).decode("ascii")}
 
     return {"results": list(await asyncio.gather(*(take(seed) for seed in job.seeds)))}

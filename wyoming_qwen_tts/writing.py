@@ -7,6 +7,8 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
+from contextlib import aclosing
+from functools import partial
 
 from wyoming.audio import AudioChunk
 from wyoming.event import Event, async_write_event
@@ -55,27 +57,45 @@ class EventWriter:
 
 async def write_sentence_audio(pcm_stream: AsyncIterator[bytes], events: EventWriter, stall_seconds: float,
                                engine_progress: Callable[[], float | None] = lambda: None) -> None:
-    """The sentence's audio to the client as it is generated, until it ends or stalls.
+    """The sentence's audio to the client as it is generated, until it ends or stalls
+    (audio_until_stall). The time the client takes to read the audio never counts."""
+    async with aclosing(audio_until_stall(pcm_stream, stall_seconds, engine_progress)) as audio:
+        async for pcm in audio:
+            await events.write(AudioChunk(rate=SAMPLE_RATE, width=SAMPLE_WIDTH, channels=CHANNELS, audio=pcm).event())
+
+
+async def audio_until_stall(pcm_stream: AsyncIterator[bytes], stall_seconds: float,
+                            engine_progress: Callable[[], float | None] = lambda: None) -> AsyncIterator[bytes]:
+    """The stream's audio as it comes; raises SentenceStalled once it stalls.
 
     A sentence may take as long as it needs while audio keeps coming (slow hardware is never cut;
     the engine's frame budget bounds its length): it is stalled when neither new audio nor any
     progress of the engine (engine_progress(): the monotonic time its batch last produced audio,
     for any request) has come for stall_seconds. So a sentence waiting for a batch row behind
-    others is not stalled while the engine works for them, but a stuck device is found. The time
-    the client takes to read the audio never counts."""
+    others is not stalled while the engine works for them, but a stuck device is found. Time spent
+    while this generator is suspended (the consumer handling a chunk) never counts."""
     audio_seconds = 0.0
     while True:
         try:
-            pcm = await next_audio(pcm_stream, stall_seconds, engine_progress)
+            pcm = await _next_audio(pcm_stream, stall_seconds, engine_progress)
         except StopAsyncIteration:
             return
         if pcm is None:
             raise SentenceStalled(audio_seconds)
-        audio_seconds += pcm16_seconds(pcm, SAMPLE_RATE)
-        await events.write(AudioChunk(rate=SAMPLE_RATE, width=SAMPLE_WIDTH, channels=CHANNELS, audio=pcm).event())
+        audio_seconds += pcm16_seconds(pcm)
+        yield pcm
 
 
-async def next_audio(pcm_stream: AsyncIterator[bytes], stall_seconds: float,
+def engine_progress(speaker: object, voice_name: str) -> Callable[[], float | None]:
+    """When the engine speaking this voice last made audio, for anyone; a speaker that cannot tell
+    (a test's stand-in) leaves the sentence to be judged by its own audio only."""
+    last_progress = getattr(speaker, "last_progress", None)
+    if last_progress is None:
+        return lambda: None
+    return partial(last_progress, voice_name)
+
+
+async def _next_audio(pcm_stream: AsyncIterator[bytes], stall_seconds: float,
                       engine_progress: Callable[[], float | None]) -> bytes | None:
     """The stream's next chunk, or None once it stalls. The pending read is only cancelled then:
     cancelling it at every check would end the stream."""
