@@ -149,16 +149,13 @@ def test_a_failing_step_fails_its_requests_and_the_scheduler_keeps_serving(base_
         scheduler.close()
 
 
-def test_the_codec_mode_is_checked_and_auto_follows_the_device():
-    import torch
-
+def test_the_codec_mode_is_checked_and_auto_is_inline():
     from wyoming_qwen_tts.engine.scheduler import resolve_codec_mode
 
-    assert resolve_codec_mode("auto", torch.device("cpu")) == "inline"
-    assert resolve_codec_mode("auto", torch.device("cuda")) == "inline"
-    assert resolve_codec_mode("thread", torch.device("cpu")) == "thread"
+    assert resolve_codec_mode("auto") == "inline"
+    assert resolve_codec_mode("thread") == "thread"
     with pytest.raises(ValueError, match="auto, thread, inline"):
-        resolve_codec_mode("gpu", torch.device("cpu"))
+        resolve_codec_mode("gpu")
 
 
 def test_inline_decoding_runs_on_the_batch_thread_and_starts_no_codec_thread(base_tts, voices, monkeypatch):

@@ -100,12 +100,12 @@ class Conv1dAsMatmul:
         return x.device.type == "cpu" and x.dtype == self.weight_t.dtype and x.shape[0] * steps <= MATMUL_MAX_STEPS
 
 
-def matmul_form(conv: nn.Conv1d) -> Conv1dAsMatmul | None:
-    """The matmul layout of a big Conv1d's weight on the CPU; None where the conv stays direct."""
-    weight = conv.weight
-    if weight.device.type != "cpu" or conv.groups != 1 or weight.numel() < MATMUL_MIN_WEIGHT:
+def matmul_form(weight: torch.Tensor, bias: torch.Tensor | None, dilation: int = 1,
+                groups: int = 1) -> Conv1dAsMatmul | None:
+    """The matmul layout of a big conv weight on the CPU; None where the conv stays direct."""
+    if weight.device.type != "cpu" or groups != 1 or weight.numel() < MATMUL_MIN_WEIGHT:
         return None
-    return Conv1dAsMatmul(weight, conv.bias, conv.dilation[0])
+    return Conv1dAsMatmul(weight, bias, dilation)
 
 
 class CausalConv(nn.Module):
@@ -119,7 +119,7 @@ class CausalConv(nn.Module):
 
     def build_tables(self) -> None:
         with torch.inference_mode():
-            self.as_matmul = matmul_form(self.conv)
+            self.as_matmul = matmul_form(self.conv.weight, self.conv.bias, self.conv.dilation[0], self.conv.groups)
 
     def forward(self, x: torch.Tensor, state: DecoderState) -> torch.Tensor:
         joined = _with_history(self, x, self.context, state)
@@ -167,8 +167,7 @@ class CausalTransConv(nn.Module):
                 self.as_conv = weight, self.conv.bias.repeat_interleave(self.stride)
                 # The CPU never runs the transposed form again: its weights (107 MB in all) are freed.
                 self.conv.weight = nn.Parameter(torch.empty(0, dtype=weight.dtype), requires_grad=False)
-            weight, bias = self.as_conv
-            self.as_matmul = Conv1dAsMatmul(weight, bias, 1) if weight.numel() >= MATMUL_MIN_WEIGHT else None
+            self.as_matmul = matmul_form(*self.as_conv)
 
     def forward(self, x: torch.Tensor, state: DecoderState) -> torch.Tensor:
         carried = 1 if self.overhang else 0

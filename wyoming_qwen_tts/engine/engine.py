@@ -68,9 +68,8 @@ def resolve_device(device: str | None) -> torch.device:
 def resolve_compile(compile: bool | str, device: torch.device) -> bool:
     """Whether frame steps run compiled: True/False, or "auto": on CUDA when COMPILE_ON_CUDA, on a
     CPU when COMPILE_ON_CPU, wherever a C/C++ compiler is there for Inductor / Triton to build kernels with."""
-    if isinstance(compile, bool):
-        return compile
-    compile = {"true": True, "false": False}.get(str(compile).strip().lower(), compile)
+    if isinstance(compile, str):
+        compile = {"true": True, "false": False}.get(compile.strip().lower(), compile)
     if isinstance(compile, bool):
         return compile
     if compile != "auto":

@@ -1,8 +1,8 @@
 """Continuous batching: every active request advances one frame per step of a shared batch, and
 new requests join between steps. One thread owns the batch (talker + code predictor); audio is
 decoded by that thread between steps ("inline", the default) or by a second thread ("thread"):
-each round takes the next chunk of every stream that has
-one and decodes the chunks of equal length together, each stream continuing its own codec state.
+each round takes the next chunk of every stream that has one and decodes the chunks of equal
+length together, each stream continuing its own codec state.
 
 Neither thread may die with requests waiting on it: whatever fails (making the batch, capturing
 its graphs, admitting, a step, a decode) fails the requests involved, and the threads go on
@@ -40,7 +40,7 @@ IDLE_POLL_S = 1.0  # how often a waiting thread or consumer looks whether it sho
 CODEC_MODES = ("auto", "thread", "inline")
 
 
-def resolve_codec_mode(codec: str, device: torch.device) -> str:
+def resolve_codec_mode(codec: str) -> str:
     """Where audio is decoded. "thread": a codec thread of its own (on CUDA, its own stream), meant
     to overlap decoding with the batch's steps; "inline": by the batch thread between steps, like a
     single stream. auto is inline: on the H200 (BENCHMARKS.md) a single stream decoding inline had
@@ -116,7 +116,7 @@ class BatchScheduler:
         self._wake = threading.Condition()
         self._closed = False
         self._batch: DecodeBatch | None = None
-        self.codec = resolve_codec_mode(codec, tts.device)
+        self.codec = resolve_codec_mode(codec)
         self._codec_jobs: queue.SimpleQueue = queue.SimpleQueue()
         self._inline_waiting: deque[Audio] = deque()  # streams with audio to decode (codec "inline")
         # Seconds from a chunk's codes made to its audio decoded, the latest chunks': on the H200 the
@@ -217,8 +217,7 @@ class BatchScheduler:
         try:
             self._admit_and_step(joining)
         finally:
-            while self._inline_waiting:
-                self._decode_round(self._inline_waiting)
+            self._decode_all(self._inline_waiting)
 
     def _admit_and_step(self, joining: list[Row]) -> None:
         try:
@@ -330,8 +329,7 @@ class BatchScheduler:
                 except queue.Empty:
                     break
             stop = job is None  # close() sends None
-            while waiting:
-                self._decode_round(waiting)
+            self._decode_all(waiting)
 
     @staticmethod
     def _queue_job(job: tuple[Audio, object], waiting: deque[Audio]) -> None:
@@ -339,6 +337,10 @@ class BatchScheduler:
         if not audio.jobs:
             waiting.append(audio)
         audio.jobs.append(item)
+
+    def _decode_all(self, waiting: deque[Audio]) -> None:
+        while waiting:
+            self._decode_round(waiting)
 
     def _decode_round(self, waiting: deque[Audio]) -> None:
         """Each waiting stream's next job: end markers go out, equal-length chunks decode together."""
