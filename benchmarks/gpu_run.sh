@@ -14,7 +14,7 @@
 #            the official qwen-tts vs faster-qwen3-tts, and first audio at the Wyoming socket
 #            through the real server. Under 5 minutes.
 # all:       preflight + check + bench, one device call, ended by a deadline (GPU_RUN_SECONDS, 540):
-#            the graphs' check, the serving figures, the socket, the peers, int8, then the compiled
+#            the graphs' check, then bench (serving figures, socket, codec thread, peers, int8), then the compiled
 #            check (the slowest to start: the first run, 2026-11-29, found compiling takes minutes).
 # Every step runs under `timeout`. Results and logs go to $OUT (or ./gpu-results), at most 8 files:
 # preflight.log check.log bench.log server.log serving.json compare.json socket.json.
@@ -127,13 +127,13 @@ bench_int8() {  # int8 weights on CUDA, graphs kept: one stream and a small swee
         --runner cuda-graphs --quantize int8 --frames 40 --runs 2 --sweep 1,8
 }
 
-bench_codec_thread() {  # the batch scheduler with its codec thread (the former default on CUDA), to compare
+bench_codec_thread() {  # the batch scheduler with its codec thread (the former default), to compare with inline
     checkpoint || return
     step 90 bench.log python3 benchmarks/serving_bench.py --checkpoint "$ckpt" --device cuda --dtype bfloat16 \
         --runner cuda-graphs --codec thread --frames 40 --runs 1 --sweep 1,8
 }
 
-bench() { bench_serving; bench_socket; bench_peers; bench_int8; bench_codec_thread; }
+bench() { bench_serving; bench_socket; bench_codec_thread; bench_peers; bench_int8; }
 
 case "$what" in
     preflight) preflight ;;
@@ -144,7 +144,7 @@ case "$what" in
         preflight
         # most telling first: the graphs' correctness, the engine's figures, then the rest as time allows
         if [ -f "$preflight_done" ]; then
-            check_graphs; bench_serving; bench_socket; bench_codec_thread; bench_peers; bench_int8; check_compiled
+            check_graphs; bench; check_compiled
         else
             echo "preflight failed: check and bench not run"
         fi ;;

@@ -121,10 +121,9 @@ def fused_codes_step(tts, batch) -> None:
 
 def sweep(tts, voice, levels: list[int], frames: int, runner: str, clock: Clock, codec: str = "auto") -> list[dict]:
     from wyoming_qwen_tts.engine.scheduler import BatchScheduler
-
-    results = []
     from wyoming_qwen_tts.engine.threads import release_thread_team
 
+    results = []
     release_thread_team()  # as the server does once loaded: the batch thread computes from now on
     scheduler = BatchScheduler(tts, max_rows=max(levels), max_len=512 + frames, runner=runner, codec=codec)
     print(f"  batch scheduler: runner {scheduler.runner}, codec {scheduler.codec}", flush=True)

@@ -237,7 +237,7 @@ def main() -> int:
                                               single, got, margins, best, tolerance)
 
     # 3. the scheduler with CUDA graphs, requests from concurrent threads, audio decoded inline
-    #    (CUDA's default) and by the codec thread on its own stream
+    #    (the default) and by the codec thread on its own stream
     for codec in ("inline", "thread"):
         failures += check_scheduler(tts, codec, greedy, singles, tolerance)
 
