@@ -1,5 +1,5 @@
-"""The real server with a voices file (cloned, designed, live, faster) on a tiny Base checkpoint that
-never ends speech early, so every request runs exactly to the engine's length budget: durations are
+"""The real server with a voices file (cloned, designed, live, faster) on tiny Base and VoiceDesign
+checkpoints that never end speech early, so every request runs exactly to the engine's length budget: durations are
 known, a long synthesis is guaranteed, and cancellation shows in the amount of audio made."""
 
 import asyncio
@@ -48,7 +48,9 @@ def server(tmp_path_factory):
     voices = tmp / "voices.yaml"
     voices.write_text(VOICES_YAML.format(ref=FIXTURES / "ref_16k_stereo.wav"))
     base = long_speaking_checkpoint(FIXTURES / "tiny-base", tmp / "tiny-base-long")
-    with running_server(["--model", str(base), "--design-model", str(FIXTURES / "tiny-design"), "--device", "cpu",
+    # The live voice speaks with the design model: it must not end early either (it did, by chance)
+    design = long_speaking_checkpoint(FIXTURES / "tiny-design", tmp / "tiny-design-long")
+    with running_server(["--model", str(base), "--design-model", str(design), "--device", "cpu",
                          "--voices", str(voices), "--data-dir", str(tmp / "data")], tmp / "server.log") as process:
         yield process
 
