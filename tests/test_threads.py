@@ -14,38 +14,56 @@ needs_team = pytest.mark.skipif(torch.get_num_threads() < 2 or _find_pause() is 
                                 reason="needs libgomp and at least 2 intra-op threads (a team with a worker)")
 
 
-def process_threads() -> int:
-    return len(os.listdir("/proc/self/task"))
+def thread_ids() -> set[int]:
+    return {int(name) for name in os.listdir("/proc/self/task")}
 
 
 def compute() -> None:
     torch.ones(512, 512) @ torch.ones(512, 512)  # a parallel region: this thread gets its team
 
 
-def settled_threads(expected_below: int, seconds: float = 5.0) -> int:
+def team_made_by(work) -> set[int]:
+    """The threads that appeared while `work` ran on the calling thread: its OpenMP team's workers.
+    (Ids, not a count: other tests' threads may come and go meanwhile.)"""
+    before = thread_ids()
+    work()
+    return thread_ids() - before
+
+
+def all_gone(ids: set[int], seconds: float = 5.0) -> bool:
     deadline = time.monotonic() + seconds
-    while (count := process_threads()) >= expected_below and time.monotonic() < deadline:
+    while ids & thread_ids() and time.monotonic() < deadline:
         time.sleep(0.01)
-    return count
+    return not ids & thread_ids()
+
+
+def run_in_thread(work) -> None:
+    errors = []
+
+    def target():
+        try:
+            work()
+        except BaseException as err:  # noqa: BLE001 - re-raised in the test's thread
+            errors.append(err)
+
+    thread = threading.Thread(target=target)
+    thread.start()
+    thread.join(timeout=60)
+    assert not thread.is_alive()
+    if errors:
+        raise errors[0]
 
 
 @needs_team
 def test_releasing_ends_the_calling_threads_team_workers():
-    counts = {}
-
     def work():
-        compute()
-        counts["with team"] = process_threads()
+        workers = team_made_by(compute)
+        assert len(workers) >= torch.get_num_threads() - 1
         assert release_thread_team()
-        counts["released"] = settled_threads(counts["with team"])
-        compute()  # computing again makes a new team
-        counts["again"] = process_threads()
+        assert all_gone(workers)
+        assert len(team_made_by(compute)) >= torch.get_num_threads() - 1  # computing again makes a new team
 
-    thread = threading.Thread(target=work)
-    thread.start()
-    thread.join(timeout=30)
-    assert counts["released"] <= counts["with team"] - (torch.get_num_threads() - 1)
-    assert counts["again"] == counts["with team"]
+    run_in_thread(work)
 
 
 @needs_team
@@ -53,19 +71,16 @@ def test_the_scheduler_leaves_no_team_in_the_thread_that_asked(base_tts, icl_voi
     from wyoming_qwen_tts.engine.scheduler import BatchScheduler
 
     scheduler = BatchScheduler(base_tts, max_rows=2, max_len=256)
-    counts = {}
 
     def request():
-        compute()
-        counts["before"] = process_threads()
+        workers = team_made_by(compute)
+        assert len(workers) >= torch.get_num_threads() - 1
         chunks = scheduler.stream("Hello there.", icl_voice, max_frames=3, min_frames=3)  # builds the prompt here
-        counts["after"] = settled_threads(counts["before"])
-        list(chunks)
+        assert all_gone(workers)
+        assert len(list(chunks)) > 0
 
     try:
-        thread = threading.Thread(target=request)
-        thread.start()
-        thread.join(timeout=60)
+        list(scheduler.stream("Hello.", icl_voice, max_frames=2, min_frames=2))  # the batch thread's team, made now
+        run_in_thread(request)
     finally:
         scheduler.close()
-    assert counts["after"] < counts["before"]
