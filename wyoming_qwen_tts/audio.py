@@ -5,11 +5,10 @@ from __future__ import annotations
 import numpy as np
 
 from .engine import SAMPLE_RATE  # torch-free constant
+from .engine.options import MAX_SPEED, MIN_SPEED  # noqa: F401 (re-exported)
 
 SAMPLE_WIDTH = 2  # bytes: 16-bit PCM
 CHANNELS = 1
-MIN_SPEED = 0.25
-MAX_SPEED = 4.0
 
 
 def to_pcm16(samples: np.ndarray) -> bytes:
