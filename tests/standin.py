@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from dataclasses import dataclass
 from functools import partial
 
 from wyoming.client import AsyncTcpClient
@@ -11,8 +12,10 @@ from wyoming.event import Event
 from wyoming.info import Info
 from wyoming.server import AsyncTcpServer
 
-from wyoming_qwen_tts.handler import Limits, TtsEventHandler, TtsService
-from wyoming_qwen_tts.text import LanguageDetector
+from wyoming_qwen_tts.engine.options import SpeechOptions
+from wyoming_qwen_tts.handler import TtsEventHandler
+from wyoming_qwen_tts.speech import Limits, SpeechService
+from wyoming_qwen_tts.text import AUTO, LanguageDetector
 from wyoming_qwen_tts.voices import VoiceCatalog, VoiceSpec
 
 from .server_harness import free_port, read_until
@@ -30,6 +33,18 @@ SLOW_CHUNKS, SLOW_GAP_SECONDS = 10, 0.3  # a 'slowly' sentence: 3 s in all, neve
 QUEUED_SECONDS = 2.0  # a 'queued' sentence waits this long for its first audio
 
 
+@dataclass
+class StandInVoice:
+    """A voice of the stand-in speaker: its spec, speaking the stand-in's three languages."""
+
+    spec: VoiceSpec
+    model_languages: tuple[str, ...] = ("english", "german", "french")
+
+    @property
+    def languages(self) -> list[str]:
+        return [self.spec.language] if self.spec.language != AUTO else list(self.model_languages)
+
+
 class StandInSpeaker:
     """Records what it is asked to say. Two chunks of audio per sentence, unless the sentence says:
     'fail' raises before any audio, 'crash' raises after the first chunk, 'forever' never ends
@@ -38,7 +53,8 @@ class StandInSpeaker:
     before its two chunks (as if behind other requests: the engine's progress for them is
     reported while others_progressing is set)."""
 
-    def __init__(self) -> None:
+    def __init__(self, catalog: VoiceCatalog = CATALOG) -> None:
+        self.catalog = catalog
         self.said: list[tuple[str, str, str]] = []
         self.cancelled = asyncio.Event()
         self.endless_chunks = 0  # seconds of audio an 'endless' sentence was asked for
@@ -46,9 +62,13 @@ class StandInSpeaker:
         self._progress_at: float | None = None
 
     def languages(self, voice_name: str) -> list[str]:
-        return ["english", "german", "french"]
+        return StandInVoice(self.catalog.voices[voice_name]).languages
 
-    def last_progress(self, voice_name: str) -> float | None:
+    def voice(self, name: str) -> StandInVoice | None:
+        spec = self.catalog.voices.get(name)
+        return StandInVoice(spec) if spec is not None else None
+
+    def last_progress(self, voice: StandInVoice) -> float | None:
         return self._progress_at
 
     async def _wait_in_queue(self) -> None:
@@ -59,8 +79,8 @@ class StandInSpeaker:
             await asyncio.sleep(0.2)
             waited += 0.2
 
-    async def speak(self, voice_name: str, text: str, language: str = "auto"):
-        self.said.append((voice_name, text, language))
+    async def speak(self, voice: StandInVoice, text: str, language: str, options: SpeechOptions):
+        self.said.append((voice.spec.name, text, language))
         if "fail" in text:
             raise ValueError("the model refused")
         try:
@@ -88,10 +108,9 @@ class StandInSpeaker:
 
 
 async def serving(speaker, limits: Limits | None = None, catalog: VoiceCatalog = CATALOG) -> AsyncTcpServer:
-    service = TtsService(info=Info(), catalog=catalog, speaker=speaker, detector=DETECTOR,
-                         limits=limits or Limits())
+    service = SpeechService(catalog=catalog, speaker=speaker, detector=DETECTOR, limits=limits or Limits())
     server = AsyncTcpServer("127.0.0.1", free_port())
-    await server.start(partial(TtsEventHandler, service=service))
+    await server.start(partial(TtsEventHandler, service=service, describe=Info))
     return server
 
 

@@ -10,11 +10,11 @@ from hypothesis import strategies as st
 from wyoming.client import AsyncTcpClient
 from wyoming.info import Describe
 
-from wyoming_qwen_tts.handler import Limits
+from wyoming_qwen_tts.speech import Limits
 from wyoming_qwen_tts.protocol import BadFrame, read_event
 
 from .server_harness import read_until
-from .standin import CATALOG, serving
+from .standin import CATALOG, StandInSpeaker, serving
 
 FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 LIMITS = Limits(idle_seconds=0.5, stall_seconds=5, write_seconds=5)
@@ -48,13 +48,10 @@ events = st.one_of(
 )
 
 
-class FuzzSpeaker:
+class FuzzSpeaker(StandInSpeaker):
     """A chunk of audio per sentence; sentences with 'fail' (any case) or of 13 characters raise."""
 
-    def languages(self, voice_name: str) -> list[str]:
-        return ["english", "german"]
-
-    async def speak(self, voice_name: str, text: str, language: str = "auto"):
+    async def speak(self, voice, text: str, language: str, options):
         if "fail" in text.lower() or len(text) == 13:
             raise RuntimeError("fuzzed failure")
         yield b"\x00\x01" * 240

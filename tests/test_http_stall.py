@@ -9,7 +9,9 @@ from types import SimpleNamespace
 
 import httpx2 as httpx
 
-from wyoming_qwen_tts.http_api import HttpLimits, HttpService, create_app
+from wyoming_qwen_tts.engine.options import SpeechOptions
+from wyoming_qwen_tts.http_api import HttpService, create_app
+from wyoming_qwen_tts.speech import Limits, SpeechService
 from wyoming_qwen_tts.text import LanguageDetector
 from wyoming_qwen_tts.voices import VoiceCatalog, VoiceSpec
 
@@ -24,10 +26,13 @@ class StallingSynthesizer:
 
     voices: dict = field(default_factory=dict)
 
-    def last_progress(self, voice_name: str) -> float | None:
+    def voice(self, name: str):
+        return self.voices.get(name)
+
+    def last_progress(self, voice) -> float | None:
         return None  # the engine made no audio for anyone else either
 
-    async def speak(self, voice, text, language, *, seed=None, max_frames=None, speed=1.0):
+    async def speak(self, voice, text: str, language: str, options: SpeechOptions):
         if "stuck" in text:
             yield CHUNK
             await asyncio.Event().wait()
@@ -39,11 +44,11 @@ class StallingSynthesizer:
 def make_service() -> HttpService:
     spec = VoiceSpec(name="ann", description="Ann", design="x")
     synthesizer = StallingSynthesizer()
-    synthesizer.voices["ann"] = SimpleNamespace(spec=spec, languages=["english"],
-                                                model=SimpleNamespace(languages=["english"]))
-    library = SimpleNamespace(catalog=VoiceCatalog({"ann": spec}, default="ann"))
-    limits = HttpLimits(stall_seconds=STALL_SECONDS, markdown=False)
-    return HttpService(library, synthesizer, LanguageDetector(), limits)
+    synthesizer.voices["ann"] = SimpleNamespace(spec=spec, languages=["english"], model_languages=["english"])
+    catalog = VoiceCatalog({"ann": spec}, default="ann")
+    library = SimpleNamespace(catalog=catalog)
+    limits = Limits(stall_seconds=STALL_SECONDS, markdown=False)
+    return HttpService(SpeechService(catalog, synthesizer, LanguageDetector(), limits), library, synthesizer)
 
 
 async def post_speech(text: str) -> tuple[httpx.Response, float]:

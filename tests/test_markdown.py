@@ -9,7 +9,7 @@ from wyoming.event import Event
 from wyoming.tts import Synthesize, SynthesizeChunk, SynthesizeStart, SynthesizeStop
 
 from benchmarks.text_bench import WEATHER
-from wyoming_qwen_tts.handler import Limits
+from wyoming_qwen_tts.speech import Limits
 from wyoming_qwen_tts.speech_text import MarkdownReader, hosts_for_urls
 from wyoming_qwen_tts.text import RequestText, SentenceSplitter
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from wyoming_qwen_tts.engine import SamplingConfig
-from wyoming_qwen_tts.engine.scheduler import BatchScheduler
+from wyoming_qwen_tts.engine.scheduler import BatchScheduler, PromptTooLong
 
 GREEDY = SamplingConfig.greedy()
 TEXTS = ["Hello world, this is a test.", "Good morning! The weather today is sunny.",
@@ -114,7 +114,7 @@ def test_closing_a_stream_frees_its_row(scheduler, voices):
 def test_requests_that_cannot_fit_a_row_are_refused_up_front(scheduler, voices):
     with pytest.raises(ValueError, match="max_frames must be between 1 and"):
         scheduler.stream(text=TEXTS[0], voice=voices[0], max_frames=10_000)
-    with pytest.raises(ValueError, match="split the text"):
+    with pytest.raises(PromptTooLong, match="split the text"):
         scheduler.stream(text="word " * 400, voice=voices[0])
 
 

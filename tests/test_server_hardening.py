@@ -12,7 +12,7 @@ from wyoming.event import Event
 from wyoming.info import Describe
 from wyoming.tts import Synthesize, SynthesizeChunk, SynthesizeStart, SynthesizeStop, SynthesizeVoice
 
-from wyoming_qwen_tts.handler import Limits
+from wyoming_qwen_tts.speech import Limits
 from wyoming_qwen_tts.protocol import MAX_DATA_BYTES
 
 from .server_harness import Answer, read_until

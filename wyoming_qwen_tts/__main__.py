@@ -251,7 +251,7 @@ def build_info(catalog, synthesizer, streaming: bool):
     return Info(tts=[program])
 
 
-async def serve(listen: Listen, service, zeroconf_name: str | None, zeroconf_host: str | None,
+async def serve(listen: Listen, service, describe, zeroconf_name: str | None, zeroconf_host: str | None,
                 http=None) -> None:
     """Serve until SIGINT/SIGTERM; http: (HttpListen, HTTP app) to serve beside, in this event loop."""
     from wyoming.server import AsyncServer
@@ -264,7 +264,7 @@ async def serve(listen: Listen, service, zeroconf_name: str | None, zeroconf_hos
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stopping.set)
     server = AsyncServer.from_uri(listen.uri)
-    await server.start(partial(TtsEventHandler, service=service))
+    await server.start(partial(TtsEventHandler, service=service, describe=describe))
     announcement = None
     http_server = http_task = None
     try:
@@ -336,15 +336,34 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def limits_of(args: argparse.Namespace):
-    from .handler import Limits
+    from .speech import Limits
 
     return Limits(max_text_chars=args.max_text_chars, stall_seconds=args.stall_timeout,
                   idle_seconds=args.idle_timeout, write_seconds=args.write_timeout, markdown=not args.no_markdown)
 
 
+class Describer:
+    """The Wyoming info answer for the voices as they are now: made again when they change."""
+
+    def __init__(self, service, streaming: bool) -> None:
+        self._service = service
+        self._streaming = streaming
+        self._info = self._make(service.catalog)
+        service.on_catalog_change(self._changed)
+
+    def __call__(self):
+        return self._info
+
+    def _changed(self, catalog) -> None:
+        self._info = self._make(catalog)
+
+    def _make(self, catalog):
+        return build_info(catalog, self._service.speaker, self._streaming)
+
+
 def run_server(args: argparse.Namespace, listen: Listen, catalog, settings) -> int:
     from .discovery import DiscoveryError
-    from .handler import TtsService
+    from .speech import SpeechService
     from .synthesis import Synthesizer, VoiceSetupError
     from .text import LanguageDetector
     from .voice_store import VoiceStore, merged_catalog
@@ -359,11 +378,10 @@ def run_server(args: argparse.Namespace, listen: Listen, catalog, settings) -> i
         print(f"error: {err}", file=sys.stderr)
         return 1
     try:
-        streaming = not args.no_streaming
-        service = TtsService(info=build_info(catalog, synthesizer, streaming), catalog=catalog, speaker=synthesizer,
-                             detector=detector, limits=limits_of(args))
-        http = http_app(args, service, store, synthesizer, streaming)
-        asyncio.run(serve(listen, service, args.zeroconf, args.zeroconf_host, http))
+        service = SpeechService(catalog=catalog, speaker=synthesizer, detector=detector, limits=limits_of(args))
+        describe = Describer(service, streaming=not args.no_streaming)
+        http = http_app(args, service, store, synthesizer)
+        asyncio.run(serve(listen, service, describe, args.zeroconf, args.zeroconf_host, http))
     except (OSError, DiscoveryError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
@@ -382,23 +400,17 @@ def usable_managed_voices(store, settings) -> dict:
     return managed
 
 
-def http_app(args: argparse.Namespace, service, store, synthesizer, streaming: bool):
+def http_app(args: argparse.Namespace, service, store, synthesizer):
     """(where, the HTTP app) for --http, None without; voice changes made over HTTP reach the
     Wyoming side (its catalog and describe answer) as they happen."""
     where = parse_http(args.http)
     if where is None:
         return None
-    from .http_api import HttpLimits, HttpService, create_app
+    from .http_api import HttpService, create_app
     from .voice_store import VoiceLibrary
 
-    def publish(catalog) -> None:
-        service.info = build_info(catalog, synthesizer, streaming)
-        service.catalog = catalog
-
-    library = VoiceLibrary(service.catalog, store, synthesizer, publish)
-    limits = HttpLimits(max_text_chars=args.max_text_chars, markdown=not args.no_markdown,
-                        stall_seconds=args.stall_timeout)
-    return where, create_app(HttpService(library, synthesizer, service.detector, limits, args.http_token))
+    library = VoiceLibrary(service.catalog, store, synthesizer, service.publish)
+    return where, create_app(HttpService(service, library, synthesizer, args.http_token))
 
 
 def run() -> None:

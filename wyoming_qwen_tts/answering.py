@@ -14,13 +14,13 @@ from wyoming.error import Error
 from wyoming.tts import SynthesizeStopped
 
 from .audio import CHANNELS, SAMPLE_RATE, SAMPLE_WIDTH
+from .engine.options import SpeechOptions
 from .reading import Activity
-from .text import AUTO
-from .writing import EventWriter, SentenceStalled, engine_progress, write_sentence_audio
+from .speech import LanguageAsk, SentenceStalled, SpeechError, SpeechService
+from .writing import EventWriter, write_audio
 
 if TYPE_CHECKING:
-    from .handler import TtsService
-    from .voices import VoiceSpec
+    from .speech import Voice
 
 _LOGGER = logging.getLogger(__name__)
 END = object()  # a response's last item
@@ -32,10 +32,12 @@ _SHUTDOWN_WRITE_SECONDS = 2.0
 class Response:
     """One request's answer in the making: sentences (and error notes) as they become known, then its end."""
 
-    def __init__(self, voice: VoiceSpec, language: str | None, streaming: bool) -> None:
+    def __init__(self, voice: Voice | None, language: str | None, streaming: bool,
+                 options: SpeechOptions = SpeechOptions()) -> None:
         self.voice = voice
         self.language = language  # asked for by the client (a language name), else None
         self.streaming = streaming
+        self.options = options
         self._items: asyncio.Queue = asyncio.Queue()
 
     def say(self, sentences: list[str]) -> None:
@@ -56,7 +58,7 @@ class Answerer:
     """A connection's task that answers its queue: Responses in arrival order, an Error to report
     on its own, or CLOSE."""
 
-    def __init__(self, service: TtsService, events: EventWriter, activity: Activity, peer: str) -> None:
+    def __init__(self, service: SpeechService, events: EventWriter, activity: Activity, peer: str) -> None:
         self.service = service
         self.limits = service.limits
         self.events = events
@@ -104,7 +106,7 @@ class Answerer:
     async def _answer(self, response: Response) -> None:
         """Speak a response's sentences as they come, then its closing events, whatever fails."""
         audio_started = False
-        skip_reason: str | None = None
+        skip_reason: str | None = None if response.voice is not None else "no voice to speak with"
         skipped = 0
         try:
             while (item := await response.next()) is not END:
@@ -147,23 +149,24 @@ class Answerer:
 
     async def _speak(self, response: Response, sentence: str) -> str | None:
         """Speak one sentence; returns why the rest of the request is not to be spoken, or None."""
-        voice = response.voice
+        voice = response.voice.spec
         self._activity.speaking = True
         try:
-            language = self._language_for(response, sentence)
+            language = self.service.language(response.voice, response.language, sentence, LanguageAsk.HINT)
             _LOGGER.debug("Speaking with %s (%s): %r", voice.name, language, sentence[:80])
-            async with aclosing(self.service.speaker.speak(voice.name, sentence, language)) as pcm_stream:
-                await write_sentence_audio(pcm_stream, self.events, self.limits.stall_seconds,
-                                           engine_progress(self.service.speaker, voice.name))
+            async with aclosing(self.service.speak(response.voice, sentence, language, response.options)) as audio:
+                await write_audio(audio, self.events)
         except ConnectionError:
             raise
         except SentenceStalled as err:
-            limit = self.limits.stall_seconds
             _LOGGER.warning("Sentence cut after %.2f s of audio: no new audio for %g s (voice %s): %r; "
-                            "ending the request", err.audio_seconds, limit, voice.name, sentence[:80])
-            await self.events.write(Error(text=f"no new audio for {limit:g} s (stalled): the rest was not spoken",
-                                          code="timeout").event())
-            return f"a sentence stalled for {limit:g} s"
+                            "ending the request", err.audio_seconds, err.stall_seconds, voice.name, sentence[:80])
+            await self.events.write(Error(text=f"no new audio for {err.stall_seconds:g} s (stalled): the rest was "
+                                               "not spoken", code=err.code).event())
+            return f"a sentence stalled for {err.stall_seconds:g} s"
+        except SpeechError as err:
+            _LOGGER.error("Cannot speak %r with voice %s: %s", sentence[:80], voice.name, err.message)
+            await self.events.write(Error(text=err.message, code=err.code).event())
         except Exception as err:  # noqa: BLE001 - this sentence failed; the answer still ends properly
             _LOGGER.error("Synthesis failed for %r with voice %s: %s", sentence[:80], voice.name, err,
                           exc_info=not isinstance(err, ValueError))
@@ -172,12 +175,3 @@ class Answerer:
             self._activity.speaking = False
             self._activity.touch()
         return None
-
-    def _language_for(self, response: Response, sentence: str) -> str:
-        """The voice's language; else the client's; else detected from the sentence ('auto' when unsure)."""
-        if response.voice.language != AUTO:
-            return response.voice.language
-        speakable = self.service.speaker.languages(response.voice.name)
-        if response.language is not None and response.language in speakable:
-            return response.language
-        return self.service.detector.detect(sentence, allowed=speakable)

@@ -10,19 +10,21 @@ stream's text keeps arriving while its first sentence is spoken, describe is ans
 a client that goes away is noticed at once: its generation is cancelled. This module turns events
 into requests.
 
-What one connection can cost is bounded (Limits): the bytes of an event, the text of a request,
-the requests waiting, how long a sentence may go without new audio (a stall; a slow but steady
-one is never cut), how long a write may wait for a client that does not read, how long a
-connection may sit idle.
+What one connection can cost is bounded (speech.Limits): the bytes of an event, the text of a
+request, the requests waiting, how long a sentence may go without new audio (a stall; a slow but
+steady one is never cut), how long a write may wait for a client that does not read, how long a
+connection may sit idle. What is spoken, by which voice and in which language is the speech
+layer's (speech.SpeechService), with Wyoming's rules: an unknown voice name gets the default voice,
+a client's language is a hint, a text too long is spoken up to the limit.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from contextlib import aclosing
-from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 from wyoming.error import Error
 from wyoming.event import Event
@@ -31,49 +33,14 @@ from wyoming.server import AsyncEventHandler
 from wyoming.tts import Synthesize, SynthesizeChunk, SynthesizeStart, SynthesizeStop
 
 from .answering import Answerer, Response
-from .protocol import FrameLimits, shorten
+from .protocol import shorten
 from .reading import Activity, ReadingStopped, read_events
-from .text import AUTO, LanguageDetector, RequestText, normalize_language
-from .voices import VoiceCatalog, VoiceSpec
+from .speech import SpeechError, SpeechService, TextLimit, VoiceLookup
+from .text import normalize_language
 from .writing import EventWriter
 
 _LOGGER = logging.getLogger(__name__)
 LOGGED_CHARS = 80  # of a client's voice name, language or event type in a log line
-
-
-class Speaker(Protocol):
-    """What the handler needs from synthesis.Synthesizer."""
-
-    def languages(self, voice_name: str) -> list[str]: ...
-
-    def speak(self, voice_name: str, text: str, language: str = AUTO): ...
-
-    def last_progress(self, voice_name: str) -> float | None:
-        """time.monotonic() when the engine speaking this voice last made audio for any request."""
-
-
-@dataclass(frozen=True)
-class Limits:
-    """What one connection may ask of the server."""
-
-    max_text_chars: int = 5000  # per request; the rest is not spoken (and reported)
-    stall_seconds: float = 30.0  # no new audio and no engine progress this long: the sentence and its request end
-    idle_seconds: float = 60.0  # no event received and nothing being spoken: the connection is closed
-    write_seconds: float = 30.0  # a client that takes longer to accept one event is dropped
-    queued_requests: int = 8  # more waiting than this: the connection is not read until one is answered
-    markdown: bool = True  # plain text is read as markdown (LLM replies): markers, links and URLs are not spoken
-    frames: FrameLimits = field(default_factory=FrameLimits)
-
-
-@dataclass
-class TtsService:
-    """What every connection shares. catalog and info are replaced when voices are created or deleted."""
-
-    info: Info
-    catalog: VoiceCatalog
-    speaker: Speaker
-    detector: LanguageDetector
-    limits: Limits = field(default_factory=Limits)
 
 
 class BadRequest(ValueError):
@@ -81,16 +48,18 @@ class BadRequest(ValueError):
 
 
 class TtsEventHandler(AsyncEventHandler):
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, *, service: TtsService) -> None:
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, *, service: SpeechService,
+                 describe: Callable[[], Info]) -> None:
         super().__init__(reader, writer)
         self.service = service
         self.limits = service.limits
+        self._describe = describe  # the info event's content for the voices as they are now
         self._peer = _peer_name(writer)
         self._activity = Activity()
         self._events = EventWriter(writer, self.limits.write_seconds, self._activity, self._peer)
         self._answerer = Answerer(service, self._events, self._activity, self._peer)
         self._stream: Response | None = None
-        self._stream_text = RequestText(self.limits.max_text_chars, markdown=self.limits.markdown)
+        self._stream_text = service.new_text()
 
     async def run(self) -> None:
         try:
@@ -137,7 +106,7 @@ class TtsEventHandler(AsyncEventHandler):
 
     async def handle_event(self, event: Event) -> bool:
         if Describe.is_type(event.type):
-            await self.write_event(self.service.info.event())  # the voices as they are now
+            await self.write_event(self._describe().event())
         elif Synthesize.is_type(event.type):
             await self._on_synthesize(event)
         elif SynthesizeStart.is_type(event.type):
@@ -157,9 +126,10 @@ class TtsEventHandler(AsyncEventHandler):
             return
         response = await self._open_response(event, streaming=False)
         try:
-            text = RequestText(self.limits.max_text_chars, _markup_of(event), self.limits.markdown)
-            sentences = text.add(_text_of(event)) + text.finish()
-            self._report_if_truncated(response, text)
+            sentences, truncated = self.service.sentences(_text_of(event), TextLimit.SPEAK_THE_START,
+                                                          _markup_of(event))
+            if truncated:
+                self._report_truncated(response)
             response.say(sentences)
         except BadRequest as err:
             response.report(f"synthesize: {err}")
@@ -170,7 +140,7 @@ class TtsEventHandler(AsyncEventHandler):
             _LOGGER.warning("synthesize-start inside an open stream: ending the open stream first")
             await self._on_stream_stop()
         self._stream = await self._open_response(event, streaming=True)
-        self._stream_text = RequestText(self.limits.max_text_chars, _markup_of(event), self.limits.markdown)
+        self._stream_text = self.service.new_text(_markup_of(event))
 
     def _on_stream_chunk(self, event: Event) -> None:
         if self._stream is None:
@@ -179,8 +149,8 @@ class TtsEventHandler(AsyncEventHandler):
         try:
             was_truncated = self._stream_text.truncated
             sentences = self._stream_text.add(_text_of(event))
-            if not was_truncated:
-                self._report_if_truncated(self._stream, self._stream_text)
+            if self._stream_text.truncated and not was_truncated:
+                self._report_truncated(self._stream)
             self._stream.say(sentences)
         except BadRequest as err:
             self._stream.report(f"synthesize-chunk: {err}")
@@ -190,36 +160,37 @@ class TtsEventHandler(AsyncEventHandler):
         if stream is None:
             # Nothing was started, but the client waits for synthesize-stopped: give it an empty stream.
             _LOGGER.warning("synthesize-stop without synthesize-start: answering with an empty stream")
-            stream = await self._new_response(self.service.catalog.voices[self.service.catalog.default], None, True)
+            stream = await self._open_response(None, streaming=True)
         else:
             stream.say(self._stream_text.finish())
         stream.end()
 
-    def _report_if_truncated(self, response: Response, text: RequestText) -> None:
-        if text.truncated:  # logged when the error is sent, in its place among the answers
-            response.report(f"text longer than {text.max_chars} characters: only the first {text.max_chars} "
-                            "are spoken", code="text-too-long")
+    def _report_truncated(self, response: Response) -> None:
+        """Logged when the error is sent, in its place among the answers."""
+        max_chars = self.limits.max_text_chars
+        response.report(f"text longer than {max_chars} characters: only the first {max_chars} are spoken",
+                        code="text-too-long")
 
-    async def _open_response(self, event: Event, streaming: bool) -> Response:
+    async def _open_response(self, event: Event | None, streaming: bool) -> Response:
         """A queued response with the voice and language the event asks for (default voice if unknown)."""
-        catalog = self.service.catalog
-        problem = None
+        problems = []
+        name = language = None
         try:
-            name, language = _voice_of(event)
+            name, language = _voice_of(event) if event is not None else (None, None)
         except BadRequest as err:
-            name, language, problem = None, None, f"{event.type}: {err}"
-        voice, known = catalog.resolve(name)
-        if not known:
-            _LOGGER.warning("Unknown voice %s: using the default voice %s", shorten(repr(name), LOGGED_CHARS),
-                            voice.name)
-        response = await self._new_response(voice, language, streaming)
-        if problem:
-            response.report(problem)
-        return response
-
-    async def _new_response(self, voice: VoiceSpec, language: str | None, streaming: bool) -> Response:
+            problems.append((f"{event.type}: {err}", "bad-request"))
+        voice = None
+        try:
+            voice, known = self.service.voice(name, VoiceLookup.DEFAULT_IF_UNKNOWN)
+            if not known:
+                _LOGGER.warning("Unknown voice %s: using the default voice %s", shorten(repr(name), LOGGED_CHARS),
+                                voice.spec.name)
+        except SpeechError as err:
+            problems.append((err.message, err.code))
         response = Response(voice, language, streaming)
         await self._answerer.enqueue(response)
+        for problem, code in problems:
+            response.report(problem, code)
         return response
 
 

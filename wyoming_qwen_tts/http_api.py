@@ -25,7 +25,7 @@ import secrets
 from collections.abc import AsyncIterator, Awaitable
 from contextlib import aclosing
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -45,38 +45,38 @@ from .audio_formats import (
     encode,
     output_format,
 )
+from .engine.options import MAX_SEED, OptionError, SamplingOverrides, SpeechOptions, next_seeds
 from .http_page import register_page
 from .protocol import shorten
-from .text import AUTO, LanguageDetector, RequestText, language_codes, normalize_language
+from .speech import LanguageAsk, Limits, SentenceStalled, SpeechError, SpeechService, TextLimit, Voice, VoiceLookup
+from .text import AUTO, language_codes, normalize_language
 from .voice_store import UnknownVoice, VoiceConflict, VoiceLibrary
 from .voices import DEFAULT_DESIGN_SEED, VoicesFileError, VoiceSpec
-from .writing import SentenceStalled, audio_until_stall, engine_progress
+
+if TYPE_CHECKING:
+    from .synthesis import Synthesizer
 
 _LOGGER = logging.getLogger(__name__)
 MAX_VARIATIONS = 4
-MAX_SEED = 2**32 - 1  # the engine samples with 32-bit seeds
 LOGGED_CHARS = 80
 DATA_URI = re.compile(r"^data:[\w/+.-]*(;[\w=.-]+)*;base64,", re.I)
-
-
-@dataclass(frozen=True)
-class HttpLimits:
-    max_text_chars: int = 5000
-    upload_bytes: int = 20 * 1024 * 1024  # of one recording
-    upload_seconds: float = 60.0
-    markdown: bool = True  # input is read as markdown (LLM replies), as on the Wyoming path
-    stall_seconds: float = 30.0  # no new audio and no engine progress this long: the speech ends (--stall-timeout)
-
-    @property
-    def body_bytes(self) -> int:
-        """A request body: a recording, base64-encoded in JSON (4/3), and the rest of the form."""
-        return self.upload_bytes * 4 // 3 + 1024 * 1024
 
 
 class ApiError(Exception):
     def __init__(self, status: int, message: str, kind: str = "invalid_request_error") -> None:
         super().__init__(message)
         self.status, self.message, self.kind = status, message, kind
+
+    @classmethod
+    def of(cls, err: SpeechError) -> ApiError:
+        """The speech layer's error as this API answers it."""
+        if isinstance(err, SentenceStalled):
+            return cls(504, f"{err.message}: the speech engine is stuck", "server_error")
+        return cls(STATUS_OF_CODE.get(err.code, 400), err.message)
+
+
+# The speech layer's error codes (speech.SpeechError) as HTTP statuses; any other code is a 400.
+STATUS_OF_CODE = {"timeout": 504}
 
 
 class BodyTooLarge(ApiError):
@@ -138,6 +138,10 @@ class SpeechRequest(BaseModel):
     x_vector_only: bool = False
     max_new_tokens: int | None = Field(None, ge=1, le=8192)
     seed: int | None = Field(None, ge=0, le=MAX_SEED)
+    temperature: float | None = None  # the talker's sampling, as the official generate() takes it
+    top_k: int | None = None
+    top_p: float | None = None
+    repetition_penalty: float | None = None
     sample_rate: int | None = None
     bitrate: int | None = None  # kbit/s
     channels: int = 1
@@ -178,11 +182,14 @@ class ClonedVoiceRequest(BaseModel):
 
 @dataclass
 class HttpService:
+    speech: SpeechService
     library: VoiceLibrary
-    synthesizer: Any  # synthesis.Synthesizer
-    detector: LanguageDetector
-    limits: HttpLimits
+    synthesizer: Synthesizer  # voices made for one request (cloned, designed), design previews
     token: str | None = None
+
+    @property
+    def limits(self) -> Limits:
+        return self.speech.limits
 
 
 def create_app(service: HttpService) -> FastAPI:
@@ -304,16 +311,12 @@ def _first_seed(seed: int | None) -> int:
     return secrets.randbits(31) if seed is None else seed
 
 
-def _seeds(first: int, n: int) -> list[int]:
-    return [(first + index) & MAX_SEED for index in range(n)]
-
-
-async def _recording_of_upload(upload: UploadFile, limits: HttpLimits):
+async def _recording_of_upload(upload: UploadFile, limits: Limits):
     data = await upload.read(limits.upload_bytes + 1)
     return _decoded(data, limits)
 
 
-def _recording_of_base64(text: str, limits: HttpLimits):
+def _recording_of_base64(text: str, limits: Limits):
     payload = DATA_URI.sub("", text.strip(), count=1)
     try:
         data = base64.b64decode(payload, validate=True)
@@ -322,7 +325,7 @@ def _recording_of_base64(text: str, limits: HttpLimits):
     return _decoded(data, limits)
 
 
-def _decoded(data: bytes, limits: HttpLimits):
+def _decoded(data: bytes, limits: Limits):
     try:
         return decode_upload(data, limits.upload_bytes, limits.upload_seconds)
     except UploadTooLarge as err:
@@ -375,7 +378,7 @@ async def preview_voice(request: Request) -> dict:
         raise ApiError(415, "send the preview request as application/json")
     asked = _parse(PreviewRequest, await _json_body(request))
     language = _language(asked.language)
-    seeds = _seeds(_first_seed(asked.seed), asked.n)
+    seeds = next_seeds(_first_seed(asked.seed), asked.n)
     sentence, takes = await _engine(service.synthesizer.preview, asked.design.strip(), language, seeds)
     return {"sentence": sentence,
             "takes": [{"seed": seed, "duration": round(samples.size / SAMPLE_RATE, 3), "audio": _wav_base64(samples)}
@@ -443,16 +446,15 @@ async def delete_voice(name: str, request: Request) -> Response:
 
 
 @dataclass
-class Speech:
-    """One speech request, checked: who speaks what, how, in which format."""
+class SpeechJob:
+    """One speech request, checked: who speaks what, how, in which format; one take per seed."""
 
-    voice: Any  # synthesis.ReadyVoice
+    voice: Voice
     sentences: list[str]
     languages: list[str]
     fmt: OutputFormat
+    options: SpeechOptions
     seeds: list[int]
-    max_frames: int | None
-    speed: float
 
 
 async def speech(request: Request) -> Response:
@@ -470,7 +472,7 @@ async def speech(request: Request) -> Response:
     return Response(audio, media_type=job.fmt.media_type, headers=headers)
 
 
-async def _speech_request(request: Request, limits: HttpLimits):
+async def _speech_request(request: Request, limits: Limits):
     """The request's fields and its reference recording (samples, rate) if it gives one."""
     if _media_kind(request) == "json":
         body = await _json_body(request)
@@ -489,29 +491,32 @@ async def _speech_request(request: Request, limits: HttpLimits):
     return asked, recording
 
 
-async def _prepare_speech(service: HttpService, asked: SpeechRequest, recording) -> Speech:
+async def _prepare_speech(service: HttpService, asked: SpeechRequest, recording) -> SpeechJob:
     try:
         fmt = output_format(asked.response_format, asked.sample_rate, asked.channels, asked.bitrate)
     except FormatError as err:
         raise ApiError(400, str(err)) from None
-    sentences = _sentences(asked.input, service.limits.max_text_chars, service.limits.markdown)
-    language = _language(asked.language)
-    voice = await _voice_for(service, asked, recording)
-    languages = [_sentence_language(service, voice, language, sentence) for sentence in sentences]
-    return Speech(voice, sentences, languages, fmt, _seeds(_first_seed(asked.seed), asked.n), asked.max_new_tokens,
-                  asked.speed)
+    options = _options(asked)
+    speech_service = service.speech
+    try:
+        sentences, _ = speech_service.sentences(asked.input, TextLimit.REFUSE)
+        language = _language(asked.language)
+        voice = await _voice_for(service, asked, recording)
+        languages = [speech_service.language(voice, language, sentence, LanguageAsk.EXPLICIT)
+                     for sentence in sentences]
+    except SpeechError as err:
+        raise ApiError.of(err) from None
+    return SpeechJob(voice, sentences, languages, fmt, options, next_seeds(_first_seed(asked.seed), asked.n))
 
 
-def _sentences(text: str, max_chars: int, markdown: bool) -> list[str]:
-    if not text.strip():
-        raise ApiError(400, "input is empty: give the text to speak")
-    if len(text) > max_chars:
-        raise ApiError(400, f"input has {len(text)} characters; at most {max_chars} are spoken per request")
-    request_text = RequestText(max_chars, markdown=markdown)
-    sentences = request_text.add(text) + request_text.finish()
-    if not sentences:
-        raise ApiError(400, "input has nothing to speak (no letters or digits)")
-    return sentences
+def _options(asked: SpeechRequest) -> SpeechOptions:
+    """The request's generation options (its seed is set per take)."""
+    try:
+        sampling = SamplingOverrides(temperature=asked.temperature, top_k=asked.top_k, top_p=asked.top_p,
+                                     repetition_penalty=asked.repetition_penalty)
+        return SpeechOptions(max_frames=asked.max_new_tokens, speed=asked.speed, sampling=sampling)
+    except OptionError as err:
+        raise ApiError(400, str(err)) from None
 
 
 def _voice_label(voice: str | dict | None) -> str | None:
@@ -520,7 +525,7 @@ def _voice_label(voice: str | dict | None) -> str | None:
     return voice if isinstance(voice, str) and voice else None
 
 
-async def _voice_for(service: HttpService, asked: SpeechRequest, recording) -> Any:
+async def _voice_for(service: HttpService, asked: SpeechRequest, recording) -> Voice:
     synthesizer = service.synthesizer
     label = _voice_label(asked.voice)
     if asked.instructions and asked.instructions.strip():
@@ -531,60 +536,40 @@ async def _voice_for(service: HttpService, asked: SpeechRequest, recording) -> A
         samples, rate = recording
         transcript = None if asked.x_vector_only else _clean(asked.reference_text)
         return await _engine(synthesizer.cloned_voice, label or "reference", samples, rate, transcript)
-    catalog = service.library.catalog
-    name = label or catalog.default
-    voice = synthesizer.voices.get(name)
-    if voice is None:
-        raise ApiError(400, f"voice {shorten(repr(name), LOGGED_CHARS)} is not one of this server's voices "
-                            f"({', '.join(catalog.voices)}); GET /v1/audio/voices lists them")
+    try:
+        voice, _ = service.speech.voice(label, VoiceLookup.STRICT)
+    except SpeechError as err:
+        raise ApiError(400, f"{err.message}; GET /v1/audio/voices lists them") from None
     return voice
 
 
-def _sentence_language(service: HttpService, voice: Any, language: str, sentence: str) -> str:
-    """The client's language; else the voice's; else detected from the sentence ('auto' when unsure)."""
-    if language != AUTO:
-        if language not in voice.model.languages:
-            raise ApiError(400, f"language {language} is not spoken by this voice's model")
-        return language
-    if voice.spec.language != AUTO:
-        return voice.spec.language
-    return service.detector.detect(sentence, allowed=voice.languages)
-
-
-async def _pcm(service: HttpService, job: Speech, seed: int) -> AsyncIterator[bytes]:
+async def _pcm(service: HttpService, job: SpeechJob, seed: int) -> AsyncIterator[bytes]:
     """The engine's PCM, sentence after sentence; closing this cancels the generation. A sentence
-    that stalls (the Wyoming path's rule, audio_until_stall) raises SentenceStalled: a stuck device
-    never holds a request for ever."""
-    progress = engine_progress(service.synthesizer, job.voice.spec.name)
+    that stalls raises SentenceStalled: a stuck device never holds a request for ever."""
+    options = job.options.with_seed(seed)
     for sentence, language in zip(job.sentences, job.languages, strict=True):
-        speaking = service.synthesizer.speak(job.voice, sentence, language, seed=seed, max_frames=job.max_frames,
-                                             speed=job.speed)
-        async with aclosing(speaking) as pcm_stream, \
-                aclosing(audio_until_stall(pcm_stream, service.limits.stall_seconds, progress)) as audio:
+        async with aclosing(service.speech.speak(job.voice, sentence, language, options)) as audio:
             async for pcm in audio:
                 yield pcm
 
 
-async def _whole_pcm(service: HttpService, job: Speech, seed: int) -> bytes:
+async def _whole_pcm(service: HttpService, job: SpeechJob, seed: int) -> bytes:
     parts = []
     try:
         async with aclosing(_pcm(service, job, seed)) as pcm_stream:
             async for pcm in pcm_stream:
                 parts.append(pcm)
+    except SpeechError as err:
+        raise ApiError.of(err) from None
     except ValueError as err:  # e.g. max_new_tokens beyond what the engine allows for this text
         raise ApiError(400, str(err)) from None
-    except SentenceStalled as err:
-        raise ApiError(504, f"no new audio for {service.limits.stall_seconds:g} s (stalled) after "
-                            f"{err.audio_seconds:.2f} s of audio: the speech engine is stuck", "server_error") from None
     return b"".join(parts)
-
-
-async def _whole(service: HttpService, job: Speech, seed: int) -> bytes:
+async def _whole(service: HttpService, job: SpeechJob, seed: int) -> bytes:
     pcm = await _whole_pcm(service, job, seed)
     return await asyncio.to_thread(encode, pcm, job.fmt)
 
 
-async def _variations(service: HttpService, job: Speech) -> dict:
+async def _variations(service: HttpService, job: SpeechJob) -> dict:
     """Every seed's take at once: they share the batch."""
     async def take(seed: int) -> dict:
         pcm = await _whole_pcm(service, job, seed)
@@ -595,7 +580,7 @@ async def _variations(service: HttpService, job: Speech) -> dict:
     return {"results": list(await asyncio.gather(*(take(seed) for seed in job.seeds)))}
 
 
-async def _streamed(service: HttpService, job: Speech) -> AsyncIterator[bytes]:
+async def _streamed(service: HttpService, job: SpeechJob) -> AsyncIterator[bytes]:
     """pcm or wav as it is generated; the client going away closes this, which cancels the generation."""
     encoder = StreamEncoder(job.fmt)
     try:
@@ -609,7 +594,7 @@ async def _streamed(service: HttpService, job: Speech) -> AsyncIterator[bytes]:
         yield tail
 
 
-async def _sse(service: HttpService, job: Speech) -> AsyncIterator[str]:
+async def _sse(service: HttpService, job: SpeechJob) -> AsyncIterator[str]:
     """OpenAI's speech events: speech.audio.delta with base64 audio as generated, then speech.audio.done."""
     def event(data: dict) -> str:
         return f"data: {json.dumps(data)}\n\n"

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .audio import MAX_SPEED, MIN_SPEED, SAMPLE_RATE, SpeedChanger, pcm16_seconds, to_pcm16
+from .engine.options import SpeechOptions
 from .text import AUTO, LANGUAGE_CODES
 from .voices import FROZEN_MAX_SECONDS, VoiceCatalog, VoiceSpec, clone_prompt_key, frozen_prompt_key, render_key
 
@@ -72,7 +73,16 @@ class ReadyVoice:
         """Language names this voice speaks: its own, or every one its model knows."""
         if self.spec.language != AUTO:
             return [self.spec.language]
+        return self.model_languages
+
+    @property
+    def model_languages(self) -> list[str]:
+        """Every language name its model speaks."""
         return [name for name in self.model.languages if name in LANGUAGE_CODES]
+
+    def speed_with(self, options: SpeechOptions) -> float:
+        """The request's speed times the voice's own, within what the speed changer takes."""
+        return min(MAX_SPEED, max(MIN_SPEED, self.spec.speed * options.speed))
 
 
 class VoiceCache:
@@ -140,11 +150,13 @@ class Synthesizer:
     def languages(self, voice_name: str) -> list[str]:
         return self.voices[voice_name].languages
 
-    def last_progress(self, voice_name: str) -> float | None:
+    def voice(self, name: str) -> ReadyVoice | None:
+        return self.voices.get(name)
+
+    def last_progress(self, voice: ReadyVoice) -> float | None:
         """time.monotonic() when the model speaking this voice last made audio, for any request
         (None before the first): a request waiting for a batch row is not stalled while it works."""
-        voice = self.voices.get(voice_name)  # a voice deleted over HTTP meanwhile: no progress to tell
-        progress = self._progress.get(id(voice.model)) if voice is not None else None
+        progress = self._progress.get(id(voice.model))
         return progress.last if progress is not None else None
 
     @property
@@ -270,7 +282,7 @@ class Synthesizer:
                 raise VoiceSetupError(f"voice {voice.spec.name!r} cannot speak: {err}") from err
         warmed = set()
         for voice in self.voices.values():
-            if getattr(voice.model, "runner", "eager") == "eager" or id(voice.model) in warmed:
+            if voice.model.runner == "eager" or id(voice.model) in warmed:
                 continue
             warmed.add(id(voice.model))
             # The single-stream path (sentences too long for a batch row): its graphs and compiled
@@ -280,19 +292,17 @@ class Synthesizer:
                     pass
         _LOGGER.info("Warmed up %d voices in %.2f s", len(self.voices), time.perf_counter() - started)
         for model in {id(voice.model): voice.model for voice in self.voices.values()}.values():
-            memory = model.device_memory() if hasattr(model, "device_memory") else None
+            memory = model.device_memory()
             if memory:
                 _LOGGER.info("%s", memory)
 
-    async def speak(self, voice: str | ReadyVoice, text: str, language: str = AUTO, *, seed: int | None = None,
-                    max_frames: int | None = None, speed: float = 1.0) -> AsyncIterator[bytes]:
+    async def speak(self, voice: ReadyVoice, text: str, language: str,
+                    options: SpeechOptions = SpeechOptions()) -> AsyncIterator[bytes]:
         """16-bit mono PCM at 24 kHz while the sentence is generated. Closing this (or cancelling the
         task that iterates it) stops the generation. The same seed, voice and text give the same
-        audio; speed multiplies the voice's own."""
-        voice = self.voices[voice] if isinstance(voice, str) else voice
+        audio; the options' speed multiplies the voice's own."""
         handoff = Handoff(asyncio.get_running_loop(), PENDING_CHUNKS)
         scheduler = self._scheduler(voice.model)
-        options = Generation(seed=seed, max_frames=max_frames, speed=speed)
         self._executor.submit(_generate, voice, scheduler, text, language, handoff, self._progress[id(voice.model)],
                               options)
         try:
@@ -309,27 +319,16 @@ class Synthesizer:
             scheduler.close()
 
 
-@dataclass(frozen=True)
-class Generation:
-    """How one request wants its sentence generated."""
-
-    seed: int | None = None  # None: a fresh random one
-    max_frames: int | None = None  # None: the text's budget
-    speed: float = 1.0  # times the voice's own speed
-
-    def speed_for(self, voice: ReadyVoice) -> float:
-        return min(MAX_SPEED, max(MIN_SPEED, voice.spec.speed * self.speed))
-
-
-def _open_stream(voice: ReadyVoice, scheduler: Any, text: str, language: str, cancel: threading.Event, **options):
+def _open_stream(voice: ReadyVoice, scheduler: Any, text: str, language: str, cancel: threading.Event,
+                 options: SpeechOptions):
     """The batch scheduler's stream; a sentence too long for a batch row runs on its own instead."""
+    from .engine.scheduler import PromptTooLong
+
     try:
-        return scheduler.stream(text, voice.prompt, language=language, cancel=cancel, **options)
-    except ValueError as err:
-        if "split the text" not in str(err):
-            raise
+        return scheduler.stream(text, voice.prompt, language=language, cancel=cancel, options=options)
+    except PromptTooLong as err:
         _LOGGER.debug("Sentence too long for a batch row, generating it alone: %s", err)
-        return voice.model.stream(text, voice.prompt, language=language, cancel=cancel, **options)
+        return voice.model.stream(text, voice.prompt, language=language, cancel=cancel, options=options)
 
 
 class Progress:
@@ -386,7 +385,7 @@ class Handoff:
 
 
 def _generate(voice: ReadyVoice, scheduler: Any, text: str, language: str, handoff: Handoff,
-              progress: Progress, options: Generation = Generation()) -> None:
+              progress: Progress, options: SpeechOptions) -> None:
     """Runs on a worker thread, one per request."""
     try:
         if handoff.abandoned:
@@ -394,9 +393,8 @@ def _generate(voice: ReadyVoice, scheduler: Any, text: str, language: str, hando
         started = time.perf_counter()
         first_audio = None
         audio_seconds = 0.0
-        stretch = SpeedChanger(options.speed_for(voice))
-        stream_options = {"seed": options.seed, "max_frames": options.max_frames}
-        with closing(_open_stream(voice, scheduler, text, language, handoff.cancel, **stream_options)) as chunks:
+        stretch = SpeedChanger(voice.speed_with(options))
+        with closing(_open_stream(voice, scheduler, text, language, handoff.cancel, options)) as chunks:
             for chunk in chunks:
                 progress.tick()
                 pcm = to_pcm16(stretch.process(chunk.samples))

@@ -19,6 +19,7 @@ from .audio_io import read_audio, resample
 from .checkpoint import Checkpoint, CheckpointError, load_checkpoint, load_safetensors
 from .codec import DecoderState, SpeechCodec
 from .fused import RUNNERS, make_runner, step_plan_of
+from .options import MAX_SEED, SpeechOptions
 from .generate import (FRAMES_CAP, MIN_FRAMES_BEFORE_EOS, DecodeBatch, FrameChunks, decode_stream, frame_limits,
                        generate_frames)
 from . import SAMPLE_RATE
@@ -53,7 +54,7 @@ class AudioChunk:
 
 def resolve_seed(seed: int | None) -> int:
     """The seed a request samples with: the caller's, or a fresh random one."""
-    return secrets.randbits(31) if seed is None else int(seed) & 0xFFFFFFFF
+    return secrets.randbits(31) if seed is None else int(seed) & MAX_SEED
 
 
 def resolve_device(device: str | None) -> torch.device:
@@ -196,34 +197,50 @@ class QwenTTS:
     def stream(self, text: str, voice: VoicePrompt, *, language: str | None = "auto",
                sampling: SamplingConfig | None = None, seed: int | None = None, max_frames: int | None = None,
                text_mode: TextMode | None = None, first_chunk_frames: int = 1, max_chunk_frames: int = 8,
-               cancel: threading.Event | None = None, min_frames: int = MIN_FRAMES_BEFORE_EOS) -> Iterator[AudioChunk]:
+               cancel: threading.Event | None = None, min_frames: int = MIN_FRAMES_BEFORE_EOS,
+               options: SpeechOptions | None = None) -> Iterator[AudioChunk]:
         """Audio chunks while frames are generated. Stops at EOS, at the length budget (derived from
         the text, capped at FRAMES_CAP, or max_frames), or between frames once cancel is set.
         EOS is not taken before min_frames (benchmarks set min_frames = max_frames for a fixed length).
+        A request's options (seed, frame limit, sampling) come either as `options` or as the
+        separate sampling/seed/max_frames arguments.
 
         Everything about the request is checked before the first chunk is produced."""
+        sampling, seed, max_frames = self.request_settings(options, sampling, seed, max_frames)
         prefill = self.prompts.build(text, voice, language, text_mode, device=self.device)
         max_frames = frame_limits(prefill.text_tokens, max_frames, min_frames, most=8 * FRAMES_CAP)
         chunks = FrameChunks(first_chunk_frames, max_chunk_frames)
-        sampling = sampling or self.default_sampling
         state = self._decoder_state(voice)
         should_stop = cancel.is_set if cancel is not None else None
-        frames = self._frames(prefill, sampling, max_frames, resolve_seed(seed), should_stop, min_frames)
+        frames = self._frames(prefill, sampling, max_frames, resolve_seed(seed), should_stop, min_frames, options)
         return self._chunks(decode_stream(frames, self.codec, state, chunks))
 
+    def request_settings(self, options: SpeechOptions | None, sampling: SamplingConfig | None, seed: int | None,
+                         max_frames: int | None) -> tuple[SamplingConfig, int | None, int | None]:
+        """(sampling, seed, max_frames) of one request: from its options (sampling: this
+        checkpoint's defaults with the options' overrides), or from the separate arguments."""
+        if options is None:
+            return sampling or self.default_sampling, seed, max_frames
+        if sampling is not None or seed is not None or max_frames is not None:
+            raise ValueError("give a request's settings as options or as sampling/seed/max_frames, not both")
+        return (self.default_sampling.with_overrides(**options.sampling.asked()), options.seed,
+                options.max_frames)
+
     def _frames(self, prefill, sampling: SamplingConfig, max_frames: int, seed: int, should_stop,
-                min_frames: int) -> Iterator[torch.Tensor]:
+                min_frames: int, options: SpeechOptions | None = None) -> Iterator[torch.Tensor]:
         """A single stream's frames: in the kept single-row batch of self.runner (CUDA graphs on a
         GPU), or, while another stream holds it (or with the eager runner), in an eager batch of
         its own."""
         talker = self.model.talker
         positions = prefill.embeds.shape[1] + max_frames
         if self.runner == "eager" or positions > SOLO_MAX_LEN or not self._solo_lock.acquire(blocking=False):
-            yield from generate_frames(talker, prefill, sampling, max_frames, seed, should_stop, min_frames)
+            yield from generate_frames(talker, prefill, sampling, max_frames, seed, should_stop, min_frames,
+                                       options=options)
             return
         try:
             batch = self._solo_batch(positions)
-            yield from generate_frames(talker, prefill, sampling, max_frames, seed, should_stop, min_frames, batch)
+            yield from generate_frames(talker, prefill, sampling, max_frames, seed, should_stop, min_frames, batch,
+                                       options)
         finally:
             self._solo_lock.release()
 

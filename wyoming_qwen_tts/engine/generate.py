@@ -19,6 +19,7 @@ import torch
 from .codec import DecoderState, SpeechCodec
 from .prompt import Prefill
 from .layers import KVCache, RowPositions
+from .options import SpeechOptions
 from .sampling import DrawPlan, RowParams, SamplingConfig, apply_repetition_penalty, choose, draw_keys
 from .talker import Talker
 
@@ -65,6 +66,7 @@ class Row:
     min_frames: int = MIN_FRAMES_BEFORE_EOS
     should_stop: Callable[[], bool] | None = None
     owner: Any = None  # whoever waits for this row's frames
+    options: SpeechOptions | None = None  # the request's, as its transport made them (sampling and seed above)
     frames_done: int = field(default=0, init=False)
 
     @property
@@ -374,11 +376,11 @@ class CudaGraphRunner(BucketedRunner):
 
 def generate_frames(talker: Talker, prefill: Prefill, sampling: SamplingConfig, max_frames: int, seed: int,
                     should_stop: Callable[[], bool] | None = None, min_frames: int = MIN_FRAMES_BEFORE_EOS,
-                    batch: DecodeBatch | None = None) -> Iterator[torch.Tensor]:
+                    batch: DecodeBatch | None = None, options: SpeechOptions | None = None) -> Iterator[torch.Tensor]:
     """One stream: frames of codes, (G,) int64 each, until EOS (allowed from frame min_frames
     on), max_frames, or should_stop(). In `batch` (an empty one, kept for reuse: its graphs or
     compiled steps are ready), else in a fresh eager batch of its own."""
-    row = Row(prefill, sampling, seed, max_frames, min_frames, should_stop)
+    row = Row(prefill, sampling, seed, max_frames, min_frames, should_stop, options=options)
     if batch is None:
         batch = DecodeBatch(talker, max_rows=1, max_len=row.positions_needed)
     batch.admit(row)

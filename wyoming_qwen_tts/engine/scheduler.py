@@ -31,6 +31,7 @@ from .engine import AudioChunk, QwenTTS, resolve_runner, resolve_seed
 from .fused import make_runner, step_plan_of
 from .generate import MIN_FRAMES_BEFORE_EOS, DecodeBatch, FrameChunks, Row, frame_limits
 from .prompt import TextMode, VoicePrompt
+from .options import SpeechOptions
 from .sampling import SamplingConfig
 from .threads import release_thread_team
 
@@ -94,6 +95,10 @@ class Audio:
         self.chunks.put(error)
 
 
+class PromptTooLong(ValueError):
+    """A request whose prompt and text do not fit a batch row: it can be generated alone instead."""
+
+
 class BatchScheduler:
     """Serves many streams from one QwenTTS with a shared batch.
 
@@ -132,23 +137,26 @@ class BatchScheduler:
     def stream(self, text: str, voice: VoicePrompt, *, language: str | None = "auto",
                sampling: SamplingConfig | None = None, seed: int | None = None, max_frames: int | None = None,
                text_mode: TextMode | None = None, first_chunk_frames: int = 1, max_chunk_frames: int = 8,
-               cancel: threading.Event | None = None, min_frames: int = MIN_FRAMES_BEFORE_EOS) -> Iterator[AudioChunk]:
-        """As QwenTTS.stream; the request is checked and queued now, its frames come from the batch."""
+               cancel: threading.Event | None = None, min_frames: int = MIN_FRAMES_BEFORE_EOS,
+               options: SpeechOptions | None = None) -> Iterator[AudioChunk]:
+        """As QwenTTS.stream; the request is checked and queued now, its frames come from the batch.
+        Raises PromptTooLong for a text that does not fit a batch row (QwenTTS.stream takes it)."""
         tts = self.tts
+        sampling, seed, max_frames = tts.request_settings(options, sampling, seed, max_frames)
         prefill = tts.prompts.build(text, voice, language, text_mode, device=tts.device)
         if tts.device.type == "cpu":
             release_thread_team()  # the batch thread's team alone may compute while requests run (threads.py)
         room = self.max_len - prefill.embeds.shape[1]
         text_still_to_feed = prefill.trailing_text.shape[1]
         if room <= text_still_to_feed:
-            raise ValueError(f"the prompt and text take {prefill.embeds.shape[1] + text_still_to_feed} positions, "
+            raise PromptTooLong(f"the prompt and text take {prefill.embeds.shape[1] + text_still_to_feed} positions, "
                              f"more than the {self.max_len} a batch row holds: split the text")
         max_frames = frame_limits(prefill.text_tokens, max_frames, min_frames, most=room)
         frames = FrameChunks(first_chunk_frames, max_chunk_frames)
         cancel = cancel or threading.Event()
         audio = Audio(voice, frames)
-        row = Row(prefill, sampling or tts.default_sampling, resolve_seed(seed), max_frames, min_frames,
-                  should_stop=cancel.is_set, owner=audio)
+        row = Row(prefill, sampling, resolve_seed(seed), max_frames, min_frames, should_stop=cancel.is_set,
+                  owner=audio, options=options)
         with self._wake:
             if self._closed:
                 raise RuntimeError("the scheduler is closed")

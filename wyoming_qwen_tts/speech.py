@@ -1,0 +1,253 @@
+"""The speech layer both transports adapt: which voice speaks, which sentences in which language,
+with which options, and the sentence's audio as it is generated, under the stall rule.
+
+Wyoming (handler/answering/writing) and HTTP (http_api) turn their requests into calls on one
+SpeechService and its errors (SpeechError) into their own answers: an `error` event before the
+closing events on Wyoming, a 4xx/5xx on HTTP. Where the two transports differ, the difference is
+decided here, by the caller saying which rule it wants (VoiceLookup, LanguageAsk, TextLimit),
+with the reason written next to the rule. No torch here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import aclosing
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Protocol
+
+from .audio import pcm16_seconds
+from .engine.options import SpeechOptions
+from .protocol import FrameLimits
+from .text import AUTO, LanguageDetector, RequestText
+from .voices import VoiceCatalog, VoiceSpec
+
+_LOGGER = logging.getLogger(__name__)
+
+
+class SpeechError(Exception):
+    """A request that cannot be (fully) spoken. code says what kind of problem it is; Wyoming sends
+    it as the `error` event's code, HTTP maps it to a status (http_api.STATUS_OF_CODE)."""
+
+    def __init__(self, message: str, code: str = "bad-request") -> None:
+        super().__init__(message)
+        self.message = message
+        self.code = code
+
+
+class SentenceStalled(SpeechError):
+    """No new audio for the stall timeout, and no progress of the engine for anyone either."""
+
+    def __init__(self, audio_seconds: float, stall_seconds: float) -> None:
+        super().__init__(f"no new audio for {stall_seconds:g} s (stalled) after {audio_seconds:.2f} s of audio",
+                         "timeout")
+        self.audio_seconds = audio_seconds
+        self.stall_seconds = stall_seconds
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What one request or connection may ask of the server, on every transport."""
+
+    max_text_chars: int = 5000  # per request
+    stall_seconds: float = 30.0  # no new audio and no engine progress this long: the sentence and its request end
+    markdown: bool = True  # plain text is read as markdown (LLM replies): markers, links and URLs are not spoken
+    # Wyoming connections
+    idle_seconds: float = 60.0  # no event received and nothing being spoken: the connection is closed
+    write_seconds: float = 30.0  # a client that takes longer to accept one event is dropped
+    queued_requests: int = 8  # more waiting than this: the connection is not read until one is answered
+    frames: FrameLimits = field(default_factory=FrameLimits)
+    # HTTP reference recordings
+    upload_bytes: int = 20 * 1024 * 1024
+    upload_seconds: float = 60.0
+
+    @property
+    def body_bytes(self) -> int:
+        """An HTTP request body: a recording, base64-encoded in JSON (4/3), and the rest of the form."""
+        return self.upload_bytes * 4 // 3 + 1024 * 1024
+
+
+class Voice(Protocol):
+    """A voice ready to speak (synthesis.ReadyVoice)."""
+
+    spec: VoiceSpec
+
+    @property
+    def languages(self) -> list[str]:
+        """The languages it speaks unless told otherwise: its own, or every one its model knows."""
+
+    @property
+    def model_languages(self) -> list[str]:
+        """Every language its model can speak."""
+
+
+class Speaker(Protocol):
+    """What the speech layer needs from synthesis.Synthesizer (and what a test's stand-in implements)."""
+
+    def voice(self, name: str) -> Voice | None:
+        """The ready voice of that name; None when there is none (e.g. deleted meanwhile)."""
+
+    def speak(self, voice: Voice, text: str, language: str, options: SpeechOptions) -> AsyncIterator[bytes]:
+        """16-bit mono PCM at 24 kHz as the sentence is generated; closing it cancels the generation."""
+
+    def last_progress(self, voice: Voice) -> float | None:
+        """time.monotonic() when the engine speaking this voice last made audio, for any request."""
+
+
+class VoiceLookup(Enum):
+    # Home Assistant sends a voice name only when the user picked one, and may keep a name the
+    # server no longer has: the default voice answers rather than nothing.
+    DEFAULT_IF_UNKNOWN = "default"
+    # An API caller asks for a voice by name and can correct a wrong one: a clear error.
+    STRICT = "strict"
+
+
+class LanguageAsk(Enum):
+    # Wyoming: a client's language is the pipeline's setting, not the text's (and Home Assistant
+    # sends none): a voice's own language wins, the hint is taken when the voice speaks it, else
+    # each sentence's language is detected.
+    HINT = "hint"
+    # HTTP: `language` is set by the caller for this very text, as in the hosted APIs: it wins over
+    # the voice's own, and one the voice's model cannot speak is an error.
+    EXPLICIT = "explicit"
+
+
+class TextLimit(Enum):
+    # Wyoming: an assistant's reply must be answered whatever its length: the first
+    # max_text_chars are spoken and the rest is reported (text-too-long).
+    SPEAK_THE_START = "truncate"
+    # HTTP: the caller can split its text: too long or nothing to speak is refused before any audio.
+    REFUSE = "refuse"
+
+
+@dataclass
+class SpeechService:
+    """What every request on every transport shares. `catalog` is replaced when voices are created
+    or deleted; listeners hear of it (the Wyoming describe answer)."""
+
+    catalog: VoiceCatalog
+    speaker: Speaker
+    detector: LanguageDetector
+    limits: Limits = field(default_factory=Limits)
+    _listeners: list[Callable[[VoiceCatalog], None]] = field(default_factory=list)
+
+    def on_catalog_change(self, listener: Callable[[VoiceCatalog], None]) -> None:
+        self._listeners.append(listener)
+
+    def publish(self, catalog: VoiceCatalog) -> None:
+        self.catalog = catalog
+        for listener in self._listeners:
+            listener(catalog)
+
+    # -- who speaks ---------------------------------------------------------------------------------
+
+    def voice(self, name: str | None, lookup: VoiceLookup) -> tuple[Voice, bool]:
+        """The voice called name (None: the default voice); the flag is False when an unknown name
+        was asked for and the default answers instead. Raises SpeechError (unknown-voice)."""
+        spec, known = self.catalog.resolve(name)
+        if not known and lookup is VoiceLookup.STRICT:
+            raise SpeechError(f"voice {name!r} is not one of this server's voices ({', '.join(self.catalog.voices)})",
+                              "unknown-voice")
+        voice = self.speaker.voice(spec.name)
+        if voice is None:
+            raise SpeechError(f"voice {spec.name!r} is not ready to speak", "unknown-voice")
+        return voice, known
+
+    # -- what is said ---------------------------------------------------------------------------------
+
+    def new_text(self, markup: bool | None = None) -> RequestText:
+        """A request's text as it arrives, split into speakable sentences (markup: True for SSML,
+        False for plain text, None: SSML when it looks like it)."""
+        return RequestText(self.limits.max_text_chars, markup, self.limits.markdown)
+
+    def sentences(self, text: str, limit: TextLimit, markup: bool | None = None) -> tuple[list[str], bool]:
+        """The sentences of a whole text, and whether it was cut at max_text_chars (SPEAK_THE_START);
+        REFUSE raises SpeechError for a text too long or with nothing to speak."""
+        max_chars = self.limits.max_text_chars
+        if limit is TextLimit.REFUSE:
+            if not text.strip():
+                raise SpeechError("input is empty: give the text to speak")
+            if len(text) > max_chars:
+                raise SpeechError(f"input has {len(text)} characters; at most {max_chars} are spoken per request",
+                                  "text-too-long")
+        request_text = self.new_text(markup)
+        sentences = request_text.add(text) + request_text.finish()
+        if not sentences and limit is TextLimit.REFUSE:
+            raise SpeechError("input has nothing to speak (no letters or digits)")
+        return sentences, request_text.truncated
+
+    def language(self, voice: Voice, asked: str | None, sentence: str, ask: LanguageAsk) -> str:
+        """The language a sentence is spoken in (LanguageAsk says whose word counts most); 'auto'
+        when detection is unsure. Raises SpeechError (unsupported-language) for an explicit
+        language the voice's model cannot speak."""
+        asked = None if asked == AUTO else asked
+        own = voice.spec.language if voice.spec.language != AUTO else None
+        if ask is LanguageAsk.EXPLICIT and asked is not None:
+            if asked not in voice.model_languages:
+                raise SpeechError(f"language {asked} is not spoken by this voice's model", "unsupported-language")
+            return asked
+        if own is not None:
+            return own
+        speakable = voice.languages
+        if asked is not None and asked in speakable:
+            return asked
+        return self.detector.detect(sentence, allowed=speakable)
+
+    # -- the audio ------------------------------------------------------------------------------------
+
+    async def speak(self, voice: Voice, sentence: str, language: str, options: SpeechOptions) -> AsyncIterator[bytes]:
+        """The sentence's audio as it is generated; raises SentenceStalled once it stalls. Closing
+        this cancels the generation."""
+        async with aclosing(self.speaker.speak(voice, sentence, language, options)) as pcm_stream, \
+                aclosing(audio_until_stall(pcm_stream, self.limits.stall_seconds,
+                                           lambda: self.speaker.last_progress(voice))) as audio:
+            async for pcm in audio:
+                yield pcm
+
+
+async def audio_until_stall(pcm_stream: AsyncIterator[bytes], stall_seconds: float,
+                            engine_progress: Callable[[], float | None]) -> AsyncIterator[bytes]:
+    """The stream's audio as it comes; raises SentenceStalled once it stalls.
+
+    A sentence may take as long as it needs while audio keeps coming (slow hardware is never cut;
+    the engine's frame budget bounds its length): it is stalled when neither new audio nor any
+    progress of the engine (engine_progress(): the monotonic time its batch last produced audio,
+    for any request) has come for stall_seconds. So a sentence waiting for a batch row behind
+    others is not stalled while the engine works for them, but a stuck device is found. Time spent
+    while this generator is suspended (the consumer handling a chunk) never counts."""
+    audio_seconds = 0.0
+    while True:
+        try:
+            pcm = await _next_audio(pcm_stream, stall_seconds, engine_progress)
+        except StopAsyncIteration:
+            return
+        if pcm is None:
+            raise SentenceStalled(audio_seconds, stall_seconds)
+        audio_seconds += pcm16_seconds(pcm)
+        yield pcm
+
+
+async def _next_audio(pcm_stream: AsyncIterator[bytes], stall_seconds: float,
+                      engine_progress: Callable[[], float | None]) -> bytes | None:
+    """The stream's next chunk, or None once it stalls. The pending read is only cancelled then:
+    cancelling it at every check would end the stream."""
+    waiting_since = time.monotonic()
+
+    def stalls_at() -> float:
+        return max(waiting_since, engine_progress() or 0.0) + stall_seconds
+
+    getting = asyncio.ensure_future(anext(pcm_stream))
+    try:
+        while True:
+            done, _ = await asyncio.wait({getting}, timeout=max(0.0, stalls_at() - time.monotonic()))
+            if done:
+                return getting.result()
+            if time.monotonic() >= stalls_at():
+                return None
+    finally:
+        if not getting.done():
+            getting.cancel()
+            await asyncio.wait({getting})
