@@ -69,6 +69,21 @@ def test_bitrate_is_kept_roughly(name):
         assert size * 8 / SECONDS / 1000 == pytest.approx(kbps, rel=0.35)
 
 
+@pytest.mark.parametrize("rate", [8000, 16000, 24000, 44100])
+def test_stereo_mp3_is_the_same_tone_in_both_channels(rate):
+    # libsndfile's 16-bit stereo MP3 write filled half of it with noise (peaks past 1.0, channels apart)
+    samples, _ = decoded(encode(TONE, output_format("mp3", rate, 2)))
+    assert np.abs(samples[:, 0] - samples[:, 1]).max() < 0.01 and np.abs(samples).max() < 0.4
+    assert np.sqrt(np.mean(samples ** 2)) == pytest.approx(0.3 / np.sqrt(2), rel=0.1)
+
+
+@pytest.mark.parametrize("rate", [8000, 24000, 48000])
+def test_mp3_at_the_lowest_bitrates_is_made(rate):
+    # at or below the lowest bitrate of its MPEG version, libsndfile refused the level (1.0) it was asked at
+    for kbps in (8, 32):
+        assert decoded(encode(TONE, output_format("mp3", rate, kbps=kbps)))[1] == rate
+
+
 @pytest.mark.parametrize(("args", "problem"), [
     (("aac",), "no AAC encoder"),
     (("ogg",), "not one of"),
@@ -96,3 +111,4 @@ def test_uploads_are_decoded_by_content_within_limits():
     for junk in (b"", b"RIFF" + b"\0" * 100, b"<html>not audio</html>"):
         with pytest.raises(UnsupportedAudio):
             decode_upload(junk, max_bytes=10**6, max_seconds=5)
+

@@ -233,8 +233,10 @@ def _wav_stream(fmt: OutputFormat) -> Stream:
 Options = Callable[[OutputFormat], dict]
 
 
-def _libsndfile(container: str, subtype: str, options: Options = lambda fmt: {}) -> WholeEncoder:
-    """A whole-file encoder through libsndfile: its container and subtype, and SoundFile's options."""
+def _libsndfile(container: str, subtype: str, options: Options = lambda fmt: {},
+                as_float: bool = False) -> WholeEncoder:
+    """A whole-file encoder through libsndfile: its container and subtype, and SoundFile's options;
+    as_float writes the samples as floats (the same values / 32768) where 16-bit writes are broken."""
 
     def encode_file(frames: np.ndarray, fmt: OutputFormat) -> bytes:
         import soundfile as sf
@@ -242,7 +244,7 @@ def _libsndfile(container: str, subtype: str, options: Options = lambda fmt: {})
         buffer = io.BytesIO()
         with sf.SoundFile(buffer, "w", fmt.sample_rate, fmt.channels, subtype, format=container,
                           **options(fmt)) as out:
-            out.write(frames)
+            out.write(frames.astype(np.float32) / 32768.0 if as_float else frames)
         return buffer.getvalue()
 
     return encode_file
@@ -306,8 +308,10 @@ def _libsndfile_stream(container: str, subtype: str, options: Options = lambda f
 
 
 # libsndfile's MP3 and Opus encoders take a compression level in 0..1 that maps onto these bitrates
-# linearly (per channel for Opus); a bitrate asked is turned into that level.
+# linearly (per channel for Opus); a bitrate asked is turned into that level. libsndfile (1.2.2)
+# refuses an MP3 level of exactly 1.0, so the lowest bitrate is asked at MP3_TOP_LEVEL.
 MP3_KBPS = {"mpeg1": (32, 320), "mpeg2": (8, 160), "mpeg2.5": (8, 64)}
+MP3_TOP_LEVEL = 0.999
 OPUS_KBPS_PER_CHANNEL = (6, 256)
 
 
@@ -319,7 +323,8 @@ def _mp3_options(fmt: OutputFormat) -> dict:
     if fmt.kbps is None:
         return {}
     version = "mpeg1" if fmt.sample_rate >= 32000 else "mpeg2" if fmt.sample_rate >= 16000 else "mpeg2.5"
-    return {"compression_level": _level(fmt.kbps, *MP3_KBPS[version]), "bitrate_mode": "CONSTANT"}
+    level = min(_level(fmt.kbps, *MP3_KBPS[version]), MP3_TOP_LEVEL)
+    return {"compression_level": level, "bitrate_mode": "CONSTANT"}
 
 
 def _opus_options(fmt: OutputFormat) -> dict:
@@ -331,7 +336,9 @@ def _opus_options(fmt: OutputFormat) -> dict:
 # -- the registry ----------------------------------------------------------------------------------
 
 REGISTRY: dict[str, FormatSpec] = {spec.name: spec for spec in (  # in the order OpenAI's API lists them
-    FormatSpec("mp3", "audio/mpeg", _libsndfile("MP3", "MPEG_LAYER_III", _mp3_options),
+    # as_float: libsndfile's 16-bit stereo MP3 write copies half the bytes it should and the rest is
+    # noise (libsndfile/libsndfile#1106); its float write is sound.
+    FormatSpec("mp3", "audio/mpeg", _libsndfile("MP3", "MPEG_LAYER_III", _mp3_options, as_float=True),
                rates=(8000, 11025, 12000, 16000, 22050, 24000, 32000, 44100, 48000), kbps=(8, 320)),
     FormatSpec("opus", "audio/ogg", _libsndfile("OGG", "OPUS", _opus_options),
                stream=_libsndfile_stream("OGG", "OPUS", _opus_options),
