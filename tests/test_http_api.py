@@ -283,6 +283,16 @@ def test_x_vector_only_needs_no_transcript(http):
     assert response.status_code == 200 and pcm_samples(response.content) == 5 * FRAME
 
 
+def test_sampling_options_are_checked_and_a_seed_still_fixes_the_take(http):
+    assert_error(speech(http, temperature=0), 400, "temperature")
+    assert_error(speech(http, top_p=1.5), 400, "top_p")
+    assert_error(speech(http, repetition_penalty=0.5), 400, "repetition_penalty")
+    asked = dict(response_format="pcm", seed=7, temperature=0.3, top_k=5, top_p=0.8, max_new_tokens=6)
+    first, again = speech(http, **asked), speech(http, **asked)
+    assert first.status_code == 200 and pcm_samples(first.content) == 6 * FRAME
+    assert_same_audio(first.content, again.content)
+
+
 # -- errors --------------------------------------------------------------------------------------------
 
 

@@ -36,6 +36,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .audio import SAMPLE_RATE, pcm16_seconds
 from .audio_formats import (
+    FORMAT_NAMES,
     FormatError,
     OutputFormat,
     StreamEncoder,
@@ -128,7 +129,7 @@ class SpeechRequest(BaseModel):
     model: str | None = None  # any: this server speaks with its own models
     input: str
     voice: str | dict | None = None
-    response_format: Literal["mp3", "opus", "aac", "flac", "wav", "pcm"] = "mp3"
+    response_format: Literal[FORMAT_NAMES] = "mp3"
     speed: float = Field(1.0, ge=0.25, le=4.0)
     stream_format: Literal["audio", "sse"] | None = None
     instructions: str | None = Field(None, max_length=2000)
