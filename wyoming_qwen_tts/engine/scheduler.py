@@ -43,9 +43,10 @@ CODEC_MODES = ("auto", "thread", "inline")
 def resolve_codec_mode(codec: str) -> str:
     """Where audio is decoded. "thread": a codec thread of its own (on CUDA, its own stream), meant
     to overlap decoding with the batch's steps; "inline": by the batch thread between steps, like a
-    single stream. auto is inline: on the H200 (BENCHMARKS.md) a single stream decoding inline had
-    first audio in 62 ms, through the codec thread ~0.9 s; on a 2-core CPU the codec thread's own
-    OpenMP team slows both threads (threads.py): 0.49x real time against 0.59x inline."""
+    single stream. auto is inline: on a GPU a single stream decoding inline had its first audio far
+    sooner than through the codec thread (BENCHMARKS.md, "First GPU run"), and on a CPU the codec
+    thread's own OpenMP team slows both threads (threads.py; BENCHMARKS.md, "Through the server's
+    batch: one OpenMP team at a time")."""
     if codec not in CODEC_MODES:
         raise ValueError(f"codec must be one of {', '.join(CODEC_MODES)}, not {codec!r}")
     return "inline" if codec == "auto" else codec
@@ -119,9 +120,9 @@ class BatchScheduler:
         self.codec = resolve_codec_mode(codec)
         self._codec_jobs: queue.SimpleQueue = queue.SimpleQueue()
         self._inline_waiting: deque[Audio] = deque()  # streams with audio to decode (codec "inline")
-        # Seconds from a chunk's codes made to its audio decoded, the latest chunks': on the H200 the
-        # first audio through the batch came ~0.9 s after the request while one stream alone took
-        # 62 ms, so the benchmarks report where that time is spent.
+        # Seconds from a chunk's codes made to its audio decoded, the latest chunks': first audio
+        # through the batch came far later than for one stream alone (BENCHMARKS.md, "First GPU
+        # run"), so the benchmarks report where that time is spent.
         self.codec_lag_s: deque[float] = deque(maxlen=4096)
         self._threads = [threading.Thread(target=self._run, name="qwen-tts-batch", daemon=True)]
         if self.codec == "thread":
