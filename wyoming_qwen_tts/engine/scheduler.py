@@ -78,7 +78,7 @@ class CodesChunk:
 
 
 @dataclass(eq=False)
-class Audio:
+class StreamAudio:
     """A request's audio side: its voice, frames not yet decoded, where chunks go. The codec
     state is made by the codec thread at the first decode (see the module's docstring)."""
 
@@ -119,7 +119,7 @@ class BatchScheduler:
         self._batch: DecodeBatch | None = None
         self.codec = resolve_codec_mode(codec)
         self._codec_jobs: queue.SimpleQueue = queue.SimpleQueue()
-        self._inline_waiting: deque[Audio] = deque()  # streams with audio to decode (codec "inline")
+        self._inline_waiting: deque[StreamAudio] = deque()  # streams with audio to decode (codec "inline")
         # Seconds from a chunk's codes made to its audio decoded, the latest chunks': first audio
         # through the batch came far later than for one stream alone (BENCHMARKS.md, "First GPU
         # run"), so the benchmarks report where that time is spent.
@@ -147,7 +147,7 @@ class BatchScheduler:
         max_frames = frame_limits(prefill.text_tokens, max_frames, min_frames, most=room)
         frames = FrameChunks(first_chunk_frames, max_chunk_frames)
         cancel = cancel or threading.Event()
-        audio = Audio(voice, frames)
+        audio = StreamAudio(voice, frames)
         row = Row(prefill, sampling or tts.default_sampling, resolve_seed(seed), max_frames, min_frames,
                   should_stop=cancel.is_set, owner=audio)
         with self._wake:
@@ -297,12 +297,12 @@ class BatchScheduler:
             self._send_due(row.owner, finished=True)  # frames left from before an EOS step
             self._to_codec(row.owner, _END)
 
-    def _send_due(self, audio: Audio, finished: bool) -> None:
+    def _send_due(self, audio: StreamAudio, finished: bool) -> None:
         codes = audio.frames.take_due(finished)
         if codes is not None:
             self._to_codec(audio, CodesChunk.made_here(codes))
 
-    def _to_codec(self, audio: Audio, item: object) -> None:
+    def _to_codec(self, audio: StreamAudio, item: object) -> None:
         if self.codec == "inline":
             self._queue_job((audio, item), self._inline_waiting)
         else:
@@ -319,7 +319,7 @@ class BatchScheduler:
             self._codec_loop()
 
     def _codec_loop(self) -> None:
-        waiting: deque[Audio] = deque()  # streams with jobs, in arrival order
+        waiting: deque[StreamAudio] = deque()  # streams with jobs, in arrival order
         stop = False
         while not stop:
             job = self._codec_jobs.get()  # block for the first job, then take whatever else is there
@@ -333,19 +333,19 @@ class BatchScheduler:
             self._decode_all(waiting)
 
     @staticmethod
-    def _queue_job(job: tuple[Audio, object], waiting: deque[Audio]) -> None:
+    def _queue_job(job: tuple[StreamAudio, object], waiting: deque[StreamAudio]) -> None:
         audio, item = job
         if not audio.jobs:
             waiting.append(audio)
         audio.jobs.append(item)
 
-    def _decode_all(self, waiting: deque[Audio]) -> None:
+    def _decode_all(self, waiting: deque[StreamAudio]) -> None:
         while waiting:
             self._decode_round(waiting)
 
-    def _decode_round(self, waiting: deque[Audio]) -> None:
+    def _decode_round(self, waiting: deque[StreamAudio]) -> None:
         """Each waiting stream's next job: end markers go out, equal-length chunks decode together."""
-        by_length: dict[int, list[Audio]] = {}
+        by_length: dict[int, list[StreamAudio]] = {}
         for audio in list(waiting):
             head = audio.jobs[0]
             if head is _END:
@@ -364,7 +364,7 @@ class BatchScheduler:
                 waiting.remove(audio)
 
     @torch.inference_mode()
-    def _decode_group(self, group: list[tuple[Audio, CodesChunk]]) -> None:
+    def _decode_group(self, group: list[tuple[StreamAudio, CodesChunk]]) -> None:
         decoder = self.tts.codec.decoder
         try:
             for audio, _ in group:
