@@ -10,7 +10,7 @@ from wyoming.tts import Synthesize, SynthesizeChunk, SynthesizeStart, Synthesize
 
 from benchmarks.text_bench import WEATHER
 from wyoming_qwen_tts.handler import Limits
-from wyoming_qwen_tts.speech_text import MarkdownReader, hosts_for_urls
+from wyoming_qwen_tts.speech_text import MarkdownReader, _GluedHeadings, hosts_for_urls
 from wyoming_qwen_tts.text import RequestText, SentenceSplitter
 
 from .standin import exchange, run
@@ -305,6 +305,17 @@ def test_a_heading_marker_that_lost_its_line_break_is_a_pause_and_look_alikes_ar
 @given(sizes=CHUNK_SIZES)
 def test_glued_heading_markers_read_the_same_in_any_chunking(text, sentences, sizes):
     assert spoken_in_chunks(chunked(text, sizes)) == sentences
+
+
+@settings(max_examples=300, deadline=None)
+@given(pieces=st.lists(st.sampled_from(["!", ".", "?", "。", " ", "  ", "\t", "#", "##", "#######", "a", "Bb", "`",
+                                        "|", "\n", ")", "**", "> ", "x" * 3]), max_size=40),
+       sizes=CHUNK_SIZES)
+def test_glued_heading_markers_are_found_the_same_in_any_chunking(pieces, sizes):
+    text = "".join(pieces)
+    whole = _GluedHeadings().feed(text, final=True)
+    streamed = _GluedHeadings()
+    assert "".join(streamed.feed(chunk) for chunk in chunked(text, sizes)) + streamed.feed("", final=True) == whole
 
 
 def test_the_switch_off_reads_the_text_as_it_is():

@@ -52,13 +52,15 @@ _LONG_SOURCE = 2000
 _MAX_GUESS_LINES = 24  # a block of more lines: its line still arriving is not parsed with it again and again
 # A heading marker glued to the sentence before it (its line break lost): a sentence end, closing
 # quotes, brackets or emphasis, whitespace (none needed after a CJK full stop), then 1-6 '#' and a
-# space before text. "#hashtags", "C#", "issue #12" and "the # of items" mid-sentence are not.
-_CLOSERS = "[\"'\u201d\u2019)\u300d\u300f*_]*"
-_GLUED_HEADING = re.compile(rf"(?:[.!?]{_CLOSERS}[ \t]+|[\u3002\uff01\uff1f]{_CLOSERS}[ \t]*)(?=#{{1,6}} +\S)")
+# space before text. "#hashtags", "C#", "issue #12" and "the # of items" mid-sentence are not. The
+# runs are bounded, so that what is held back while it may still become one stays short.
+_CLOSERS = "[\"'\u201d\u2019)\u300d\u300f*_]{0,4}"
+_GLUED_HEADING = re.compile(rf"(?:[.!?]{_CLOSERS}[ \t]{{1,16}}|[\u3002\uff01\uff1f]{_CLOSERS}[ \t]{{0,16}})"
+                            rf"(?=#{{1,6}} {{1,16}}\S)")
 _SENTENCE_END = re.compile(r"[.!?\u3002\uff01\uff1f]")
 # What may follow a sentence end while more text can still make it a glued heading marker.
-_MAY_BECOME_GLUED = {False: re.compile(rf"{_CLOSERS}(?:[ \t]+(?:#{{1,6}} *)?)?"),
-                     True: re.compile(rf"{_CLOSERS}[ \t]*(?:#{{1,6}} *)?")}
+_MAY_BECOME_GLUED = {False: re.compile(rf"{_CLOSERS}(?:[ \t]{{1,16}}(?:#{{1,6}} {{0,16}})?)?"),
+                     True: re.compile(rf"{_CLOSERS}[ \t]{{0,16}}(?:#{{1,6}} {{0,16}})?")}
 
 
 class Piece(NamedTuple):
