@@ -10,7 +10,7 @@ from wyoming.tts import Synthesize, SynthesizeChunk, SynthesizeStart, Synthesize
 
 from benchmarks.text_bench import WEATHER
 from wyoming_qwen_tts.speech import Limits
-from wyoming_qwen_tts.speech_text import MarkdownReader, hosts_for_urls
+from wyoming_qwen_tts.speech_text import MarkdownReader, _GluedHeadings, hosts_for_urls
 from wyoming_qwen_tts.text import RequestText, SentenceSplitter
 
 from .standin import exchange, run
@@ -269,6 +269,53 @@ def test_a_url_is_never_spelled_even_at_the_end_of_a_sentence():
 ])
 def test_markdown_structures(text, sentences):
     assert spoken(text) == sentences
+
+
+GLUED_HEADINGS = [
+    ("Of course! ## Dinner plan\n- pasta\n- salad", ["Of course!", "Dinner plan", "pasta", "salad"]),
+    ("Sure. # Plan\nCook at six.", ["Sure.", "Plan", "Cook at six."]),
+    ("**Done.** ### Next steps\nCall me.", ["Done.", "Next steps", "Call me."]),
+    ("Wow!!! ## Big news\nIt works.", ["Wow!!!", "Big news", "It works."]),
+    ("好的。## 晚餐\n- 面条", ["好的。", "晚餐", "面条"]),
+    ("Here it is. ## Plan A\nStep one. ## Plan B\nStep two.", ["Here it is.", "Plan A", "Step one.", "Plan B",
+                                                                "Step two."]),
+]
+# A '#' that is no heading marker is kept as it is: no sentence end before it, no space after it, more
+# than six, or in code (an inline code span, a code block) or a table row.
+HASH_LOOKALIKES = [
+    ("Use #hashtags. C# is fine. See issue #12. Count the # of items.",
+     ["Use #hashtags.", "C# is fine.", "See issue #12.", "Count the # of items."]),
+    ("Done! #12 is next.", ["Done! #12 is next."]),
+    ("Hm. ####### seven", ["Hm. ####### seven"]),
+    ("Run `echo hi. ## not a heading` now.", ["Run echo hi. ## not a heading now."]),
+    ("```\nx = 1. ## comment\n```\nEnd.", ["End."]),
+    ("| Step | Note |\n|---|---|\n| One | Go. ## fast |", ["Step: One, Note: Go. ## fast"]),
+    ("It ends. ##", ["It ends. ##"]),
+]
+
+
+@pytest.mark.parametrize("text, sentences", GLUED_HEADINGS + HASH_LOOKALIKES)
+def test_a_heading_marker_that_lost_its_line_break_is_a_pause_and_look_alikes_are_kept(text, sentences):
+    assert spoken(text) == sentences
+    assert spoken_in_chunks(list(text)) == sentences
+
+
+@pytest.mark.parametrize("text, sentences", GLUED_HEADINGS + HASH_LOOKALIKES)
+@FEW_EXAMPLES
+@given(sizes=CHUNK_SIZES)
+def test_glued_heading_markers_read_the_same_in_any_chunking(text, sentences, sizes):
+    assert spoken_in_chunks(chunked(text, sizes)) == sentences
+
+
+@settings(max_examples=300, deadline=None)
+@given(pieces=st.lists(st.sampled_from(["!", ".", "?", "。", " ", "  ", "\t", "#", "##", "#######", "a", "Bb", "`",
+                                        "|", "\n", ")", "**", "> ", "x" * 3]), max_size=40),
+       sizes=CHUNK_SIZES)
+def test_glued_heading_markers_are_found_the_same_in_any_chunking(pieces, sizes):
+    text = "".join(pieces)
+    whole = _GluedHeadings().feed(text, final=True)
+    streamed = _GluedHeadings()
+    assert "".join(streamed.feed(chunk) for chunk in chunked(text, sizes)) + streamed.feed("", final=True) == whole
 
 
 def test_the_switch_off_reads_the_text_as_it_is():

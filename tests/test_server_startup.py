@@ -83,6 +83,21 @@ def test_version_flag_and_console_script():
     assert result.returncode == 0 and result.stdout.strip() == __version__
 
 
+@pytest.mark.parametrize("debug", [True, False])
+def test_debug_raises_only_this_packages_loggers(debug):
+    code = ("import logging; from wyoming_qwen_tts.__main__ import configure_logging; "
+            f"configure_logging({debug}, '%(name)s %(levelname)s %(message)s'); "
+            "logging.getLogger('markdown_it.rules_block').debug('parser line'); "
+            "logging.getLogger('asyncio').debug('library debug'); "
+            "logging.getLogger('asyncio').info('library info'); "
+            "logging.getLogger('wyoming_qwen_tts.speech_text').debug('our debug'); "
+            "logging.getLogger('wyoming_qwen_tts').info('our info')")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=60)
+    assert result.returncode == 0, result.stderr
+    expected = ["asyncio INFO library info"] + (["wyoming_qwen_tts.speech_text DEBUG our debug"] if debug else [])
+    assert result.stderr.splitlines() == expected + ["wyoming_qwen_tts INFO our info"]
+
+
 def test_protocol_modules_do_not_import_torch():
     code = ("import sys, wyoming_qwen_tts.__main__, wyoming_qwen_tts.handler, wyoming_qwen_tts.protocol, "
             "wyoming_qwen_tts.voices, wyoming_qwen_tts.text, wyoming_qwen_tts.audio, wyoming_qwen_tts.discovery, "

@@ -316,6 +316,14 @@ async def start_http(where: HttpListen, app):
     return http_server, task
 
 
+def configure_logging(debug: bool, log_format: str) -> None:
+    """Logs at INFO; --debug raises this package's loggers to DEBUG and no one else's: markdown-it
+    alone logs thousands of parser lines per streamed reply at DEBUG, and other libraries' debug
+    would bury ours."""
+    logging.basicConfig(level=logging.INFO, format=log_format)
+    logging.getLogger("wyoming_qwen_tts").setLevel(logging.DEBUG if debug else logging.NOTSET)
+
+
 def main(argv: list[str] | None = None) -> int:
     try:
         parser = build_parser()
@@ -323,7 +331,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.debug else logging.INFO, format=args.log_format)
+    configure_logging(args.debug, args.log_format)
     from .discovery import DiscoveryError
     from .voices import VoicesFileError
 

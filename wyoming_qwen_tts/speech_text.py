@@ -9,7 +9,9 @@ Streaming: a block's text is said when the block is closed (a later line shows i
 the open paragraph is said early in fragments cut before a space (or after a CJK full stop) where no
 markdown construct is open (`**`, backticks, `[...](...)`), with the first letter of the next word
 when it is plain, so that the sentence splitter sees a sentence end at once. Any chunking of a reply
-gives the text of the whole reply. One case cannot be told in time: a line said in part before a
+gives the text of the whole reply. A heading marker that lost its line break ("Of course! ## Dinner
+plan") starts a heading still: a run of 1-6 '#' after a sentence end, then a space and text, is put on
+a line of its own (see _GluedHeadings). One case cannot be told in time: a line said in part before a
 "|" arrives on it and a delimiter row follows (a table header row that starts without "|"; LLMs
 start table rows with "|").
 """
@@ -48,6 +50,17 @@ _RULE_CHARACTERS = set("-*_= \t")
 # grew by a quarter: each new line would parse it all again.
 _LONG_SOURCE = 2000
 _MAX_GUESS_LINES = 24  # a block of more lines: its line still arriving is not parsed with it again and again
+# A heading marker glued to the sentence before it (its line break lost): a sentence end, closing
+# quotes, brackets or emphasis, whitespace (none needed after a CJK full stop), then 1-6 '#' and a
+# space before text. "#hashtags", "C#", "issue #12" and "the # of items" mid-sentence are not. The
+# runs are bounded, so that what is held back while it may still become one stays short.
+_CLOSERS = "[\"'\u201d\u2019)\u300d\u300f*_]{0,4}"
+_GLUED_HEADING = re.compile(rf"(?:[.!?]{_CLOSERS}[ \t]{{1,16}}|[\u3002\uff01\uff1f]{_CLOSERS}[ \t]{{0,16}})"
+                            rf"(?=#{{1,6}} {{1,16}}\S)")
+_SENTENCE_END = re.compile(r"[.!?\u3002\uff01\uff1f]")
+# What may follow a sentence end while more text can still make it a glued heading marker.
+_MAY_BECOME_GLUED = {False: re.compile(rf"{_CLOSERS}(?:[ \t]{{1,16}}(?:#{{1,6}} {{0,16}})?)?"),
+                     True: re.compile(rf"{_CLOSERS}[ \t]{{0,16}}(?:#{{1,6}} {{0,16}})?")}
 
 
 class Piece(NamedTuple):
@@ -118,6 +131,57 @@ class _Guess(NamedTuple):
     indent: int
 
 
+class _GluedHeadings:
+    """Puts a heading marker glued to the sentence before it on a line of its own, as the text streams
+    in: the end of a chunk that more text could still make such a marker is held back until it is
+    told, so any chunking gives the source the whole reply gives. Not in an inline code span (an odd
+    number of backticks before it on the line) or a table row (a line starting with "|"); in a code
+    block the line break changes nothing that is said."""
+
+    def __init__(self) -> None:
+        self.held = ""  # the end of the text that more text could still make a glued marker
+        self._odd_backticks = False  # on the current line, as passed on
+        self._row: bool | None = None  # the current line starts with "|" (None: no text on it yet)
+
+    def feed(self, text: str, final: bool = False) -> str:
+        text, self.held = self.held + text, ""
+        passed, start = [], 0
+        for match in _GLUED_HEADING.finditer(text):
+            self._advance(text[start:match.start()])
+            passed.append(text[start:match.start()])
+            if self._odd_backticks or self._row:
+                passed.append(match.group())
+                self._advance(match.group())
+            else:
+                passed.append(match.group().rstrip(" \t") + "\n")
+                self._odd_backticks, self._row = False, None
+            start = match.end()
+        rest = text[start:]
+        if not final:
+            hold = _may_be_glued_at(rest)
+            rest, self.held = rest[:hold], rest[hold:]
+        self._advance(rest)
+        return "".join(passed) + rest
+
+    def _advance(self, text: str) -> None:
+        """The line state after the text is passed on."""
+        line_start = text.rfind("\n") + 1
+        if line_start:
+            text, self._odd_backticks, self._row = text[line_start:], False, None
+        self._odd_backticks ^= text.count("`") % 2 == 1
+        if self._row is None and text.lstrip(" \t>"):
+            self._row = text.lstrip(" \t>").startswith("|")
+
+
+def _may_be_glued_at(text: str) -> int:
+    """Where the earliest sentence end is that more text could still make a glued heading marker (the
+    length of the text if none)."""
+    for end in _SENTENCE_END.finditer(text):
+        if _MAY_BECOME_GLUED[end.group() not in ".!?"].fullmatch(text, end.end()):
+            return end.start()
+    return len(text)
+
+
 class MarkdownReader:
     """Markdown arriving in pieces -> Pieces of plain text, block by block.
 
@@ -134,9 +198,10 @@ class MarkdownReader:
         self._guess: _Guess | None = None
         self._after_cr = False  # the last chunk ended with a CR: a LF starting the next one is the same line end
         self._search_at = 0  # content length of the open block at which to look for a cut again
+        self._headings = _GluedHeadings()
 
     def add(self, chunk: str) -> list[Piece]:
-        self._pending += self._with_newlines(chunk)
+        self._pending += self._headings.feed(self._with_newlines(chunk))
         return self._release(final=False)
 
     def _with_newlines(self, chunk: str) -> str:
@@ -161,15 +226,17 @@ class MarkdownReader:
                 if guess.base is not None:  # the arriving line as it is now
                     content = guess.base + self._pending[len(structure.complete) + guess.indent:]
             else:
-                return self._pending if self._said == 0 else ""
-            return content[self._said:] + "\n\n" + self._pending[_offset_of_line(self._pending, block.end_line):]
+                return self._pending + self._headings.held if self._said == 0 else self._headings.held
+            return (content[self._said:] + "\n\n" + self._pending[_offset_of_line(self._pending, block.end_line):]
+                    + self._headings.held)
         except Exception:  # noqa: BLE001 (asked for after a failure: whatever state there is)
-            return self._pending
+            return self._pending + self._headings.held
 
     def finish(self) -> list[Piece]:
+        self._pending += self._headings.feed("", final=True)
         pieces = self._release(final=True)
         self._pending, self._done, self._said, self._structure, self._guess = "", 0, 0, None, None
-        self._after_cr, self._search_at = False, 0
+        self._after_cr, self._search_at, self._headings = False, 0, _GluedHeadings()
         return pieces
 
     # -- what can be said ------------------------------------------------------------------------------

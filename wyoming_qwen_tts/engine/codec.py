@@ -65,10 +65,9 @@ def _with_history(module: nn.Module, x: torch.Tensor, length: int, state: Decode
 # A conv whose weight has at least this many elements runs as one matmul over its unfolded
 # input while its output has at most MATMUL_MAX_STEPS steps (all rows of the batch together).
 # oneDNN's direct conv (F.conv1d) reorders the whole weight into its blocked layout on every
-# call, which for big weights costs more than the matmul's unfolded copy of a short input.
-# Measured on the 2-core AVX512 CPU, float32, 2 threads, block 1's transposed conv as a plain
-# conv (6144 x 1536 x 2): 25.8 ms direct, 8.3 ms as a matmul at 32 steps; equal at 4 steps and
-# 256 steps; the direct conv wins beyond. Smaller weights (the residual units' 4 M) gain nothing.
+# call, which for big weights costs more than the matmul's unfolded copy of a short input; on
+# long inputs the direct conv wins, and smaller weights (the residual units') gain nothing. The
+# measurements behind both limits: BENCHMARKS.md, "Codec decoder on CPU".
 MATMUL_MIN_WEIGHT = 8_000_000
 MATMUL_MAX_STEPS = 128
 
@@ -157,8 +156,8 @@ class CausalTransConv(nn.Module):
 
     def build_tables(self) -> None:
         """On the CPU, the transposed conv as a plain conv with `stride` times the output channels:
-        torch runs this ConvTranspose1d on its slow im2col path or reorders its weight on every call
-        (block 1's took 44 ms for a 1-frame chunk, its plain-conv form 8 ms)."""
+        torch runs this ConvTranspose1d on its slow im2col path or reorders its weight on every call,
+        several times slower for short chunks (BENCHMARKS.md, "Codec decoder on CPU")."""
         if self.conv.weight.device.type != "cpu":
             return
         with torch.inference_mode():

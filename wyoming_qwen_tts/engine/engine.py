@@ -31,12 +31,13 @@ from .talker import Qwen3TTSModel
 
 _LOGGER = logging.getLogger(__name__)
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-# On a CPU the compiled code predictor measured 7 % faster per frame for a 2.5 min compile at
-# start-up (BENCHMARKS.md): not the default there until a measurement says otherwise.
+# On a CPU compiling the code predictor gains little per frame for a compile of minutes at every
+# start (BENCHMARKS.md, "CPU: eager against the compiled code predictor"): not the default there
+# until a measurement says otherwise.
 COMPILE_ON_CPU = False
-# On CUDA the graphs alone (the eager fused step captured) gave 3.5x real time with first audio in
-# 62 ms on an H200 (1.7B, BENCHMARKS.md); compiling that step did not finish within 4 minutes there,
-# even for the tiny checkpoint within 2.5: a server start that long is worse than the speed it buys.
+# On CUDA the graphs alone (the eager fused step captured) serve without a compile, while compiling
+# that step took longer than a server start can wait, even for the tiny checkpoint (BENCHMARKS.md,
+# "First GPU run"): a start that long is worse than the speed it buys.
 COMPILE_ON_CUDA = False
 # Positions of the single-stream batch: it grows (powers of two) for longer requests, up to
 # SOLO_MAX_LEN (about 470 MB of cache at the 1.7B shapes in bf16); longer ones get an eager batch.

@@ -28,7 +28,8 @@ RECOMPILE_LIMIT = 256
 # Automatic dynamic shapes: the first shape compiles static, the next one that differs in rows or
 # cache length compiles once more with that size symbolic, and it then serves every bucket (each
 # still captured at its own concrete size). dynamic=False would compile every (rows, kv_len)
-# bucket: at the 1.7B layer counts one compile took 23 min on the 2-core CI machine.
+# bucket, and one compile at the 1.7B layer counts takes many minutes on a small CPU (BENCHMARKS.md,
+# "Kernels per frame step").
 DYNAMIC = None
 
 

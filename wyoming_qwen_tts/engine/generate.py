@@ -154,9 +154,6 @@ class DecodeBatch:
         self._params: tuple[RowParams, RowParams] | None = None
         self._plan: tuple[DrawPlan, DrawPlan] | None = None
 
-    def has_room(self, row: Row) -> bool:
-        return len(self.rows) < self.max_rows and row.positions_needed <= self.max_len
-
     def admit(self, row: Row) -> None:
         """Prefill a new row's prompt into the next free cache row."""
         self.admit_many([row])

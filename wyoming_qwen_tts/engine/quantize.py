@@ -19,7 +19,8 @@ from torch import nn
 
 QUANTIZE_CHOICES = ("none", "int8", "auto")
 # Prompts (prefill) run many rows through a linear at once: there oneDNN's dense bf16 matmul on a
-# dequantized copy beats the int8 kernel, whose cost grows with the rows (measured on AVX512-BF16).
+# dequantized copy beats the int8 kernel, whose cost grows with the rows (BENCHMARKS.md, "CPU: bf16
+# and int8 weights").
 _INT8PACK_MOST_ROWS = 16
 # The CPU int8 kernel reads inputs in vector blocks: other widths give wrong results or crash
 # (seen with 40 on AVX512); every linear of the released models is a multiple of 128.
@@ -29,8 +30,8 @@ _INT8PACK_WIDTH_MULTIPLE = 32
 def resolve_quantize(quantize: str | None, device: torch.device | None = None,
                      dtype: torch.dtype | None = None) -> str:
     """none or int8. auto: int8 on a CPU that runs the model in bfloat16 (native bf16), where memory
-    bandwidth bounds every frame (measured there 1.6-1.8x the speed of bfloat16 weights,
-    BENCHMARKS.md); none elsewhere: with float32 activations the CPU int8 kernel is slower than
+    bandwidth bounds every frame and int8 reads half the bytes (BENCHMARKS.md, "CPU: bf16 and int8
+    weights"); none elsewhere: with float32 activations the CPU int8 kernel is slower than
     float32, and on a GPU the weights fit and a step is bound by launches, not bytes."""
     value = "none" if quantize in (None, "") else str(quantize).strip().lower()
     if value not in QUANTIZE_CHOICES:

@@ -44,9 +44,10 @@ CODEC_MODES = ("auto", "thread", "inline")
 def resolve_codec_mode(codec: str) -> str:
     """Where audio is decoded. "thread": a codec thread of its own (on CUDA, its own stream), meant
     to overlap decoding with the batch's steps; "inline": by the batch thread between steps, like a
-    single stream. auto is inline: on the H200 (BENCHMARKS.md) a single stream decoding inline had
-    first audio in 62 ms, through the codec thread ~0.9 s; on a 2-core CPU the codec thread's own
-    OpenMP team slows both threads (threads.py): 0.49x real time against 0.59x inline."""
+    single stream. auto is inline: on a GPU a single stream decoding inline had its first audio far
+    sooner than through the codec thread (BENCHMARKS.md, "First GPU run"), and on a CPU the codec
+    thread's own OpenMP team slows both threads (threads.py; BENCHMARKS.md, "Through the server's
+    batch: one OpenMP team at a time")."""
     if codec not in CODEC_MODES:
         raise ValueError(f"codec must be one of {', '.join(CODEC_MODES)}, not {codec!r}")
     return "inline" if codec == "auto" else codec
@@ -78,7 +79,7 @@ class CodesChunk:
 
 
 @dataclass(eq=False)
-class Audio:
+class StreamAudio:
     """A request's audio side: its voice, frames not yet decoded, where chunks go. The codec
     state is made by the codec thread at the first decode (see the module's docstring)."""
 
@@ -123,10 +124,10 @@ class BatchScheduler:
         self._batch: DecodeBatch | None = None
         self.codec = resolve_codec_mode(codec)
         self._codec_jobs: queue.SimpleQueue = queue.SimpleQueue()
-        self._inline_waiting: deque[Audio] = deque()  # streams with audio to decode (codec "inline")
-        # Seconds from a chunk's codes made to its audio decoded, the latest chunks': on the H200 the
-        # first audio through the batch came ~0.9 s after the request while one stream alone took
-        # 62 ms, so the benchmarks report where that time is spent.
+        self._inline_waiting: deque[StreamAudio] = deque()  # streams with audio to decode (codec "inline")
+        # Seconds from a chunk's codes made to its audio decoded, the latest chunks': first audio
+        # through the batch came far later than for one stream alone (BENCHMARKS.md, "First GPU
+        # run"), so the benchmarks report where that time is spent.
         self.codec_lag_s: deque[float] = deque(maxlen=4096)
         self._threads = [threading.Thread(target=self._run, name="qwen-tts-batch", daemon=True)]
         if self.codec == "thread":
@@ -150,11 +151,11 @@ class BatchScheduler:
         text_still_to_feed = prefill.trailing_text.shape[1]
         if room <= text_still_to_feed:
             raise PromptTooLong(f"the prompt and text take {prefill.embeds.shape[1] + text_still_to_feed} positions, "
-                             f"more than the {self.max_len} a batch row holds: split the text")
+                                f"more than the {self.max_len} a batch row holds: split the text")
         max_frames = frame_limits(prefill.text_tokens, max_frames, min_frames, most=room)
         frames = FrameChunks(first_chunk_frames, max_chunk_frames)
         cancel = cancel or threading.Event()
-        audio = Audio(voice, frames)
+        audio = StreamAudio(voice, frames)
         row = Row(prefill, sampling, resolve_seed(seed), max_frames, min_frames, should_stop=cancel.is_set,
                   owner=audio, options=options)
         with self._wake:
@@ -304,12 +305,12 @@ class BatchScheduler:
             self._send_due(row.owner, finished=True)  # frames left from before an EOS step
             self._to_codec(row.owner, _END)
 
-    def _send_due(self, audio: Audio, finished: bool) -> None:
+    def _send_due(self, audio: StreamAudio, finished: bool) -> None:
         codes = audio.frames.take_due(finished)
         if codes is not None:
             self._to_codec(audio, CodesChunk.made_here(codes))
 
-    def _to_codec(self, audio: Audio, item: object) -> None:
+    def _to_codec(self, audio: StreamAudio, item: object) -> None:
         if self.codec == "inline":
             self._queue_job((audio, item), self._inline_waiting)
         else:
@@ -326,7 +327,7 @@ class BatchScheduler:
             self._codec_loop()
 
     def _codec_loop(self) -> None:
-        waiting: deque[Audio] = deque()  # streams with jobs, in arrival order
+        waiting: deque[StreamAudio] = deque()  # streams with jobs, in arrival order
         stop = False
         while not stop:
             job = self._codec_jobs.get()  # block for the first job, then take whatever else is there
@@ -340,19 +341,19 @@ class BatchScheduler:
             self._decode_all(waiting)
 
     @staticmethod
-    def _queue_job(job: tuple[Audio, object], waiting: deque[Audio]) -> None:
+    def _queue_job(job: tuple[StreamAudio, object], waiting: deque[StreamAudio]) -> None:
         audio, item = job
         if not audio.jobs:
             waiting.append(audio)
         audio.jobs.append(item)
 
-    def _decode_all(self, waiting: deque[Audio]) -> None:
+    def _decode_all(self, waiting: deque[StreamAudio]) -> None:
         while waiting:
             self._decode_round(waiting)
 
-    def _decode_round(self, waiting: deque[Audio]) -> None:
+    def _decode_round(self, waiting: deque[StreamAudio]) -> None:
         """Each waiting stream's next job: end markers go out, equal-length chunks decode together."""
-        by_length: dict[int, list[Audio]] = {}
+        by_length: dict[int, list[StreamAudio]] = {}
         for audio in list(waiting):
             head = audio.jobs[0]
             if head is _END:
@@ -371,7 +372,7 @@ class BatchScheduler:
                 waiting.remove(audio)
 
     @torch.inference_mode()
-    def _decode_group(self, group: list[tuple[Audio, CodesChunk]]) -> None:
+    def _decode_group(self, group: list[tuple[StreamAudio, CodesChunk]]) -> None:
         decoder = self.tts.codec.decoder
         try:
             for audio, _ in group:

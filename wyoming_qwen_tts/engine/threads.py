@@ -2,12 +2,12 @@
 
 PyTorch's CPU kernels run on OpenMP (libgomp in the Linux wheels), which gives every thread that
 computes a team of its own and keeps it after use. Worker threads of a team spin between
-parallel regions, and a decode step is thousands of small regions (a 1024 x 3072 int8
-matrix-vector product takes ~45 us), so it is only fast while they spin. libgomp spins only while
-the threads of all teams fit the CPUs; once a second thread has a team (the main thread that
-loaded the model, a request's worker thread that built its prompt, a codec thread), every team
-nearly stops spinning and the same product takes ~95 us: on 2 cores the server then ran a stream
-at 0.45x real time where the same stream on the main thread ran at 0.60x (BENCHMARKS.md).
+parallel regions, and a decode step is thousands of small regions, so it is only fast while they
+spin. libgomp spins only while the threads of all teams fit the CPUs; once a second thread has a
+team (the main thread that loaded the model, a request's worker thread that built its prompt, a
+codec thread), every team nearly stops spinning: each small product takes far longer, and
+a stream through the server ran well slower than the same stream on the main thread (BENCHMARKS.md,
+"Through the server's batch: one OpenMP team at a time").
 
 So threads that compute only briefly release their team when done (`release_thread_team`), and the
 batch thread keeps the only one."""
