@@ -98,8 +98,9 @@ def dockerfile_instructions(path: Path) -> list[tuple[str, str]]:
     return [(line.split(None, 1)[0].upper(), line.split(None, 1)[1] if " " in line else "") for line in lines]
 
 
-def test_the_container_runs_as_an_unprivileged_user():
-    instructions = dockerfile_instructions(REPO / "docker" / "Dockerfile")
+@pytest.mark.parametrize("dockerfile", ["Dockerfile", "Dockerfile.cpu"])
+def test_the_container_runs_as_an_unprivileged_user(dockerfile):
+    instructions = dockerfile_instructions(REPO / "docker" / dockerfile)
     last_stage = instructions[max(i for i, (kind, _) in enumerate(instructions) if kind == "FROM"):]
     users = [(i, arguments) for i, (kind, arguments) in enumerate(last_stage) if kind == "USER"]
     assert users, "no USER in the final stage: the container would run as root"
