@@ -11,7 +11,8 @@ import httpx2 as httpx
 
 from wyoming_qwen_tts.http_api import HttpLimits, HttpService, create_app
 from wyoming_qwen_tts.text import LanguageDetector
-from wyoming_qwen_tts.voices import VoiceCatalog, VoiceSpec
+from wyoming_qwen_tts.voice_kinds.frozen import FrozenSpec
+from wyoming_qwen_tts.voices import VoiceCatalog
 
 CHUNK = b"\x01\x00" * 2400  # 0.1 s of 24 kHz 16-bit PCM
 STALL_SECONDS = 0.5
@@ -37,7 +38,7 @@ class StallingSynthesizer:
 
 
 def make_service() -> HttpService:
-    spec = VoiceSpec(name="ann", description="Ann", design="x")
+    spec = FrozenSpec(name="ann", description="Ann", design="x")
     synthesizer = StallingSynthesizer()
     synthesizer.voices["ann"] = SimpleNamespace(spec=spec, languages=["english"],
                                                 model=SimpleNamespace(languages=["english"]))

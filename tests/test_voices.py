@@ -6,16 +6,14 @@ from pathlib import Path
 import pytest
 import yaml
 
+from wyoming_qwen_tts.voice_kinds.clone import clone_prompt_key
+from wyoming_qwen_tts.voice_kinds.frozen import RENDER_SENTENCES, frozen_prompt_key, render_key
 from wyoming_qwen_tts.voices import (
     BUILTIN_DEFAULT,
-    RENDER_SENTENCES,
     VoicesFileError,
     builtin_catalog,
-    clone_prompt_key,
-    frozen_prompt_key,
     load_voices_file,
     parse_voices,
-    render_key,
     tts_voices,
 )
 
