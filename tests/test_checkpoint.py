@@ -95,6 +95,16 @@ def test_speaker_encoder_model_type_key_is_tolerated():
     assert parse_model_config(config).speaker_encoder.enc_dim == 64
 
 
+def test_custom_voice_config_keeps_speakers_and_dialects():
+    """tiny-custom is written by the official config class: spk_id / spk_is_dialect as released."""
+    cfg = parse_model_config(json.loads((FIXTURES / "tiny-custom" / "config.json").read_text()))
+    assert (cfg.model_type, cfg.speaker_encoder) == ("custom_voice", None)
+    assert cfg.talker.speaker_ids["serena"] == 3066 - 1792
+    assert cfg.talker.speaker_dialects == {"serena": False, "ryan": False, "aiden": False,
+                                           "dylan": "beijing_dialect", "eric": "sichuan_dialect"}
+    assert cfg.talker.language_ids["beijing_dialect"] == 2074 - 1792
+
+
 def test_not_a_directory_nor_a_hub_id(tmp_path):
     with pytest.raises(CheckpointError, match="neither an existing directory nor a hub id"):
         resolve_model_dir(str(tmp_path / "nope"))

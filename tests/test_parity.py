@@ -69,6 +69,71 @@ def test_design_matches_official(design_tts, parity_cases, name):
     np.testing.assert_allclose(wav, expected["wav"], atol=WAVE_TOLERANCE, rtol=0)
 
 
+CUSTOM_CHECKPOINTS = {"tiny-custom": "custom_tts", "tiny-custom-0b6": "custom_0b6_tts"}
+
+
+@pytest.mark.parametrize("name", _cases("custom_"))
+def test_custom_voice_matches_official(request, parity_cases, name):
+    """generate_custom_voice: built-in speaker row, dialect language ids, the instruction (dropped
+    by a 0.6B model), in both text modes."""
+    case, expected = parity_cases[name], _load(name)
+    tts = request.getfixturevalue(CUSTOM_CHECKPOINTS[case["checkpoint"]])
+    voice = tts.custom_voice(case["speaker"], case["instruct"])
+    assert voice.kind == "speaker" and voice.speaker == case["speaker"].lower()
+
+    input_ids = tts.prompts.tokenize(f"<|im_start|>assistant\n{case['text']}<|im_end|>\n<|im_start|>assistant\n")
+    np.testing.assert_array_equal(input_ids[0].numpy(), expected["input_ids"])
+    assert ("instruct_ids" in expected) == case["instruct_used"]
+    if case["instruct_used"]:
+        instruct_ids = tts.prompts.tokenize(f"<|im_start|>user\n{case['instruct']}<|im_end|>\n")
+        np.testing.assert_array_equal(instruct_ids[0].numpy(), expected["instruct_ids"])
+
+    wav, codes = _synthesize(tts, voice, case)
+    np.testing.assert_array_equal(codes, expected["codes"])
+    assert wav.shape == expected["wav"].shape
+    np.testing.assert_allclose(wav, expected["wav"], atol=WAVE_TOLERANCE, rtol=0)
+
+
+def test_custom_fixtures_catch_wrong_prompts(custom_tts, parity_cases, monkeypatch):
+    """The custom cases would fail a prompt that drops the instruction, keeps it on 0.6B, takes
+    another speaker's row, or ignores a speaker's dialect."""
+    def codes_of(name, voice):
+        return _synthesize(custom_tts, voice, parity_cases[name])[1]
+
+    def recorded(name):
+        return _load(name)["codes"]
+
+    instructed = "custom_serena_instruct_en_prefill"
+    assert not np.array_equal(codes_of(instructed, custom_tts.custom_voice("serena")), recorded(instructed))
+    assert np.array_equal(recorded("custom_0b6_serena_instruct_en_prefill"), recorded("custom_serena_en_prefill"))
+    assert not np.array_equal(recorded("custom_0b6_serena_instruct_en_prefill"), recorded(instructed))
+
+    talker = custom_tts.checkpoint.config.talker
+    plain = "custom_serena_en_prefill"
+    with monkeypatch.context() as patch:
+        patch.setitem(talker.speaker_ids, "serena", talker.speaker_ids["ryan"])
+        assert not np.array_equal(codes_of(plain, custom_tts.custom_voice("serena")), recorded(plain))
+    for name in ("custom_dylan_auto_prefill", "custom_dylan_zh_stream"):
+        with monkeypatch.context() as patch:
+            patch.setitem(talker.speaker_dialects, "dylan", False)
+            assert not np.array_equal(codes_of(name, custom_tts.custom_voice("dylan")), recorded(name))
+    assert not np.array_equal(recorded("custom_dylan_auto_prefill"), recorded("custom_dylan_en_prefill"))
+
+
+def test_custom_voice_speakers_and_errors(custom_tts, base_tts, design_tts):
+    assert custom_tts.speakers == ["aiden", "dylan", "eric", "ryan", "serena"]
+    voice = custom_tts.custom_voice("SeReNa", "   ")
+    assert (voice.kind, voice.speaker, voice.instruct) == ("speaker", "serena", None)
+    assert custom_tts.custom_voice("Eric", "Calm.").instruct == "Calm."
+    with pytest.raises(ValueError, match="aiden, dylan, eric, ryan, serena"):
+        custom_tts.custom_voice("vivian")
+    for other in (base_tts, design_tts):
+        with pytest.raises(ValueError, match="CustomVoice checkpoint"):
+            other.custom_voice("serena")
+    with pytest.raises(ValueError, match="speaker voice cannot be spoken by a voice_design"):
+        design_tts.synthesize("Hi.", voice)
+
+
 def test_fixtures_cover_eos_and_the_frame_cap(parity_cases):
     """Some official runs stop on EOS mid-utterance, others run to max_new_tokens - 1 frames."""
     frames = [c["frames"] for n, c in parity_cases.items() if n.startswith(("base_", "design_"))]

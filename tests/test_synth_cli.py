@@ -23,6 +23,8 @@ def run_synth(*args, check=True):
     ("base_icl_en_stream", ["--ref-audio", FIXTURES / "ref_16k_stereo.wav", "--ref-text", "The quick brown fox."]),
     ("base_xvec_en_stream", ["--ref-audio", FIXTURES / "ref_16k_stereo.wav", "--x-vector-only"]),
     ("design_en_prefill", ["--instruct", "A deep male voice with a calm, authoritative presence."]),
+    # no --text-mode: a speaker's default (prefilled text) is generate_custom_voice's default too
+    ("custom_serena_instruct_en_prefill", ["--speaker", "Serena", "--instruct", "Speak slowly, in a warm and clear voice."]),
 ])
 def test_cli_writes_wav_and_official_greedy_codes(tmp_path, case_name, voice_args):
     case = json.loads((PARITY / "manifest.json").read_text())["cases"][case_name]
@@ -52,6 +54,9 @@ def test_cli_language_codes_and_case(tmp_path):
     (["--ref-audio", "x.wav"], "needs --ref-text"),
     (["--instruct", "a", "--x-vector-only"], "excludes"),
     (["--language", "klingon", "--instruct", "a"], "unknown language"),
+    (["--speaker", "serena", "--ref-audio", "x.wav"], "--speaker (CustomVoice) excludes"),
+    (["--speaker", "serena", "--voice-prompt", "v.safetensors"], "--voice-prompt excludes"),
+    (["--speaker", "serena"], "CustomVoice checkpoint"),
     ([], "give --ref-audio"),
 ])
 def test_cli_rejects_bad_combinations(tmp_path, args, message):

@@ -5,7 +5,9 @@ transformers 4.57.3). It writes, under tests/fixtures/:
 
   tiny-base/     a Base checkpoint (speaker encoder, ICL and x-vector cloning)
   tiny-design/   a VoiceDesign checkpoint
-                 both in the official layout: config.json, generation_config.json,
+  tiny-custom/   a CustomVoice checkpoint (a few built-in speakers, two of them dialect speakers);
+                 it shares tiny-design's text and speech tokenizers
+                 all in the official layout: config.json, generation_config.json,
                  model.safetensors, vocab.json, merges.txt, tokenizer_config.json,
                  speech_tokenizer/{config.json, model.safetensors, preprocessor_config.json}
   ref_16k_stereo.wav   the reference recording (16 kHz stereo: exercises resampling and mixdown)
@@ -18,7 +20,11 @@ code predictor and than the text embedding, a codec sliding window shorter than 
 sequences. The codec vocabulary is scaled down (256 codes, talker vocab 256 + 1024) so that the
 official "suppress the top 1024 ids" rule still leaves exactly the codes and EOS.
 
-Usage:  .oracle-venv/bin/python tools/make_parity_fixtures.py [--out tests/fixtures]
+Usage:  .oracle-venv/bin/python tools/make_parity_fixtures.py [--out tests/fixtures] [--only custom]
+
+--only custom rebuilds tiny-custom/ and the custom_* cases alone, from the tokenizers already in
+tiny-design/, and keeps every other fixture and manifest entry as it is. The custom part draws from
+its own random generator, so a full run writes the same tiny-custom/ as --only custom.
 """
 
 from __future__ import annotations
@@ -66,6 +72,17 @@ LANGUAGE_IDS = {
     "chinese": 2055, "english": 2050, "german": 2053, "italian": 2070, "portuguese": 2071,
     "spanish": 2054, "japanese": 2058, "korean": 2064, "french": 2061, "russian": 2069,
 }
+# CustomVoice's dialects are extra language ids, used instead of chinese/auto for a dialect speaker.
+DIALECT_LANGUAGE_IDS = {"beijing_dialect": 2074, "sichuan_dialect": 2062}
+# Built-in speakers: (codec embedding row, dialect or False), in the released spk_id / spk_is_dialect
+# layout (lower-case keys: the official code looks the lower-cased name up). serena, ryan and aiden
+# carry their published ids; the published values do not give the dialect speakers' ids, so dylan
+# and eric have made-up ones in the same range of the codec vocabulary.
+CUSTOM_SPEAKERS = {
+    "serena": (3066, False), "ryan": (3061, False), "aiden": (2861, False),
+    "dylan": (2878, "beijing_dialect"), "eric": (2875, "sichuan_dialect"),
+}
+CUSTOM_SEED = 4321
 MAX_NEW_TOKENS = 16
 
 BPE_CORPUS = [
@@ -108,7 +125,13 @@ def build_text_tokenizer(out: Path) -> dict[str, int]:
     return ids
 
 
-def talker_config(text_vocab_size: int) -> dict:
+def talker_config(text_vocab_size: int, model_type: str) -> dict:
+    language_ids = dict(LANGUAGE_IDS)
+    speaker_ids, speaker_dialects = {}, {}
+    if model_type == "custom_voice":
+        language_ids.update(DIALECT_LANGUAGE_IDS)
+        speaker_ids = {name: row - SHIFT for name, (row, _) in CUSTOM_SPEAKERS.items()}
+        speaker_dialects = {name: dialect for name, (_, dialect) in CUSTOM_SPEAKERS.items()}
     return {
         "vocab_size": CODEBOOK + 1024, "hidden_size": 64, "intermediate_size": 128,
         "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 16,
@@ -120,8 +143,8 @@ def talker_config(text_vocab_size: int) -> dict:
         "codec_pad_id": 2148 - SHIFT, "codec_bos_id": 2149 - SHIFT, "codec_eos_token_id": 2150 - SHIFT,
         "codec_think_id": 2154 - SHIFT, "codec_nothink_id": 2155 - SHIFT,
         "codec_think_bos_id": 2156 - SHIFT, "codec_think_eos_id": 2157 - SHIFT,
-        "codec_language_id": {k: v - SHIFT for k, v in LANGUAGE_IDS.items()},
-        "spk_id": {}, "spk_is_dialect": {},
+        "codec_language_id": {k: v - SHIFT for k, v in language_ids.items()},
+        "spk_id": speaker_ids, "spk_is_dialect": speaker_dialects,
         "code_predictor_config": {
             "vocab_size": CODEBOOK, "hidden_size": 48, "intermediate_size": 96, "num_hidden_layers": 2,
             "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 16, "hidden_act": "silu",
@@ -247,7 +270,7 @@ def finalize_layout(directory: Path, model_type: str) -> None:
         # Official gotcha: the sub-config saves a model_type key its own class cannot reload.
         saved["speaker_encoder_config"].pop("model_type", None)
     else:
-        saved.pop("speaker_encoder_config", None)  # released VoiceDesign configs have none
+        saved.pop("speaker_encoder_config", None)  # released VoiceDesign / CustomVoice configs have none
     (directory / "config.json").write_text(json.dumps(saved, indent=2))
     (directory / "generation_config.json").write_text(json.dumps({
         "do_sample": True, "top_k": 50, "top_p": 1.0, "temperature": 0.9, "repetition_penalty": 1.05,
@@ -260,7 +283,7 @@ def save_checkpoint(directory: Path, model_type: str, token_ids: dict[str, int],
                     speech_tokenizer_dir: Path, gen: torch.Generator) -> Qwen3TTSForConditionalGeneration:
     text_vocab_size = max(token_ids.values()) + 10
     config = Qwen3TTSConfig(
-        talker_config=talker_config(text_vocab_size),
+        talker_config=talker_config(text_vocab_size, model_type),
         speaker_encoder_config={
             "mel_dim": 128, "enc_dim": 64, "enc_channels": [32, 32, 32, 32, 96],
             "enc_kernel_sizes": [5, 3, 3, 3, 1], "enc_dilations": [1, 2, 3, 4, 1],
@@ -368,6 +391,79 @@ def record_design_cases(official: Qwen3TTSModel, out: Path, manifest: dict) -> N
         print(f"design_{name}: {codes[0].shape[0]} frames")
 
 
+CUSTOM_INSTRUCT = "Speak slowly, in a warm and clear voice."
+# (name, checkpoint, speaker, text, language, instruct, non_streaming_mode). tiny-custom-0b6 is
+# tiny-custom with tts_model_size "0b6", made in the build folder only (the tests make theirs the
+# same way): generate_custom_voice drops the instruction when `tts_model_size in "0b6"`.
+CUSTOM_CASES = [
+    ("serena_en_prefill", "tiny-custom", "Serena", SHORT_TEXT, "English", None, True),
+    ("serena_instruct_en_prefill", "tiny-custom", "Serena", SHORT_TEXT, "English", CUSTOM_INSTRUCT, True),
+    ("serena_instruct_auto_stream", "tiny-custom", "serena", SHORT_TEXT, "Auto", CUSTOM_INSTRUCT, False),
+    ("ryan_auto_stream_long", "tiny-custom", "Ryan", LONG_TEXT, "Auto", None, False),
+    ("dylan_auto_prefill", "tiny-custom", "Dylan", SHORT_TEXT, "Auto", None, True),
+    ("dylan_zh_stream", "tiny-custom", "Dylan", SHORT_TEXT, "Chinese", None, False),
+    ("dylan_en_prefill", "tiny-custom", "Dylan", SHORT_TEXT, "English", None, True),
+    ("eric_instruct_auto_prefill_long", "tiny-custom", "Eric", LONG_TEXT, "Auto", CUSTOM_INSTRUCT, True),
+    ("0b6_serena_instruct_en_prefill", "tiny-custom-0b6", "Serena", SHORT_TEXT, "English", CUSTOM_INSTRUCT, True),
+]
+
+
+def record_custom_cases(checkpoints: dict[str, Path], out: Path, manifest: dict) -> None:
+    """The official generate_custom_voice, its own prompt building included: the arguments it hands
+    to model.generate (token ids, the instruction it kept) are captured on the way."""
+    loaded = {name: Qwen3TTSModel.from_pretrained(str(path), dtype=torch.float32)
+              for name, path in checkpoints.items()}
+    for name, checkpoint, speaker, text, language, instruct, prefill in CUSTOM_CASES:
+        official = loaded[checkpoint]
+        calls = []
+        generate = official.model.generate
+
+        def capture(**kwargs):
+            result = generate(**kwargs)
+            calls.append((kwargs, result))
+            return result
+
+        official.model.generate = capture
+        try:
+            wavs, sr = official.generate_custom_voice(text=text, speaker=speaker, language=language,
+                                                      instruct=instruct, non_streaming_mode=prefill, **GREEDY)
+        finally:
+            del official.model.generate
+        (kwargs, (codes, _)), = calls
+        record = {"codes": codes[0].cpu().numpy(), "wav": wavs[0], "input_ids": kwargs["input_ids"][0][0].cpu().numpy()}
+        instruct_ids = kwargs["instruct_ids"][0]
+        if instruct_ids is not None:
+            record["instruct_ids"] = instruct_ids[0].cpu().numpy()
+        np.savez_compressed(out / f"custom_{name}.npz", **record)
+        manifest[f"custom_{name}"] = {
+            "checkpoint": checkpoint, "speaker": speaker, "text": text, "language": language, "instruct": instruct,
+            "instruct_used": instruct_ids is not None, "non_streaming_mode": prefill,
+            "max_new_tokens": MAX_NEW_TOKENS, "frames": int(codes[0].shape[0]),
+        }
+        print(f"custom_{name}: {codes[0].shape[0]} frames, instruction {'used' if instruct_ids is not None else 'none'}")
+
+
+def build_custom(out: Path, parity: Path, manifest: dict) -> None:
+    """tiny-custom/ (talker weights from CUSTOM_SEED, tokenizers copied from tiny-design/) and its cases."""
+    design = out / "tiny-design"
+    added = json.loads((design / "tokenizer_config.json").read_text())["added_tokens_decoder"]
+    token_ids = {entry["content"]: int(i) for i, entry in added.items()}
+    directory = out / "tiny-custom"
+    shutil.rmtree(directory, ignore_errors=True)
+    save_checkpoint(directory, "custom_voice", token_ids, design, design / "speech_tokenizer",
+                    torch.Generator().manual_seed(CUSTOM_SEED))
+    small = out / "_build" / "tiny-custom-0b6"
+    shutil.rmtree(small, ignore_errors=True)
+    shutil.copytree(directory, small)
+    config = json.loads((small / "config.json").read_text())
+    config["tts_model_size"] = "0b6"
+    (small / "config.json").write_text(json.dumps(config, indent=2))
+    for name in [n for n in manifest if n.startswith("custom_")]:
+        del manifest[name]
+    record_custom_cases({"tiny-custom": directory, "tiny-custom-0b6": small}, parity, manifest)
+    shutil.rmtree(small)
+
+
 def record_codec_case(official: Qwen3TTSModel, out: Path, manifest: dict, gen: torch.Generator) -> None:
     """A code sequence much longer than the codec's sliding window, decoded whole."""
     codes = torch.randint(0, CODEBOOK, (40, 16), generator=gen)
@@ -427,8 +523,17 @@ def scale_eos_row_on_disk(directory: Path, eos: int, scale: float) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parents[1] / "tests" / "fixtures")
+    parser.add_argument("--only", choices=["custom"], help="rebuild only this part, keep every other fixture")
     args = parser.parse_args()
     out: Path = args.out
+    if args.only == "custom":
+        parity = out / "parity"
+        manifest = json.loads((parity / "manifest.json").read_text())
+        build_custom(out, parity, manifest["cases"])
+        shutil.rmtree(out / "_build", ignore_errors=True)
+        (parity / "manifest.json").write_text(json.dumps(manifest, indent=2))
+        print("custom fixtures written to", out)
+        return
     torch.manual_seed(0)
     gen = torch.Generator().manual_seed(1234)
 
@@ -464,6 +569,7 @@ def main() -> None:
             record_long_reference_case(official, parity, manifest["cases"])
         else:
             record_design_cases(official, parity, manifest["cases"])
+    build_custom(out, parity, manifest["cases"])
     shutil.rmtree(work)
     (parity / "manifest.json").write_text(json.dumps(manifest, indent=2))
     print("fixtures written to", out)

@@ -3,6 +3,7 @@
     python -m wyoming_qwen_tts.synth --model DIR_OR_ID --text TEXT --out OUT.wav
         [--language auto|English|...|en|zh|...]
         [--ref-audio WAV --ref-text TEXT] | [--ref-audio WAV --x-vector-only] | [--instruct DESCRIPTION]
+        | [--speaker NAME [--instruct STYLE]] | [--voice-prompt V.safetensors]
         [--greedy] [--seed N] [--max-new-tokens N] [--device cpu|cuda] [--dtype float32|bfloat16|float16]
         [--quantize none|int8] [--compile auto|true|false]
         [--codes OUT.npy]
@@ -34,7 +35,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--ref-audio", type=Path, help="reference recording of the voice to clone (Base models)")
     parser.add_argument("--ref-text", help="transcript of --ref-audio: ICL cloning")
     parser.add_argument("--x-vector-only", action="store_true", help="clone from the speaker embedding only")
-    parser.add_argument("--instruct", help="voice description (VoiceDesign models)")
+    parser.add_argument("--instruct", help="voice description (VoiceDesign models), or the optional style "
+                                           "instruction of a --speaker (CustomVoice; the 0.6B ignores it)")
+    parser.add_argument("--speaker", help="built-in speaker of a CustomVoice model (any case)")
     parser.add_argument("--voice-prompt", type=Path, help="a voice prompt saved earlier (instead of the above)")
     parser.add_argument("--save-voice-prompt", type=Path, help="save the voice prompt made from the options above")
     parser.add_argument("--greedy", action="store_true", help="argmax everywhere, no repetition penalty")
@@ -55,15 +58,19 @@ def build_parser() -> argparse.ArgumentParser:
 
 def voice_from_args(args: argparse.Namespace, tts: QwenTTS, parser: argparse.ArgumentParser) -> VoicePrompt:
     if args.voice_prompt:
-        if args.ref_audio or args.instruct:
-            parser.error("--voice-prompt excludes --ref-audio and --instruct")
+        if args.ref_audio or args.instruct or args.speaker:
+            parser.error("--voice-prompt excludes --ref-audio, --instruct and --speaker")
         return VoicePrompt.load(args.voice_prompt)
+    if args.speaker is not None:
+        if args.ref_audio or args.ref_text or args.x_vector_only:
+            parser.error("--speaker (CustomVoice) excludes --ref-audio, --ref-text and --x-vector-only")
+        return tts.custom_voice(args.speaker, args.instruct)
     if args.instruct is not None:
         if args.ref_audio or args.ref_text or args.x_vector_only:
             parser.error("--instruct (voice design) excludes --ref-audio, --ref-text and --x-vector-only")
         return tts.design_voice(args.instruct)
     if args.ref_audio is None:
-        parser.error("give --ref-audio (with --ref-text or --x-vector-only), --instruct or --voice-prompt")
+        parser.error("give --ref-audio (with --ref-text or --x-vector-only), --instruct, --speaker or --voice-prompt")
     if args.ref_text is None and not args.x_vector_only:
         parser.error("--ref-audio needs --ref-text (ICL) or --x-vector-only")
     if args.ref_text is not None and args.x_vector_only:

@@ -191,6 +191,19 @@ class QwenTTS:
             raise ValueError(f"voice design needs a VoiceDesign checkpoint; this one is {self.model_type}")
         return VoicePrompt.design(description)
 
+    def custom_voice(self, speaker: str, instructions: str | None = None) -> VoicePrompt:
+        """A built-in speaker of a CustomVoice checkpoint (any letter case), optionally with a style
+        instruction; a blank instruction is none. The 0.6B CustomVoice takes no instruction: the
+        prompt leaves it out there, as the official generate_custom_voice does."""
+        if self.model_type != "custom_voice":
+            raise ValueError(f"built-in speakers need a CustomVoice checkpoint; this one is {self.model_type}")
+        name = (speaker or "").strip().lower()
+        if name not in self.checkpoint.config.talker.speaker_ids:
+            raise ValueError(f"unknown speaker {speaker!r}; this checkpoint has: {', '.join(self.speakers) or 'none'}")
+        if instructions is not None and not instructions.strip():
+            instructions = None
+        return VoicePrompt.custom_speaker(name, instructions)
+
     # -- synthesis ------------------------------------------------------------------------------
 
     def stream(self, text: str, voice: VoicePrompt, *, language: str | None = "auto",

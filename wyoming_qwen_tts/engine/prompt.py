@@ -65,7 +65,8 @@ class VoicePrompt:
         return cls(kind="design", instruct=description)
 
     @classmethod
-    def builtin_speaker(cls, name: str, instruct: str | None = None) -> "VoicePrompt":
+    def custom_speaker(cls, name: str, instruct: str | None = None) -> "VoicePrompt":
+        """A CustomVoice checkpoint's built-in speaker, with an optional style instruction."""
         return cls(kind="speaker", speaker=name, instruct=instruct)
 
     def save(self, path: str | Path) -> None:
