@@ -25,10 +25,11 @@ from typing import TYPE_CHECKING, Any
 
 from .audio import MAX_SPEED, MIN_SPEED, SAMPLE_RATE, SpeedChanger, pcm16_seconds, to_pcm16
 from .text import AUTO
-from .voice_kinds import clone, frozen, live
+from .voice_kinds import clone, frozen, live, workshop
 from .voice_kinds.base import MODEL_ROLES, ReadyVoice, VoiceSetupError, VoiceSpec
+from .voice_kinds.cache import VoiceCache
 from .voice_kinds.registry import kind_of
-from .voice_kinds.workshop import VoiceCache, Workshop, prepare_voice, prepare_voices
+from .voice_kinds.workshop import Workshop
 from .voices import VoiceCatalog
 
 if TYPE_CHECKING:
@@ -134,10 +135,10 @@ class Synthesizer:
         from .engine import CheckpointError
 
         models = ModelPool(settings)
-        workshop = Workshop(models, VoiceCache(settings.data_dir))
+        shop = Workshop(models, VoiceCache(settings.data_dir))
         try:
             _warn_on_cpu(settings, models.get("base"))
-            voices = prepare_voices(list(catalog.voices.values()), workshop)
+            voices = workshop.prepare_voices(list(catalog.voices.values()), shop)
         except CheckpointError as err:
             raise VoiceSetupError(str(err)) from err
         models.log_unloaded(catalog)
@@ -184,7 +185,7 @@ class Synthesizer:
 
     def add_voice(self, spec: VoiceSpec) -> None:
         """Prepare a voice (as at start-up: its kind clones, renders or loads what it needs) and make it speakable."""
-        self.voices[spec.name] = prepare_voice(spec, self._ready_workshop())
+        self.voices[spec.name] = workshop.prepare_voice(spec, self._ready_workshop())
 
     def remove_voice(self, name: str) -> None:
         self.voices.pop(name, None)

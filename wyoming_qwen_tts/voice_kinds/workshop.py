@@ -67,6 +67,7 @@ def prepare_voice(spec: VoiceSpec, workshop: Workshop) -> ReadyVoice:
 
 
 def prepare_voices(specs: list[VoiceSpec], workshop: Workshop) -> dict[str, ReadyVoice]:
+    """Start-up: every voice, one after another, as prepare_voice makes one at run time."""
     return {spec.name: prepare_voice(spec, workshop) for spec in specs}
 
 
