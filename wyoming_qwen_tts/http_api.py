@@ -3,7 +3,7 @@
     POST   /v1/audio/speech          OpenAI-compatible speech, plus extensions (language, instructions,
                                      reference audio, seed, max_new_tokens, sample_rate, bitrate,
                                      channels, n variations)
-    GET    /v1/audio/voices          the voices
+    GET    /v1/audio/voices          the voices, and the kinds (label, whether one can be created now)
     POST   /v1/audio/voices          create a voice: designed or custom (JSON), cloned (upload or JSON)
     POST   /v1/audio/voices/preview  takes of a designed voice, to listen to before keeping one
     DELETE /v1/audio/voices/{name}   delete a voice created over HTTP
