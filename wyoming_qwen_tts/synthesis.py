@@ -71,9 +71,9 @@ class ModelPool:
     """The models by role: each loads on first need, then stays (release_unused frees the ones no
     voice speaks with, after start-up)."""
 
-    def __init__(self, settings: EngineSettings, **loaded: QwenTTS) -> None:
+    def __init__(self, settings: EngineSettings) -> None:
         self._settings = settings
-        self._models: dict[str, QwenTTS] = dict(loaded)
+        self._models: dict[str, QwenTTS] = {}
         self._loading = threading.Lock()  # held while a model loads (seconds)
 
     def configured(self, role: str) -> bool:
@@ -87,6 +87,8 @@ class ModelPool:
 
     def get(self, role: str) -> QwenTTS:
         source = self.source(role)
+        if (model := self._models.get(role)) is not None:  # no waiting while another role's model loads
+            return model
         with self._loading:
             if role not in self._models:
                 self._models[role] = _load_model(self._settings, source, MODEL_ROLES[role])
