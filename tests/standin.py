@@ -16,13 +16,15 @@ from wyoming_qwen_tts.engine.options import SpeechOptions
 from wyoming_qwen_tts.handler import TtsEventHandler
 from wyoming_qwen_tts.speech import Limits, SpeechService
 from wyoming_qwen_tts.text import AUTO, LanguageDetector
-from wyoming_qwen_tts.voices import VoiceCatalog, VoiceSpec
+from wyoming_qwen_tts.voice_kinds.base import VoiceSpec
+from wyoming_qwen_tts.voice_kinds.frozen import FrozenSpec
+from wyoming_qwen_tts.voices import VoiceCatalog
 
 from .server_harness import free_port, read_until
 
 CATALOG = VoiceCatalog({
-    "ann": VoiceSpec(name="ann", description="Ann", design="x"),
-    "fritz": VoiceSpec(name="fritz", description="Fritz", design="y", language="german"),
+    "ann": FrozenSpec(name="ann", description="Ann", design="x"),
+    "fritz": FrozenSpec(name="fritz", description="Fritz", design="y", language="german"),
 }, default="ann")
 CHUNK = b"\x01\x00" * 480  # 20 ms
 BIG_CHUNK = b"\x03\x00" * 24000  # 1 s

@@ -13,7 +13,8 @@ from wyoming_qwen_tts.engine.options import SpeechOptions
 from wyoming_qwen_tts.http_api import HttpService, create_app
 from wyoming_qwen_tts.speech import Limits, SpeechService
 from wyoming_qwen_tts.text import LanguageDetector
-from wyoming_qwen_tts.voices import VoiceCatalog, VoiceSpec
+from wyoming_qwen_tts.voice_kinds.frozen import FrozenSpec
+from wyoming_qwen_tts.voices import VoiceCatalog
 
 CHUNK = b"\x01\x00" * 2400  # 0.1 s of 24 kHz 16-bit PCM
 STALL_SECONDS = 0.5
@@ -42,7 +43,7 @@ class StallingSynthesizer:
 
 
 def make_service() -> HttpService:
-    spec = VoiceSpec(name="ann", description="Ann", design="x")
+    spec = FrozenSpec(name="ann", description="Ann", design="x")
     synthesizer = StallingSynthesizer()
     synthesizer.voices["ann"] = SimpleNamespace(spec=spec, languages=["english"], model_languages=["english"])
     catalog = VoiceCatalog({"ann": spec}, default="ann")

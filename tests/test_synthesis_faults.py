@@ -14,7 +14,9 @@ from wyoming.tts import Synthesize, SynthesizeVoice
 from wyoming_qwen_tts import synthesis
 from wyoming_qwen_tts.engine.generate import DecodeBatch
 from wyoming_qwen_tts.synthesis import Handoff, ReadyVoice, Synthesizer, VoiceSetupError
-from wyoming_qwen_tts.voices import VoiceCatalog, VoiceSpec
+from wyoming_qwen_tts.voice_kinds.clone import CloneSpec
+from wyoming_qwen_tts.voice_kinds.frozen import FrozenSpec
+from wyoming_qwen_tts.voices import VoiceCatalog
 
 from .standin import exchange, serving
 
@@ -24,15 +26,15 @@ FAILED = ["audio-start", "error", "audio-stop"]
 
 @pytest.fixture(scope="module")
 def synthesizer(base_tts, ref_wav, icl_voice):
-    specs = [VoiceSpec(name="ann", description="Ann", reference=ref_wav, language="english"),
-             VoiceSpec(name="quick", description="Ann, faster", reference=ref_wav, language="english", speed=2.0)]
+    specs = [CloneSpec(name="ann", description="Ann", reference=ref_wav, language="english"),
+             CloneSpec(name="quick", description="Ann, faster", reference=ref_wav, language="english", speed=2.0)]
     synth = Synthesizer({spec.name: ReadyVoice(spec, icl_voice, base_tts) for spec in specs}, max_batch=4)
     yield synth
     synth.close()
 
 
-CATALOG = VoiceCatalog({"ann": VoiceSpec(name="ann", description="Ann", design="x", language="english"),
-                        "quick": VoiceSpec(name="quick", description="Quick", design="x", language="english")},
+CATALOG = VoiceCatalog({"ann": FrozenSpec(name="ann", description="Ann", design="x", language="english"),
+                        "quick": FrozenSpec(name="quick", description="Quick", design="x", language="english")},
                        default="ann")
 
 
@@ -170,7 +172,7 @@ def test_a_warm_up_whose_batch_cannot_be_made_stops_start_up_with_a_clear_error(
     """Out of memory while the server warms up (making the batch, capturing its graphs): start-up
     ends with a VoiceSetupError naming the voice, instead of a traceback or a wait for ever."""
     prompt = base_tts.clone_voice(ref_wav, x_vector_only=True)
-    spec = VoiceSpec(name="ann", description="Ann", reference=ref_wav, language="english")
+    spec = CloneSpec(name="ann", description="Ann", reference=ref_wav, language="english")
     synth = Synthesizer({"ann": ReadyVoice(spec, prompt, base_tts)}, max_batch=2)
 
     def out_of_memory(*args, **kwargs):

@@ -6,16 +6,14 @@ from pathlib import Path
 import pytest
 import yaml
 
+from wyoming_qwen_tts.voice_kinds.clone import clone_prompt_key
+from wyoming_qwen_tts.voice_kinds.frozen import RENDER_SENTENCES, frozen_prompt_key, render_key
 from wyoming_qwen_tts.voices import (
     BUILTIN_DEFAULT,
-    RENDER_SENTENCES,
     VoicesFileError,
     builtin_catalog,
-    clone_prompt_key,
-    frozen_prompt_key,
     load_voices_file,
     parse_voices,
-    render_key,
     tts_voices,
 )
 
@@ -102,6 +100,7 @@ def test_builtin_voices_are_two_female_two_male_frozen_designs():
     ("voices:\n  a:\n    reference: ref.wav\n    mode: live\n", "field 'mode': only for designed voices"),
     ("voices:\n  a:\n    design: x\n    mode: live\n    seed: 3\n", "field 'seed': only for frozen voices"),
     ("voices:\n  a:\n    design: x\n    seed: -1\n", "field 'seed': must be a non-negative integer"),
+    ("voices:\n  a:\n    design: x\n    seed: 4294967296\n", "up to 4294967295"),
     ("voices:\n  a:\n    design: x\n    speed: fast\n", "field 'speed': must be a number from 0.25 to 4.0"),
     ("voices:\n  a:\n    design: x\n    speed: 0.1\n", "field 'speed'"),
     ("voices:\n  a:\n    design: x\n    language: 3\n", "field 'language': must be text"),

@@ -111,6 +111,9 @@ def build_parser() -> argparse.ArgumentParser:
            default=env_value("--model", DEFAULT_MODEL))
     option("--design-model", f"VoiceDesign checkpoint, or none (default {DEFAULT_DESIGN_MODEL})",
            default=env_value("--design-model", DEFAULT_DESIGN_MODEL))
+    option("--custom-model", "CustomVoice checkpoint (built-in speakers, e.g. Qwen/Qwen3-TTS-12Hz-1.7B-CustomVoice): "
+           "hub id or directory; loaded only when a voice uses it (default: none)",
+           default=env_value("--custom-model"))
     option("--voices", "voices file (YAML); without it, four built-in designed voices", metavar="FILE",
            default=env_value("--voices"))
     option("--data-dir", f"caches and frozen voices (default {default_data_dir()})",
@@ -217,7 +220,7 @@ def check_config(args: argparse.Namespace):
         raise ConfigError("--http-token is empty: give a token, or leave the option out")
     if not DEVICE.match(args.device):
         raise ConfigError(f"--device {args.device}: use auto, cpu, cuda or cuda:N")
-    design_model = None if args.design_model.strip().lower() in ("", "none") else args.design_model
+    design_model = optional_model(args.design_model)
     if args.zeroconf:
         if listen.scheme != "tcp":
             raise ConfigError("--zeroconf needs a tcp:// --uri")
@@ -226,18 +229,34 @@ def check_config(args: argparse.Namespace):
         check_instance_name(args.zeroconf)
     catalog = load_voices_file(args.voices) if args.voices else builtin_catalog()
     catalog = catalog.with_default(args.default_voice)
-    if design_model is None:
-        designed = [spec for spec in catalog.voices.values() if spec.kind != "clone"]
-        if not args.voices:
-            raise ConfigError("the built-in voices are designed: with --design-model none, give a --voices file "
-                              "of cloned voices")
-        if designed:
-            raise ConfigError(f"{catalog.source}: voice {designed[0].name!r}: field 'design': a designed voice "
-                              f"({designed[0].kind}) needs the design model, but --design-model is none")
-    settings = EngineSettings(model=args.model, design_model=design_model, data_dir=Path(args.data_dir).expanduser(),
-                              device=args.device, dtype=args.dtype, quantize=args.quantize,
-                              compile=args.compile, local_files_only=args.local_files_only, max_batch=args.max_batch)
+    if design_model is None and not args.voices:
+        raise ConfigError("the built-in voices are designed: with --design-model none, give a --voices file "
+                          "of cloned voices")
+    settings = EngineSettings(model=args.model, design_model=design_model,
+                              custom_model=optional_model(args.custom_model), data_dir=Path(args.data_dir).expanduser(), device=args.device, dtype=args.dtype,
+                              quantize=args.quantize, compile=args.compile, local_files_only=args.local_files_only,
+                              max_batch=args.max_batch)
+    for spec in catalog.voices.values():
+        if problem := missing_model(spec, settings):
+            raise ConfigError(f"{catalog.source}: voice {spec.name!r}: {problem}")
     return listen, catalog, settings
+
+
+def optional_model(value: str | None) -> str | None:
+    """A model option's checkpoint; None for none (or empty, or not given)."""
+    return None if value is None or value.strip().lower() in ("", "none") else value
+
+
+def missing_model(spec, settings) -> str | None:
+    """What keeps a voice from being prepared with these settings: a model its kind needs that is not configured."""
+    from .voice_kinds.base import MODEL_ROLES
+    from .voice_kinds.registry import kind_of
+
+    kind = kind_of(spec)
+    for role in sorted(kind.models_needed):
+        if settings.model_for(role) is None:
+            return f"field {kind.marker!r}: a {kind.label} voice needs {MODEL_ROLES[role].missing()}"
+    return None
 
 
 def build_info(catalog, synthesizer, streaming: bool):
@@ -399,11 +418,11 @@ def run_server(args: argparse.Namespace, listen: Listen, catalog, settings) -> i
 
 
 def usable_managed_voices(store, settings) -> dict:
-    """The voices created over HTTP, but for designed ones when there is no design model to render them."""
+    """The voices created over HTTP, but for those whose kind needs a model that is not configured."""
     managed = store.load()
-    if settings.design_model is None:
-        for name in [name for name, spec in managed.items() if spec.kind != "clone"]:
-            _LOGGER.warning("Voice %s (created over HTTP) is designed; skipped with --design-model none", name)
+    for name, spec in list(managed.items()):
+        if problem := missing_model(spec, settings):
+            _LOGGER.warning("Voice %s (created over HTTP) is skipped: %s", name, problem)
             del managed[name]
     return managed
 

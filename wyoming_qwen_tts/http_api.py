@@ -3,8 +3,8 @@
     POST   /v1/audio/speech          OpenAI-compatible speech, plus extensions (language, instructions,
                                      reference audio, seed, max_new_tokens, sample_rate, bitrate,
                                      channels, n variations)
-    GET    /v1/audio/voices          the voices
-    POST   /v1/audio/voices          create a voice: designed (JSON) or cloned (multipart upload)
+    GET    /v1/audio/voices          the voices, and the kinds (label, whether one can be created now)
+    POST   /v1/audio/voices          create a voice: designed or custom (JSON), cloned (upload or JSON)
     POST   /v1/audio/voices/preview  takes of a designed voice, to listen to before keeping one
     DELETE /v1/audio/voices/{name}   delete a voice created over HTTP
 
@@ -51,8 +51,10 @@ from .http_page import register_page
 from .protocol import shorten
 from .speech import LanguageAsk, Limits, SentenceStalled, SpeechError, SpeechService, TextLimit, Voice, VoiceLookup
 from .text import AUTO, language_codes, normalize_language
+from .voice_kinds.base import MODEL_ROLES, VoiceKind, VoiceSetupError
+from .voice_kinds.registry import KINDS, creatable, kind_for_request, kind_of
 from .voice_store import UnknownVoice, VoiceConflict, VoiceLibrary
-from .voices import DEFAULT_DESIGN_SEED, VoicesFileError, VoiceSpec
+from .voices import VoicesFileError, VoiceSpec
 
 if TYPE_CHECKING:
     from .synthesis import Synthesizer
@@ -156,26 +158,6 @@ class PreviewRequest(BaseModel):
     language: str = AUTO
     n: int = Field(1, ge=1, le=MAX_VARIATIONS)
     seed: int | None = Field(None, ge=0, le=MAX_SEED)
-
-
-class DesignedVoiceRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    name: str
-    description: str | None = Field(None, max_length=200)
-    design: str = Field(min_length=1, max_length=2000)
-    language: str = AUTO
-    seed: int = Field(DEFAULT_DESIGN_SEED, ge=0, le=MAX_SEED)
-
-
-class ClonedVoiceRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    name: str
-    description: str | None = Field(None, max_length=200)
-    reference_text: str | None = None
-    x_vector_only: bool = False
-    language: str = AUTO
 
 
 # -- the app ---------------------------------------------------------------------------------------
@@ -348,8 +330,6 @@ def _wav_base64(samples) -> str:
 
 async def _engine(work, *args):
     """Engine work in a worker thread; a voice that cannot be prepared is the client's 400."""
-    from .synthesis import VoiceSetupError
-
     try:
         return await asyncio.to_thread(work, *args)
     except (VoiceSetupError, ValueError) as err:
@@ -362,15 +342,21 @@ async def _engine(work, *args):
 def voice_object(service: HttpService, spec: VoiceSpec) -> dict:
     synthesizer = service.synthesizer
     languages = synthesizer.languages(spec.name) if spec.name in synthesizer.voices else []
-    return {"name": spec.name, "description": spec.description, "kind": spec.kind,
-            "languages": language_codes(languages), "seed": spec.seed if spec.kind == "frozen" else None,
-            "managed": service.library.is_managed(spec.name)}
+    common = {"name": spec.name, "description": spec.description, "kind": spec.kind,
+              "languages": language_codes(languages), "seed": None, "managed": service.library.is_managed(spec.name)}
+    return {**common, **kind_of(spec).details(spec)}
+
+
+def kind_object(service: HttpService, kind: VoiceKind) -> dict:
+    """What the page shows of a kind: its label, and whether POST /v1/audio/voices can make one now."""
+    return {"label": kind.label, "creatable": kind.creation is not None and _missing_model(service, kind) is None}
 
 
 async def list_voices(request: Request) -> dict:
     service = _service(request)
     catalog = service.library.catalog
-    return {"default": catalog.default, "voices": [voice_object(service, spec) for spec in catalog.voices.values()]}
+    return {"default": catalog.default, "voices": [voice_object(service, spec) for spec in catalog.voices.values()],
+            "kinds": {kind.name: kind_object(service, kind) for kind in KINDS}}
 
 
 async def preview_voice(request: Request) -> dict:
@@ -387,50 +373,66 @@ async def preview_voice(request: Request) -> dict:
 
 
 async def create_voice(request: Request) -> JSONResponse:
+    """JSON names its kind by a field (design, speaker, reference_audio); a form uploads a recording to clone."""
     service = _service(request)
-    library = service.library
     try:
         if _media_kind(request) == "json":
-            body = await _json_body(request)
-            if "reference_audio" in body:
-                samples, rate = _recording_of_base64(str(body.pop("reference_audio")), service.limits)
-                spec = await _create_cloned(library, _parse(ClonedVoiceRequest, body), samples, rate)
-            else:
-                asked = _parse(DesignedVoiceRequest, body)
-                spec = await library.create_designed(asked.name, _clean(asked.description), asked.design.strip(),
-                                                     _language(asked.language), asked.seed)
+            spec = await _create_from_json(service, await _json_body(request))
         else:
-            fields, files = await _form_body(request)
-            upload = files.get("reference")
-            if upload is None:
-                raise ApiError(400, "reference: upload the recording to clone as the form's 'reference' file")
-            asked = _parse(ClonedVoiceRequest, {**fields, "x_vector_only": _flag(fields.get("x_vector_only"),
-                                                                                 "x_vector_only")})
-            samples, rate = await _recording_of_upload(upload, service.limits)
-            spec = await _create_cloned(library, asked, samples, rate)
+            spec = await _create_from_form(service, request)
     except VoiceConflict as err:
         raise ApiError(409, str(err)) from None
     except VoicesFileError as err:
         raise ApiError(400, str(err)) from None
-    except _setup_errors() as err:
+    except VoiceSetupError as err:
         raise ApiError(400, str(err)) from None
     return JSONResponse(voice_object(service, spec), status_code=201)
 
 
-def _setup_errors() -> tuple[type[Exception], ...]:
-    from .synthesis import VoiceSetupError
+async def _create_from_json(service: HttpService, body: dict) -> VoiceSpec:
+    kind = kind_for_request(body)
+    if kind is None:
+        choices = " or ".join(f"{kind.request_marker!r} ({kind.marker_meaning})" for kind in creatable())
+        raise ApiError(422, f"give exactly one of {choices}")
+    _check_models(service, kind)
+    if kind.takes_recording:
+        samples, rate = _recording_of_base64(str(body.pop(kind.request_marker)), service.limits)
+        asked = _parse(kind.creation, body)
+        return await service.library.create_with_recording(asked.name, _entry(kind, asked), samples, rate)
+    asked = _parse(kind.creation, body)
+    return await service.library.create(asked.name, _entry(kind, asked))
 
-    return (VoiceSetupError,)
+
+async def _create_from_form(service: HttpService, request: Request) -> VoiceSpec:
+    kind = next(kind for kind in creatable() if kind.takes_recording)
+    fields, files = await _form_body(request)
+    upload = files.get("reference")
+    if upload is None:
+        raise ApiError(400, "reference: upload the recording to clone as the form's 'reference' file")
+    asked = _parse(kind.creation, {**fields, "x_vector_only": _flag(fields.get("x_vector_only"), "x_vector_only")})
+    samples, rate = await _recording_of_upload(upload, service.limits)
+    return await service.library.create_with_recording(asked.name, _entry(kind, asked), samples, rate)
+
+
+def _entry(kind: VoiceKind, asked: BaseModel) -> dict:
+    """The voices-file entry of a creation request, its language checked (a 400 naming the language)."""
+    entry = kind.entry_of(asked)
+    entry["language"] = _language(entry.get("language"))
+    return entry
+
+
+def _missing_model(service: HttpService, kind: VoiceKind) -> str | None:
+    missing = [role for role in sorted(kind.models_needed) if not service.synthesizer.can_use(role)]
+    return MODEL_ROLES[missing[0]].missing() if missing else None
+
+
+def _check_models(service: HttpService, kind: VoiceKind) -> None:
+    if problem := _missing_model(service, kind):
+        raise ApiError(400, f"a {kind.label} voice needs {problem}")
 
 
 def _clean(text: str | None) -> str | None:
     return text.strip() if text and text.strip() else None
-
-
-async def _create_cloned(library: VoiceLibrary, asked: ClonedVoiceRequest, samples, rate) -> VoiceSpec:
-    transcript = None if asked.x_vector_only else _clean(asked.reference_text)
-    return await library.create_cloned(asked.name, _clean(asked.description), samples, rate, transcript,
-                                       _language(asked.language))
 
 
 async def delete_voice(name: str, request: Request) -> Response:

@@ -1,5 +1,6 @@
-"""The server's only door to the engine: loads the models, prepares every voice at start-up, and
-runs generation through the engine's batch scheduler (one per loaded model), handing 16-bit PCM
+"""The server's only door to the engine: holds the models (ModelPool, loaded by role on first need),
+has every voice prepared at start-up (voice_kinds.workshop, as at run time), and runs generation
+through the engine's batch scheduler (one per loaded model), handing 16-bit PCM
 to asyncio as frames are decoded.
 
 Requests from all connections share one continuous batch: a new sentence joins between frames
@@ -15,7 +16,6 @@ import concurrent.futures
 import logging
 import threading
 import time
-from collections import OrderedDict
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import closing
@@ -23,30 +23,29 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .audio import MAX_SPEED, MIN_SPEED, SAMPLE_RATE, SpeedChanger, pcm16_seconds, to_pcm16
+from .audio import SAMPLE_RATE, SpeedChanger, pcm16_seconds, to_pcm16
 from .engine.options import SpeechOptions
-from .text import AUTO, LANGUAGE_CODES
-from .voices import FROZEN_MAX_SECONDS, VoiceCatalog, VoiceSpec, clone_prompt_key, frozen_prompt_key, render_key
+from .voice_kinds import clone, frozen, live, workshop
+from .voice_kinds.base import MODEL_ROLES, ReadyVoice, VoiceSetupError, VoiceSpec
+from .voice_kinds.cache import VoiceCache
+from .voice_kinds.registry import kind_of
+from .voice_kinds.workshop import Workshop
+from .voices import VoiceCatalog
 
 if TYPE_CHECKING:
     import numpy as np
 
-    from .engine import QwenTTS, VoicePrompt
+    from .engine import QwenTTS
+
+__all__ = ["EngineSettings", "ModelPool", "ReadyVoice", "Synthesizer", "VoiceSetupError"]
 
 _LOGGER = logging.getLogger(__name__)
-FRAMES_PER_SECOND = 12.5
 # Audio chunks (80-640 ms each) per request that may wait for a slow client.
 PENDING_CHUNKS = 16
 # The first request through a batch makes it: on a GPU that includes capturing (and compiling) its
 # CUDA graphs. A warm-up that takes longer than this is stuck: fail start-up instead of waiting.
 WARM_UP_TIMEOUT_S = 900
-# Design previews kept in memory, so that keeping a take clones exactly what was heard, at once.
-KEPT_PREVIEWS = 16
 _DONE = object()
-
-
-class VoiceSetupError(RuntimeError):
-    """A voice or model that cannot be prepared; the message says which and why."""
 
 
 @dataclass(frozen=True)
@@ -54,6 +53,7 @@ class EngineSettings:
     model: str  # Base checkpoint: directory or hub id
     design_model: str | None  # VoiceDesign checkpoint, None to run without
     data_dir: Path
+    custom_model: str | None = None  # CustomVoice checkpoint, loaded only when a voice uses it
     device: str = "auto"
     dtype: str = "auto"
     quantize: str = "auto"  # "int8" or "none": weights of the talker and code predictor; auto: int8 on a bf16 CPU
@@ -62,74 +62,71 @@ class EngineSettings:
     max_batch: int = 8  # sentences generated together per model
 
 
-@dataclass
-class ReadyVoice:
-    spec: VoiceSpec
-    prompt: VoicePrompt
-    model: QwenTTS  # the checkpoint that speaks it: Base for cloned and frozen voices, VoiceDesign for live ones
+    def model_for(self, role: str) -> str | None:
+        """The checkpoint configured for a model role (voice_kinds.base.MODEL_ROLES), None when none is."""
+        return {"base": self.model, "design": self.design_model, "custom": self.custom_model}[role]
 
-    @property
-    def languages(self) -> list[str]:
-        """Language names this voice speaks: its own, or every one its model knows."""
-        if self.spec.language != AUTO:
-            return [self.spec.language]
-        return self.model_languages
+class ModelPool:
+    """The models by role: each loads on first need, then stays (release_unused frees the ones no
+    voice speaks with, after start-up)."""
 
-    @property
-    def model_languages(self) -> list[str]:
-        """Every language name its model speaks."""
-        return [name for name in self.model.languages if name in LANGUAGE_CODES]
+    def __init__(self, settings: EngineSettings) -> None:
+        self._settings = settings
+        self._models: dict[str, QwenTTS] = {}
+        self._loading = threading.Lock()  # held while a model loads (seconds)
 
-    def speed_with(self, options: SpeechOptions) -> float:
-        """The request's speed times the voice's own, within what the speed changer takes."""
-        return min(MAX_SPEED, max(MIN_SPEED, self.spec.speed * options.speed))
+    def configured(self, role: str) -> bool:
+        return self._settings.model_for(role) is not None
 
+    def source(self, role: str) -> str:
+        model = self._settings.model_for(role)
+        if model is None:
+            raise VoiceSetupError(f"this needs {MODEL_ROLES[role].missing()}")
+        return model
 
-class VoiceCache:
-    """Prepared voices under data-dir: rendered references of frozen voices and voice prompts."""
+    def get(self, role: str) -> QwenTTS:
+        source = self.source(role)
+        if (model := self._models.get(role)) is not None:  # no waiting while another role's model loads
+            return model
+        with self._loading:
+            if role not in self._models:
+                self._models[role] = _load_model(self._settings, source, MODEL_ROLES[role])
+            return self._models[role]
 
-    def __init__(self, data_dir: Path) -> None:
-        self.renders = data_dir / "voices" / "designed"
-        self.prompts = data_dir / "voices" / "prompts"
+    def loaded(self, role: str) -> QwenTTS | None:
+        return self._models.get(role)
 
-    def prompt_path(self, key: str) -> Path:
-        return self.prompts / f"{key}.safetensors"
+    def release_unused(self, voices: dict[str, ReadyVoice], keep: str = "base") -> None:
+        """Free every loaded model but `keep` that no voice speaks with (it was needed only to prepare them)."""
+        speaking = {id(voice.model) for voice in voices.values()}
+        unused = [role for role, model in self._models.items() if role != keep and id(model) not in speaking]
+        for role in unused:
+            device = self._models.pop(role).device
+            _LOGGER.info("Voices prepared; releasing the %s model (no voice speaks with it)", role)
+            _free_memory(device)
 
-    def load_prompt(self, key: str, voice_name: str) -> VoicePrompt | None:
-        from .engine import VoicePrompt
-
-        path = self.prompt_path(key)
-        if not path.is_file():
-            return None
-        try:
-            return VoicePrompt.load(path)
-        except (ValueError, KeyError, OSError) as err:
-            _LOGGER.warning("Voice %s: ignoring unreadable cached prompt %s (%s)", voice_name, path, err)
-            return None
-
-    def save_prompt(self, key: str, prompt: VoicePrompt) -> None:
-        prompt.save(self.prompt_path(key))
-
-    def render_paths(self, key: str) -> tuple[Path, Path]:
-        return self.renders / f"{key}.wav", self.renders / f"{key}.txt"
+    def log_unloaded(self, catalog: VoiceCatalog) -> None:
+        """Say which models the voices could have needed but did not (their prepared voices were cached)."""
+        for role in sorted(catalog.models_needed()):
+            if self.configured(role) and role not in self._models:
+                _LOGGER.info("Every voice needing the %s model came from the cache: not loading the %s model "
+                             "(saves its memory)", MODEL_ROLES[role].title, role)
 
 
 class Synthesizer:
     def __init__(self, voices: dict[str, ReadyVoice], max_batch: int = 8, *, settings: EngineSettings | None = None,
-                 base: QwenTTS | None = None, design: QwenTTS | None = None) -> None:
+                 models: ModelPool | None = None) -> None:
         self.voices = voices
         self._max_batch = max_batch
         self._settings = settings  # None: no voices can be added (tests of the batch alone)
-        self._cache = VoiceCache(settings.data_dir) if settings is not None else None
-        self._base = base
-        self._design = design  # loaded on first need when voices are designed at run time, then kept
+        self._workshop = None
+        if settings is not None:
+            self._workshop = Workshop(models or ModelPool(settings), VoiceCache(settings.data_dir))
         self._models_lock = threading.Lock()  # held briefly: the event loop takes it too
-        self._design_loading = threading.Lock()  # held while the design model loads (seconds)
         self._schedulers: dict[int, Any] = {}
         self._progress: dict[int, Progress] = {}  # per model, as its scheduler
         for voice in voices.values():
             self._scheduler(voice.model)
-        self._previews: OrderedDict[str, np.ndarray] = OrderedDict()
         # One thread per request in flight: each waits for its chunks, converts them and hands them over.
         self._executor = ThreadPoolExecutor(max_workers=8 * max_batch, thread_name_prefix="synthesis")
 
@@ -138,11 +135,16 @@ class Synthesizer:
         """Load the models and prepare every voice of the catalog; raises VoiceSetupError."""
         from .engine import CheckpointError
 
+        models = ModelPool(settings)
+        shop = Workshop(models, VoiceCache(settings.data_dir))
         try:
-            voices, base, design = _prepare_voices(settings, catalog)
+            _warn_on_cpu(settings, models.get("base"))
+            voices = workshop.prepare_voices(list(catalog.voices.values()), shop)
         except CheckpointError as err:
             raise VoiceSetupError(str(err)) from err
-        synthesizer = cls(voices, settings.max_batch, settings=settings, base=base, design=design)
+        models.log_unloaded(catalog)
+        models.release_unused(voices)
+        synthesizer = cls(voices, settings.max_batch, settings=settings, models=models)
         synthesizer.warm_up()
         _release_thread_team()  # this thread loaded the models: from now on the batch threads compute
         return synthesizer
@@ -161,7 +163,11 @@ class Synthesizer:
 
     @property
     def can_design(self) -> bool:
-        return self._settings is not None and self._settings.design_model is not None
+        return self.can_use("design")
+
+    def can_use(self, role: str) -> bool:
+        """Whether a model role is configured (voices of kinds that need it can be made)."""
+        return self._workshop is not None and self._workshop.models.configured(role)
 
     def _scheduler(self, model: QwenTTS) -> Any:
         from .engine.scheduler import BatchScheduler
@@ -175,91 +181,36 @@ class Synthesizer:
 
     # -- voices at run time (blocking: call from a worker thread) ------------------------------------
 
-    def design_model(self) -> QwenTTS:
-        """The VoiceDesign model, loaded on first need and then kept; raises VoiceSetupError."""
-        if not self.can_design:
-            raise VoiceSetupError("voice design needs the VoiceDesign model, but --design-model is none")
-        with self._design_loading:
-            if self._design is None:
-                self._design = _load_model(self._settings, self._settings.design_model, "voice_design",
-                                           "--design-model")
-            return self._design
-
-    def base_model(self) -> QwenTTS:
-        if self._base is None:
-            raise VoiceSetupError("no Base model to clone voices with")
-        return self._base
+    def _ready_workshop(self) -> Workshop:
+        if self._workshop is None:
+            raise VoiceSetupError("this synthesizer cannot prepare voices")
+        return self._workshop
 
     def add_voice(self, spec: VoiceSpec) -> None:
-        """Prepare a voice (clone it, or render and clone a frozen design) and make it speakable."""
-        if self._settings is None:
-            raise VoiceSetupError("this synthesizer cannot prepare voices")
-        voice = self._prepare(spec)
-        _check_language(voice)
-        self.voices[spec.name] = voice
+        """Prepare a voice (as at start-up: its kind clones, renders or loads what it needs) and make it speakable."""
+        self.voices[spec.name] = workshop.prepare_voice(spec, self._ready_workshop())
 
     def remove_voice(self, name: str) -> None:
         self.voices.pop(name, None)
 
-    def _prepare(self, spec: VoiceSpec) -> ReadyVoice:
-        settings, cache, base = self._settings, self._cache, self.base_model()
-        if spec.kind == "clone":
-            return ReadyVoice(spec, _cloned_prompt(spec, base, settings, cache), base)
-        if spec.kind == "live":
-            design = self.design_model()
-            return ReadyVoice(spec, design.design_voice(spec.design), design)
-        if not self.can_design:
-            raise VoiceSetupError("a designed voice needs the VoiceDesign model, but --design-model is none")
-        prompt = cache.load_prompt(frozen_prompt_key(spec, settings.design_model, settings.model), spec.name)
-        if prompt is None:
-            self._keep_preview(spec)
-            design = None if _render_cached(spec, settings, cache) else self.design_model()
-            prompt = _frozen_prompt(spec, base, design, settings, cache)
-        return ReadyVoice(spec, prompt, base)
-
-    def _keep_preview(self, spec: VoiceSpec) -> None:
-        """A preview heard of this very rendering becomes the voice's cached rendering."""
-        key = render_key(spec, self._settings.design_model)
-        with self._models_lock:
-            samples = self._previews.get(key)
-        wav, transcript = self._cache.render_paths(key)
-        if samples is not None and not (wav.is_file() and transcript.is_file()):
-            _write_render(spec, samples, wav, transcript)
-
     def preview(self, design: str, language: str, seeds: list[int]) -> tuple[str, list[np.ndarray]]:
         """What frozen voices of this design and language would be rendered from, one per seed:
         (the sentence, 24 kHz float samples per seed)."""
-        model = self.design_model()
-        takes = []
-        spec = None
-        for seed in seeds:
-            spec = VoiceSpec(name="preview", description="preview", design=design, language=language, mode="frozen",
-                             seed=seed)
-            samples = _render_samples(spec, model)
-            with self._models_lock:
-                self._previews[render_key(spec, self._settings.design_model)] = samples
-                while len(self._previews) > KEPT_PREVIEWS:
-                    self._previews.popitem(last=False)
-            takes.append(samples)
-        return spec.render_sentence, takes
+        return frozen.preview(design, language, seeds, self._ready_workshop())
 
     def cloned_voice(self, label: str, samples: np.ndarray, rate: int, transcript: str | None) -> ReadyVoice:
         """A voice for one request, cloned from a recording (ICL with a transcript, else x-vector only)."""
-        from .engine import ReferenceAudioError
-
-        base = self.base_model()
-        try:
-            prompt = base.clone_voice((samples, rate), transcript, x_vector_only=transcript is None)
-        except (ReferenceAudioError, ValueError) as err:
-            raise VoiceSetupError(f"the reference recording cannot be cloned: {err}") from err
-        return ReadyVoice(VoiceSpec(name=label, description=label, reference=Path("(request)"),
-                                    transcript=transcript), prompt, base)
+        return clone.voice_from_recording(label, samples, rate, transcript, self._ready_workshop())
 
     def designed_voice(self, label: str, instructions: str) -> ReadyVoice:
         """A voice for one request, spoken by the VoiceDesign model as described."""
-        design = self.design_model()
-        return ReadyVoice(VoiceSpec(name=label, description=label, design=instructions, mode="live"),
-                          design.design_voice(instructions), design)
+        spec = live.LiveSpec(name=label, description=label, design=instructions)
+        return live.designed_voice(spec, self._ready_workshop())
+
+    def styled_voice(self, voice: ReadyVoice, instructions: str) -> ReadyVoice:
+        """The voice in another style for one request (a custom voice's instructions); raises
+        VoiceSetupError for a kind that takes no style."""
+        return kind_of(voice.spec).styled(voice, instructions, self._ready_workshop())
 
     def warm_up(self) -> None:
         """A two-frame generation per voice through its model's batch: the first request then pays
@@ -424,68 +375,21 @@ def _release_thread_team() -> None:
     release_thread_team()
 
 
-# -- start-up: models and voices ------------------------------------------------------------------------
+# -- models ----------------------------------------------------------------------------------------------
 
 
-def _prepare_voices(settings: EngineSettings, catalog: VoiceCatalog) -> tuple[dict[str, ReadyVoice], QwenTTS,
-                                                                               QwenTTS | None]:
-    cache = VoiceCache(settings.data_dir)
-    base = _load_model(settings, settings.model, "base", "--model")
+def _warn_on_cpu(settings: EngineSettings, base: QwenTTS) -> None:
     if base.device.type == "cpu":
         why = "as asked" if settings.device == "cpu" else "PyTorch sees no CUDA GPU"
         _LOGGER.warning("Running on the CPU (%s): speech will come slower than real time", why)
-    specs = list(catalog.voices.values())
-    prompts: dict[str, VoicePrompt] = {}
-    for spec in specs:
-        if spec.kind == "clone":
-            prompts[spec.name] = _cloned_prompt(spec, base, settings, cache)
-        elif spec.kind == "frozen" and settings.design_model is not None:
-            cached = cache.load_prompt(frozen_prompt_key(spec, settings.design_model, settings.model), spec.name)
-            if cached is not None:
-                _LOGGER.info("Voice %s: using the frozen voice cached in %s", spec.name, cache.prompts)
-                prompts[spec.name] = cached
-
-    unrendered = [spec for spec in specs if spec.kind == "frozen" and spec.name not in prompts
-                  and not _render_cached(spec, settings, cache)]
-    live = [spec for spec in specs if spec.kind == "live"]
-    design = None
-    if unrendered or live:
-        if settings.design_model is None:
-            needs = (live or unrendered)[0]
-            raise VoiceSetupError(f"voice {needs.name!r} needs the VoiceDesign model, but --design-model is none")
-        design = _load_model(settings, settings.design_model, "voice_design", "--design-model")
-    elif any(spec.kind == "frozen" for spec in specs):
-        _LOGGER.info("Every designed voice is frozen and cached: not loading the design model (saves its memory)")
-
-    for spec in specs:
-        if spec.kind == "frozen" and spec.name not in prompts:
-            prompts[spec.name] = _frozen_prompt(spec, base, design, settings, cache)
-        elif spec.kind == "live":
-            prompts[spec.name] = design.design_voice(spec.design)
-    if design is not None and not live:
-        _LOGGER.info("Frozen voices rendered; releasing the design model (no live voices)")
-        device = design.device
-        design = None
-        _free_memory(device)
-
-    voices = {spec.name: ReadyVoice(spec, prompts[spec.name], design if spec.kind == "live" else base)
-              for spec in specs}
-    for voice in voices.values():
-        _check_language(voice)
-    return voices, base, design
 
 
-def _check_language(voice: ReadyVoice) -> None:
-    if voice.spec.language != AUTO and voice.spec.language not in voice.model.languages:
-        raise VoiceSetupError(f"voice {voice.spec.name!r}: field 'language': {voice.spec.language} is not "
-                              f"spoken by {voice.model.checkpoint.path} ({', '.join(voice.model.languages)})")
-
-
-def _load_model(settings: EngineSettings, model: str, expected_type: str, option: str) -> QwenTTS:
+def _load_model(settings: EngineSettings, model: str, role) -> QwenTTS:
     from safetensors import SafetensorError
 
     from .engine import CheckpointError, QwenTTS
 
+    option, expected_type = role.option, role.model_type
     started = time.perf_counter()
     _LOGGER.info("Loading %s (%s) ...", model, option)
     try:
@@ -509,77 +413,3 @@ def _free_memory(device) -> None:
     gc.collect()
     if device.type == "cuda":
         torch.cuda.empty_cache()
-
-
-def _cloned_prompt(spec: VoiceSpec, base: QwenTTS, settings: EngineSettings, cache: VoiceCache) -> VoicePrompt:
-    from .engine import ReferenceAudioError
-
-    key = clone_prompt_key(spec, settings.model)
-    cached = cache.load_prompt(key, spec.name)
-    if cached is not None:
-        return cached
-    try:
-        prompt = base.clone_voice(spec.reference, spec.transcript, x_vector_only=spec.transcript is None)
-    except (ReferenceAudioError, ValueError) as err:
-        raise VoiceSetupError(f"voice {spec.name!r}: field 'reference': {err}") from err
-    cache.save_prompt(key, prompt)
-    _LOGGER.info("Voice %s: cloned from %s (%s)", spec.name, spec.reference,
-                 "with transcript" if spec.transcript else "x-vector only")
-    return prompt
-
-
-def _render_cached(spec: VoiceSpec, settings: EngineSettings, cache: VoiceCache) -> bool:
-    if settings.design_model is None:
-        return False
-    wav, transcript = cache.render_paths(render_key(spec, settings.design_model))
-    return wav.is_file() and transcript.is_file()
-
-
-def _frozen_prompt(spec: VoiceSpec, base: QwenTTS, design: QwenTTS | None, settings: EngineSettings,
-                   cache: VoiceCache) -> VoicePrompt:
-    """Render the voice's sentence with the design model (once), then clone the rendering with Base."""
-    from .engine import ReferenceAudioError
-
-    wav, transcript_path = cache.render_paths(render_key(spec, settings.design_model))
-    if wav.is_file() and transcript_path.is_file():
-        _LOGGER.info("Voice %s: cloning the cached rendering %s", spec.name, wav)
-    else:
-        _render(spec, design, wav, transcript_path)
-    transcript = transcript_path.read_text(encoding="utf-8").strip()
-    try:
-        prompt = base.clone_voice(wav, transcript)
-    except (ReferenceAudioError, ValueError) as err:
-        raise VoiceSetupError(f"voice {spec.name!r}: the design model's rendering cannot be cloned ({err}); "
-                              "try another 'seed'") from err
-    cache.save_prompt(frozen_prompt_key(spec, settings.design_model, settings.model), prompt)
-    return prompt
-
-
-def _render(spec: VoiceSpec, design: QwenTTS, wav: Path, transcript_path: Path) -> None:
-    started = time.perf_counter()
-    _LOGGER.info("Voice %s: rendering with the design model (once; cached in %s)", spec.name, wav.parent)
-    samples = _render_samples(spec, design)
-    _write_render(spec, samples, wav, transcript_path)
-    _LOGGER.info("Voice %s: rendered %.1f s in %.1f s", spec.name, samples.size / SAMPLE_RATE,
-                 time.perf_counter() - started)
-
-
-def _render_samples(spec: VoiceSpec, design: QwenTTS) -> np.ndarray:
-    """The design model speaking the voice's render sentence with its seed: what a frozen voice is cloned from."""
-    max_frames = int(FROZEN_MAX_SECONDS * FRAMES_PER_SECOND)
-    samples, codes = design.synthesize(spec.render_sentence, design.design_voice(spec.design),
-                                       language=spec.render_language, seed=spec.seed, max_frames=max_frames)
-    if codes.shape[0] >= max_frames:
-        _LOGGER.warning("Voice %s: the rendering did not end within %.0f s and was cut; if the voice sounds "
-                        "off, give it another 'seed'", spec.name, FROZEN_MAX_SECONDS)
-    return samples
-
-
-def _write_render(spec: VoiceSpec, samples: np.ndarray, wav: Path, transcript_path: Path) -> None:
-    import soundfile as sf
-
-    wav.parent.mkdir(parents=True, exist_ok=True)
-    partial = wav.with_name(wav.stem + ".partial.wav")
-    sf.write(str(partial), samples.clip(-1.0, 1.0), SAMPLE_RATE, subtype="PCM_16")
-    transcript_path.write_text(spec.render_sentence + "\n", encoding="utf-8")
-    partial.replace(wav)  # last: a WAV next to its transcript means a complete rendering

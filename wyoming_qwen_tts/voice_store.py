@@ -135,21 +135,20 @@ class VoiceLibrary:
     def is_managed(self, name: str) -> bool:
         return name in self.store
 
-    async def create_designed(self, name: str, description: str | None, design: str, language: str,
-                              seed: int) -> VoiceSpec:
-        entry = {"description": description or name, "design": design, "language": language, "seed": seed}
-        return await self._create(name, entry)
+    async def create(self, name: str, entry: dict[str, Any]) -> VoiceSpec:
+        """A voice from its voices-file entry (its kind's entry_of), prepared, persisted, announced."""
+        async with self._lock:
+            self._check_free(name)
+            return await self._add(name, entry)
 
-    async def create_cloned(self, name: str, description: str | None, samples: np.ndarray, rate: int,
-                            transcript: str | None, language: str) -> VoiceSpec:
+    async def create_with_recording(self, name: str, entry: dict[str, Any], samples: np.ndarray,
+                                    rate: int) -> VoiceSpec:
+        """As create, for a cloned voice: the recording is stored first and becomes its reference."""
         async with self._lock:
             self._check_free(name)
             reference = await asyncio.to_thread(self.store.store_reference, samples, rate)
-            entry = {"description": description or name, "reference": reference, "language": language}
-            if transcript:
-                entry["transcript"] = transcript
             try:
-                return await self._add(name, entry)
+                return await self._add(name, {**entry, "reference": reference})
             except BaseException:
                 self.store.discard_reference(reference)
                 raise
@@ -168,11 +167,6 @@ class VoiceLibrary:
             self.synthesizer.remove_voice(name)
             self.store.remove(name)
             _LOGGER.info("Voice %s deleted", name)
-
-    async def _create(self, name: str, entry: dict[str, Any]) -> VoiceSpec:
-        async with self._lock:
-            self._check_free(name)
-            return await self._add(name, entry)
 
     def _check_free(self, name: str) -> None:
         check_voice_name(name, "")

@@ -14,10 +14,9 @@ const SAMPLES = {
   ru: "Привет! Вот так звучит мой голос.", pt: "Olá! É assim que eu soo.", es: "¡Hola! Así suena mi voz.",
   it: "Ciao! Ecco come suona la mia voce.",
 };
-const KIND_LABELS = { clone: "cloned", frozen: "designed", live: "designed, live" };
-
 const $ = (id) => document.getElementById(id);
 let voices = [];
+let kinds = {}; // the server's voice kinds: {name: {label, creatable}}
 
 class ApiError extends Error {}
 
@@ -154,6 +153,7 @@ async function loadVoices() {
     return;
   }
   voices = catalog.voices;
+  kinds = catalog.kinds || {};
   hideStatus(status);
   renderVoices(catalog.default);
   fillVoiceSelect(catalog.default);
@@ -170,7 +170,7 @@ function voiceItem(voice, isDefault) {
   item.dataset.voice = voice.name;
   item.querySelector(".voice-name").textContent = voice.name;
   const kind = item.querySelector(".kind");
-  kind.textContent = KIND_LABELS[voice.kind] || voice.kind;
+  kind.textContent = (kinds[voice.kind] || {}).label || voice.kind;
   kind.classList.add(`kind-${voice.kind}`);
   item.querySelector(".default-badge").hidden = !isDefault;
   item.querySelector(".voice-description").textContent = voice.description || "";

@@ -1,0 +1,143 @@
+"""Custom voices (the built-in speakers of a CustomVoice checkpoint) in the real server, on the tiny
+Base and CustomVoice checkpoints without a design model: listed and spoken over Wyoming and HTTP,
+created and deleted over HTTP; a speaker the checkpoint lacks stops the start-up."""
+
+import asyncio
+from types import SimpleNamespace
+
+import httpx2 as httpx
+import pytest
+
+from wyoming_qwen_tts.http_api import HttpLimits, HttpService, create_app
+from wyoming_qwen_tts.text import LanguageDetector
+from wyoming_qwen_tts.voices import VoiceCatalog
+
+from .server_harness import FIXTURES, REFERENCE, ServerProcess, describe, run_cli, synthesize
+
+TINY_CUSTOM = FIXTURES / "tiny-custom"
+VOICES_YAML = f"""\
+default: alice
+voices:
+  alice:
+    reference: {REFERENCE}
+  serena:
+    description: Serena, cheerful
+    speaker: serena
+    instructions: cheerful
+    language: en
+  ryan:
+    speaker: Ryan
+"""
+SPEAKERS = "aiden, dylan, eric, ryan, serena"
+
+
+def server_args(tmp, voices: str = VOICES_YAML) -> list[str]:
+    (tmp / "voices.yaml").write_text(voices)
+    return ["--model", str(FIXTURES / "tiny-base"), "--design-model", "none", "--custom-model", str(TINY_CUSTOM),
+            "--device", "cpu", "--dtype", "float32", "--voices", str(tmp / "voices.yaml"), "--data-dir",
+            str(tmp / "data")]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("custom")
+    process = ServerProcess(server_args(tmp), tmp / "server.log", http=True)
+    try:
+        process.wait_ready()
+        yield process
+    finally:
+        process.stop()
+
+
+@pytest.fixture(scope="module")
+def http(server):
+    with httpx.Client(base_url=server.http_url, timeout=180.0) as client:
+        yield client
+
+
+def described(server) -> dict:
+    (program,) = asyncio.run(describe(server.port)).tts
+    return {voice.name: voice for voice in program.voices}
+
+
+def test_describe_lists_custom_voices_with_their_languages(server):
+    voices = described(server)
+    assert list(voices) == ["alice", "serena", "ryan"]
+    assert voices["serena"].languages == ["en"] and voices["serena"].description == "Serena, cheerful"
+    assert len(voices["ryan"].languages) == 10
+    assert "(--custom-model)" in server.log and "(--design-model)" not in server.log
+
+
+@pytest.mark.parametrize("voice", ["serena", "ryan"])
+def test_a_custom_voice_speaks_through_wyoming(server, voice):
+    answer = asyncio.run(synthesize(server.port, "Hi there.", voice=voice))
+    assert answer.types[0] == "audio-start" and "audio-chunk" in answer.types
+    assert answer.closing_types() == ["audio-start", "audio-stop"] and answer.pcm
+    assert f"Speaking with {voice} " in server.log
+
+
+def test_voices_list_custom_voices_and_which_kinds_can_be_created(http):
+    answer = http.get("/v1/audio/voices").json()
+    serena = next(voice for voice in answer["voices"] if voice["name"] == "serena")
+    assert serena == {"name": "serena", "description": "Serena, cheerful", "kind": "custom", "languages": ["en"],
+                      "seed": None, "managed": False, "speaker": "serena", "instructions": "cheerful"}
+    kinds = answer["kinds"]
+    assert list(kinds) == ["clone", "frozen", "live", "custom"]
+    assert kinds["custom"] == {"label": "built-in speaker", "creatable": True}
+    assert kinds["clone"]["creatable"] and not kinds["frozen"]["creatable"] and not kinds["live"]["creatable"]
+
+
+def test_a_custom_voice_speaks_through_http(http):
+    response = http.post("/v1/audio/speech", json={"input": "Hello there.", "voice": "ryan", "response_format": "pcm",
+                                                   "seed": 3})
+    assert response.status_code == 200, response.text
+    assert len(response.content) > 0 and len(response.content) % 2 == 0
+
+
+def test_a_custom_voice_is_created_spoken_and_deleted_over_http(server, http):
+    created = http.post("/v1/audio/voices", json={"name": "aiden", "speaker": "Aiden", "instructions": " slowly ",
+                                                  "language": "de"})
+    assert created.status_code == 201, created.text
+    assert created.json() == {"name": "aiden", "description": "aiden", "kind": "custom", "languages": ["de"],
+                              "seed": None, "managed": True, "speaker": "Aiden", "instructions": "slowly"}
+    assert "aiden" in described(server)
+    answer = asyncio.run(synthesize(server.port, "Hallo.", voice="aiden"))
+    assert answer.closing_types() == ["audio-start", "audio-stop"] and answer.pcm
+    assert http.delete("/v1/audio/voices/aiden").status_code == 204
+    assert "aiden" not in described(server)
+
+
+def test_custom_voice_creation_errors(http):
+    unknown = http.post("/v1/audio/voices", json={"name": "vivian", "speaker": "vivian"})
+    assert unknown.status_code == 400 and "'vivian' is not a speaker of" in unknown.text and SPEAKERS in unknown.text
+    designed = http.post("/v1/audio/voices", json={"name": "narrator", "design": "A calm voice."})
+    assert designed.status_code == 400
+    assert "needs the VoiceDesign model, but --design-model is none" in designed.json()["error"]["message"]
+    assert http.post("/v1/audio/voices", json={"name": "x", "speaker": ""}).status_code == 422
+    both = http.post("/v1/audio/voices", json={"name": "x", "speaker": "ryan", "design": "A voice."})
+    assert both.status_code == 422 and "give exactly one of" in both.text
+    names = [voice["name"] for voice in http.get("/v1/audio/voices").json()["voices"]]
+    assert names == ["alice", "serena", "ryan"]
+
+
+def test_a_speaker_the_checkpoint_lacks_stops_the_start_up(tmp_path):
+    result = run_cli(*server_args(tmp_path, "voices:\n  vivian:\n    speaker: vivian\n"))
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert "voice 'vivian': field 'speaker': 'vivian' is not a speaker of" in result.stderr
+    assert SPEAKERS in result.stderr
+
+
+def test_without_custom_model_creating_a_custom_voice_is_a_clear_400():
+    synthesizer = SimpleNamespace(voices={}, can_use=lambda role: role == "base")
+    library = SimpleNamespace(catalog=VoiceCatalog({}, default="none"), is_managed=lambda name: False)
+    app = create_app(HttpService(library, synthesizer, LanguageDetector(), HttpLimits()))
+
+    async def create() -> httpx.Response:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            return await client.post("/v1/audio/voices", json={"name": "ryan", "speaker": "ryan"})
+
+    response = asyncio.run(create())
+    assert response.status_code == 400
+    assert response.json()["error"]["message"] == ("a built-in speaker voice needs the CustomVoice model, but "
+                                                    "--custom-model is not given")
