@@ -8,7 +8,8 @@ from types import SimpleNamespace
 import httpx2 as httpx
 import pytest
 
-from wyoming_qwen_tts.http_api import HttpLimits, HttpService, create_app
+from wyoming_qwen_tts.http_api import HttpService, create_app
+from wyoming_qwen_tts.speech import SpeechService
 from wyoming_qwen_tts.text import LanguageDetector
 from wyoming_qwen_tts.voices import VoiceCatalog
 
@@ -94,6 +95,19 @@ def test_a_custom_voice_speaks_through_http(http):
     assert len(response.content) > 0 and len(response.content) % 2 == 0
 
 
+def test_instructions_restyle_a_custom_voice_for_one_request(http):
+    def pcm(**body) -> bytes:
+        response = http.post("/v1/audio/speech", json={"input": "Hello there.", "voice": "serena", "seed": 3,
+                                                       "response_format": "pcm", "max_new_tokens": 6, **body})
+        assert response.status_code == 200, response.text
+        return response.content
+
+    own_style = pcm()
+    assert pcm(instructions="cheerful") == own_style  # serena's own instructions, given by the request
+    assert pcm(instructions="sad and very slow") != own_style
+    assert pcm() == own_style  # the voice itself is unchanged
+
+
 def test_a_custom_voice_is_created_spoken_and_deleted_over_http(server, http):
     created = http.post("/v1/audio/voices", json={"name": "aiden", "speaker": "Aiden", "instructions": " slowly ",
                                                   "language": "de"})
@@ -129,8 +143,9 @@ def test_a_speaker_the_checkpoint_lacks_stops_the_start_up(tmp_path):
 
 def test_without_custom_model_creating_a_custom_voice_is_a_clear_400():
     synthesizer = SimpleNamespace(voices={}, can_use=lambda role: role == "base")
-    library = SimpleNamespace(catalog=VoiceCatalog({}, default="none"), is_managed=lambda name: False)
-    app = create_app(HttpService(library, synthesizer, LanguageDetector(), HttpLimits()))
+    catalog = VoiceCatalog({}, default="none")
+    library = SimpleNamespace(catalog=catalog, is_managed=lambda name: False)
+    app = create_app(HttpService(SpeechService(catalog, synthesizer, LanguageDetector()), library, synthesizer))
 
     async def create() -> httpx.Response:
         transport = httpx.ASGITransport(app=app)

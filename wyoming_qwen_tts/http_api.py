@@ -529,11 +529,17 @@ def _voice_label(voice: str | dict | None) -> str | None:
 
 
 async def _voice_for(service: HttpService, asked: SpeechRequest, recording) -> Voice:
+    """The voice a speech request asks for: a voice of this server (restyled by `instructions` when
+    its kind takes a style: custom voices), else one made for this request: designed from
+    `instructions`, or cloned from a reference recording."""
     synthesizer = service.synthesizer
     label = _voice_label(asked.voice)
     if asked.instructions and asked.instructions.strip():
         if recording is not None:
             raise ApiError(400, "give either instructions (a designed voice) or a reference recording, not both")
+        named = synthesizer.voice(label) if label in service.speech.catalog.voices else None
+        if named is not None and kind_of(named.spec).takes_style:
+            return await _engine(synthesizer.styled_voice, named, asked.instructions.strip())
         return await _engine(synthesizer.designed_voice, label or "designed", asked.instructions.strip())
     if recording is not None:
         samples, rate = recording

@@ -29,7 +29,7 @@ from .voice_kinds import clone, frozen, live, workshop
 from .voice_kinds.base import MODEL_ROLES, ReadyVoice, VoiceSetupError, VoiceSpec
 from .voice_kinds.cache import VoiceCache
 from .voice_kinds.registry import kind_of
-from .voice_kinds.workshop import Workshop
+from .voice_kinds.resources import Workshop
 from .voices import VoiceCatalog
 
 if TYPE_CHECKING:

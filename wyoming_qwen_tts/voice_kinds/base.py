@@ -14,7 +14,7 @@ if TYPE_CHECKING:
     from pydantic import BaseModel
 
     from ..engine import QwenTTS, VoicePrompt
-    from .workshop import Workshop
+    from .resources import Workshop
 
 # Fields of every voice, whatever its kind; the kinds own the rest.
 COMMON_FIELDS = frozenset({"description", "language", "speed"})
@@ -118,6 +118,7 @@ class VoiceKind:
     creation: type[BaseModel] | None = None  # body of POST /v1/audio/voices; None: not created over HTTP
     request_marker: str | None = None  # the creation body's field that asks for this kind
     takes_recording: bool = False  # its creation brings a recording (request_marker in JSON, 'reference' in a form)
+    takes_style: bool = False  # a speech request's instructions restyle it (styled) instead of designing a voice
 
     @property
     def models_needed(self) -> frozenset[str]:

@@ -21,7 +21,7 @@ from .base import ReadyVoice, VoiceKind, VoiceSetupError, VoiceSpec, Where, opti
 
 if TYPE_CHECKING:
     from ..engine import QwenTTS
-    from .workshop import Workshop
+    from .resources import Workshop
 
 MAX_INSTRUCTIONS = 2000
 
@@ -69,6 +69,8 @@ class CustomKind(VoiceKind):
         model = workshop.models.get("custom")
         _check_speaker(spec, model)
         return ReadyVoice(spec, model.custom_voice(spec.speaker, spec.instructions), model)
+
+    takes_style = True  # a request's instructions are its style for that request
 
     def styled(self, voice: ReadyVoice, instructions: str, workshop: Workshop) -> ReadyVoice:
         spec = replace(voice.spec, instructions=instructions.strip() or None)

@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     import numpy as np
 
     from ..engine import QwenTTS, VoicePrompt
-    from .workshop import Workshop
+    from .resources import Workshop
 
 _LOGGER = logging.getLogger(__name__)
 DEFAULT_DESIGN_SEED = 1234

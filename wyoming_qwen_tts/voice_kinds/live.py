@@ -15,7 +15,7 @@ from .base import ReadyVoice, VoiceKind, VoiceSpec, Where
 from .frozen import design_text
 
 if TYPE_CHECKING:
-    from .workshop import Workshop
+    from .resources import Workshop
 
 
 @dataclass(frozen=True, kw_only=True)
