@@ -78,7 +78,7 @@ preflight() {
 import soundfile, soxr, transformers, wyoming, zeroconf
 import fastapi, uvicorn, multipart, emoji, markdown_it
 import wyoming_qwen_tts.__main__, wyoming_qwen_tts.synthesis, wyoming_qwen_tts.engine.scheduler
-import wyoming_qwen_tts.http_api, wyoming_qwen_tts.speech_text
+import wyoming_qwen_tts.http_api, wyoming_qwen_tts.markdown_speech
 import tools.gpu_check, benchmarks.make_checkpoint, benchmarks.serving_bench, benchmarks.bench_engine, benchmarks.socket_bench
 print('ours and the server import')"
     step 90 preflight.log env PYTHONPATH="/tmp/site-official:$PYTHONPATH" python3 benchmarks/official_runner.py --help

@@ -18,7 +18,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from wyoming_qwen_tts.text import RequestText  # noqa: E402
+from wyoming_qwen_tts.request_text import RequestText  # noqa: E402
 
 MAX_CHARS = 5000
 WEATHER = """**Sure!** Here is the weather for today:

@@ -15,7 +15,7 @@ from wyoming.server import AsyncTcpServer
 from wyoming_qwen_tts.engine.options import SpeechOptions
 from wyoming_qwen_tts.handler import TtsEventHandler
 from wyoming_qwen_tts.speech import Limits, SpeechService
-from wyoming_qwen_tts.text import AUTO, LanguageDetector
+from wyoming_qwen_tts.request_text import AUTO, LanguageDetector
 from wyoming_qwen_tts.voice_kinds.base import VoiceSpec
 from wyoming_qwen_tts.voice_kinds.frozen import FrozenSpec
 from wyoming_qwen_tts.voices import VoiceCatalog

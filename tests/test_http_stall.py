@@ -12,7 +12,7 @@ import httpx2 as httpx
 from wyoming_qwen_tts.engine.options import SpeechOptions
 from wyoming_qwen_tts.http_api import HttpService, create_app
 from wyoming_qwen_tts.speech import Limits, SpeechService
-from wyoming_qwen_tts.text import LanguageDetector
+from wyoming_qwen_tts.request_text import LanguageDetector
 from wyoming_qwen_tts.voice_kinds.frozen import FrozenSpec
 from wyoming_qwen_tts.voices import VoiceCatalog
 

@@ -10,8 +10,8 @@ from wyoming.tts import Synthesize, SynthesizeChunk, SynthesizeStart, Synthesize
 
 from benchmarks.text_bench import WEATHER
 from wyoming_qwen_tts.speech import Limits
-from wyoming_qwen_tts.speech_text import MarkdownReader, _GluedHeadings, hosts_for_urls
-from wyoming_qwen_tts.text import RequestText, SentenceSplitter
+from wyoming_qwen_tts.markdown_speech import MarkdownReader, _GluedHeadings, hosts_for_urls
+from wyoming_qwen_tts.request_text import RequestText, SentenceSplitter
 
 from .standin import exchange, run
 

@@ -13,7 +13,7 @@ from .standin import exchange, run
 PACKAGE = REPO / "wyoming_qwen_tts"
 PICKLING_MODULES = {"pickle", "cPickle", "_pickle", "dill", "joblib", "shelve", "marshal"}
 # The modules a request's data passes through before it reaches a voice by name.
-REQUEST_MODULES = ["handler.py", "reading.py", "answering.py", "writing.py", "protocol.py", "text.py"]
+REQUEST_MODULES = ["handler.py", "reading.py", "answering.py", "writing.py", "protocol.py", "request_text.py"]
 FILE_SYSTEM = {"os", "pathlib", "shutil", "io", "tempfile", "glob", "Path", "open"}
 
 

@@ -10,7 +10,7 @@ import pytest
 
 from wyoming_qwen_tts.http_api import HttpService, create_app
 from wyoming_qwen_tts.speech import SpeechService
-from wyoming_qwen_tts.text import LanguageDetector
+from wyoming_qwen_tts.request_text import LanguageDetector
 from wyoming_qwen_tts.voices import VoiceCatalog
 
 from .server_harness import FIXTURES, REFERENCE, ServerProcess, describe, run_cli, synthesize

@@ -325,7 +325,7 @@ def test_a_request_failing_mid_sentence_does_not_disturb_the_others():
 
 
 def test_language_detection_failing_still_ends_the_request(monkeypatch):
-    from wyoming_qwen_tts.text import LanguageDetector
+    from wyoming_qwen_tts.request_text import LanguageDetector
 
     def broken(self, text, allowed=None):
         raise RuntimeError("detector broke")

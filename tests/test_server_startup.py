@@ -90,17 +90,17 @@ def test_debug_raises_only_this_packages_loggers(debug):
             "logging.getLogger('markdown_it.rules_block').debug('parser line'); "
             "logging.getLogger('asyncio').debug('library debug'); "
             "logging.getLogger('asyncio').info('library info'); "
-            "logging.getLogger('wyoming_qwen_tts.speech_text').debug('our debug'); "
+            "logging.getLogger('wyoming_qwen_tts.markdown_speech').debug('our debug'); "
             "logging.getLogger('wyoming_qwen_tts').info('our info')")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=60)
     assert result.returncode == 0, result.stderr
-    expected = ["asyncio INFO library info"] + (["wyoming_qwen_tts.speech_text DEBUG our debug"] if debug else [])
+    expected = ["asyncio INFO library info"] + (["wyoming_qwen_tts.markdown_speech DEBUG our debug"] if debug else [])
     assert result.stderr.splitlines() == expected + ["wyoming_qwen_tts INFO our info"]
 
 
 def test_protocol_modules_do_not_import_torch():
     code = ("import sys, wyoming_qwen_tts.__main__, wyoming_qwen_tts.handler, wyoming_qwen_tts.protocol, "
-            "wyoming_qwen_tts.voices, wyoming_qwen_tts.text, wyoming_qwen_tts.audio, wyoming_qwen_tts.discovery, "
+            "wyoming_qwen_tts.voices, wyoming_qwen_tts.request_text, wyoming_qwen_tts.audio, wyoming_qwen_tts.discovery, "
             "wyoming_qwen_tts.synthesis, wyoming_qwen_tts.healthcheck, wyoming_qwen_tts.http_api, "
             "wyoming_qwen_tts.voice_store, wyoming_qwen_tts.audio_formats; print('torch' in sys.modules)")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=60)

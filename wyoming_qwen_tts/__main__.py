@@ -392,7 +392,7 @@ def run_server(args: argparse.Namespace, listen: Listen, catalog, settings) -> i
     from .discovery import DiscoveryError
     from .speech import SpeechService
     from .synthesis import Synthesizer, VoiceSetupError
-    from .text import LanguageDetector
+    from .request_text import LanguageDetector
     from .voice_store import VoiceStore, merged_catalog
 
     detector = LanguageDetector()

@@ -36,7 +36,7 @@ from .answering import Answerer, Response
 from .protocol import shorten
 from .reading import Activity, ReadingStopped, read_events
 from .speech import SpeechError, SpeechService, TextLimit, VoiceLookup
-from .text import normalize_language
+from .request_text import normalize_language
 from .writing import EventWriter
 
 _LOGGER = logging.getLogger(__name__)

@@ -50,7 +50,7 @@ from .engine.options import MAX_SEED, OptionError, SamplingOverrides, SpeechOpti
 from .http_page import register_page
 from .protocol import shorten
 from .speech import LanguageAsk, Limits, SentenceStalled, SpeechError, SpeechService, TextLimit, Voice, VoiceLookup
-from .text import AUTO, language_codes, normalize_language
+from .request_text import AUTO, language_codes, normalize_language
 from .voice_kinds.base import MODEL_ROLES, VoiceKind, VoiceSetupError
 from .voice_kinds.registry import KINDS, creatable, kind_for_request, kind_of
 from .voice_store import UnknownVoice, VoiceConflict, VoiceLibrary

@@ -22,7 +22,7 @@ from typing import Protocol
 from .audio import pcm16_seconds
 from .engine.options import SpeechOptions
 from .protocol import FrameLimits
-from .text import AUTO, LanguageDetector, RequestText
+from .request_text import AUTO, LanguageDetector, RequestText
 from .voices import VoiceCatalog, VoiceSpec
 
 _LOGGER = logging.getLogger(__name__)

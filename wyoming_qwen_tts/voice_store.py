@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from .text import AUTO
+from .request_text import AUTO
 from .voices import VoiceCatalog, VoicesFileError, VoiceSpec, check_voice_name, parse_voice
 
 _LOGGER = logging.getLogger(__name__)

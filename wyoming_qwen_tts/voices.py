@@ -28,7 +28,7 @@ from typing import Any
 from wyoming.info import Attribution, TtsVoice
 
 from .audio import MAX_SPEED, MIN_SPEED
-from .text import AUTO, language_codes, normalize_language
+from .request_text import AUTO, language_codes, normalize_language
 from .voice_kinds.base import VoicesFileError, VoiceSpec, Where
 from .voice_kinds.frozen import FrozenSpec
 from .voice_kinds.registry import kind_for_entry, kind_of, voice_fields

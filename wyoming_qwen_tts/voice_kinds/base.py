@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from ..engine.options import MAX_SPEED, MIN_SPEED, SpeechOptions
-from ..text import AUTO, LANGUAGE_CODES
+from ..request_text import AUTO, LANGUAGE_CODES
 
 if TYPE_CHECKING:
     from pydantic import BaseModel

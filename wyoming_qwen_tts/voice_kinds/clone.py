@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from ..text import AUTO
+from ..request_text import AUTO
 from .base import ReadyVoice, VoiceKind, VoiceSetupError, VoiceSpec, Where, optional_text
 from .cache import digest, model_identity
 

@@ -21,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from ..audio import SAMPLE_RATE
 from ..engine.options import MAX_SEED
-from ..text import AUTO
+from ..request_text import AUTO
 from .base import ReadyVoice, VoiceKind, VoiceSetupError, VoiceSpec, Where, optional_text
 from .cache import digest, model_identity
 

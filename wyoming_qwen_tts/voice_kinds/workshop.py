@@ -3,7 +3,7 @@ with a Workshop (resources.py: the models by role, the cache of prepared voices,
 
 from __future__ import annotations
 
-from ..text import AUTO
+from ..request_text import AUTO
 from .base import ReadyVoice, VoiceSetupError, VoiceSpec
 from .registry import kind_of
 from .resources import KeptSamples, Models, Workshop  # noqa: F401 (re-exported)

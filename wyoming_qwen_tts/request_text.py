@@ -17,7 +17,7 @@ import emoji
 from sentence_stream import SentenceBoundaryDetector
 
 from .engine.languages import AUTO, LANGUAGE_CODES, LANGUAGE_NAMES, normalize_language  # noqa: F401 (re-exported)
-from .speech_text import MarkdownReader, Piece
+from .markdown_speech import MarkdownReader, Piece
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -179,7 +179,7 @@ class RequestText:
     """One request's text as it arrives, whole or in pieces: the first max_chars characters are
     kept (cut between words), markup is dropped when the text is SSML (markup=None: SSML when it
     starts with <speak>), other text is read as markdown unless markdown=False (chat and LLM
-    replies: see speech_text), and the speakable sentences come out as soon as they are complete."""
+    replies: see markdown_speech), and the speakable sentences come out as soon as they are complete."""
 
     def __init__(self, max_chars: int, markup: bool | None = None, markdown: bool = True) -> None:
         self.max_chars = max_chars

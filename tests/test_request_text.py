@@ -2,7 +2,7 @@
 
 import pytest
 
-from wyoming_qwen_tts.text import (
+from wyoming_qwen_tts.request_text import (
     MAX_SENTENCE_CHARS,
     LanguageDetector,
     RequestText,
