@@ -54,15 +54,15 @@ def test_int8_embedding_is_close_to_the_dense_one():
     assert relative_error(out, dense(ids)) < 0.012
 
 
-def test_int8_layers_compile_in_one_graph():
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])  # float32: the bf16 kernel inputs too
+def test_int8_layers_compile_in_one_graph(dtype):
     """torch.compile (fullgraph: no graph break) gives what eager gives, on both CPU paths."""
     torch.manual_seed(0)
-    model = quantize_int8(nn.Sequential(nn.Linear(64, 128), nn.SiLU(), nn.Linear(128, 64, bias=False)),
-                          torch.bfloat16)
+    model = quantize_int8(nn.Sequential(nn.Linear(64, 128), nn.SiLU(), nn.Linear(128, 64, bias=False)), dtype)
     compiled = torch.compile(model, fullgraph=True)
     with torch.inference_mode():
         for rows in (1, 40):
-            x = torch.randn(rows, 64, dtype=torch.bfloat16)
+            x = torch.randn(rows, 64, dtype=dtype)
             assert relative_error(compiled(x), model(x)) < 0.02
 
 

@@ -35,6 +35,8 @@ _INT8PACK_WIDTH_MULTIPLE = 32
 # ATEN_CPU_CAPABILITY variable caps the choice): with them the int8 kernel is vectorised for
 # bfloat16 activations; without (DEFAULT, or another architecture) it is a scalar loop either way.
 _VECTOR_CAPABILITIES = ("AVX2", "AVX512")
+# Read once: a call per linear would cost time per frame and break torch.compile's graph.
+_ATEN_VECTORISED = torch.backends.cpu.get_cpu_capability() in _VECTOR_CAPABILITIES
 
 
 def cpu_flags() -> frozenset[str]:
@@ -63,7 +65,7 @@ def int8_kernel_wants_bf16(x_dtype: torch.dtype) -> bool:
     """Whether float32 activations go to the CPU int8 kernel rounded to bfloat16: where ATen runs
     its AVX2/AVX512 kernels, whose bf16 path is 7-9x faster than their float32 one (BENCHMARKS.md,
     "CPU: AVX2-only (emulated)")."""
-    return x_dtype == torch.float32 and torch.backends.cpu.get_cpu_capability() in _VECTOR_CAPABILITIES
+    return x_dtype == torch.float32 and _ATEN_VECTORISED
 
 
 def resolve_quantize(quantize: str | None, device: torch.device | None = None,
