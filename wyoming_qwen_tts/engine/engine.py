@@ -24,7 +24,7 @@ from .generate import (FRAMES_CAP, MIN_FRAMES_BEFORE_EOS, DecodeBatch, FrameChun
                        generate_frames)
 from . import SAMPLE_RATE
 from .prompt import PromptBuilder, TextMode, VoicePrompt
-from .quantize import quantize_int8, resolve_quantize
+from .quantize import cpu_has_fast_bf16, quantize_int8, resolve_quantize  # cpu_has_fast_bf16: resolve_dtype's
 from .sampling import SamplingConfig
 from .speaker import log_mel
 from .talker import Qwen3TTSModel
@@ -90,17 +90,6 @@ def resolve_runner(runner: str, device: torch.device, compile_steps: bool) -> st
     if runner == "cuda-graphs" and device.type != "cuda":
         raise ValueError("CUDA graphs need a CUDA device")
     return runner
-
-
-def cpu_has_fast_bf16() -> bool:
-    """Whether this CPU multiplies bfloat16 natively (AVX512-BF16 or AMX): there bf16 weights, which
-    halve what every decode step reads, are faster than float32; elsewhere they are emulated and slower."""
-    try:
-        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as cpuinfo:
-            flags = next((line.split(":", 1)[1].split() for line in cpuinfo if line.startswith("flags")), [])
-    except OSError:
-        flags = []
-    return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
 def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torch.dtype:
