@@ -12,7 +12,8 @@ from wyoming_qwen_tts.engine.options import (MAX_SEED, OptionError, SamplingOver
                                              next_seeds)
 from wyoming_qwen_tts.speech import (LanguageAsk, Limits, SentenceStalled, SpeechError, SpeechService, TextLimit,
                                      VoiceLookup)
-from wyoming_qwen_tts.voices import VoiceCatalog, VoiceSpec
+from wyoming_qwen_tts.voice_kinds.frozen import FrozenSpec
+from wyoming_qwen_tts.voices import VoiceCatalog
 
 from .standin import CATALOG, DETECTOR, StandInSpeaker, StandInVoice
 
@@ -25,7 +26,7 @@ def service(limits: Limits = Limits(), speaker=None) -> SpeechService:
 
 
 def voice(language: str = "auto", languages=("english", "german", "french")) -> StandInVoice:
-    return StandInVoice(VoiceSpec(name="v", description="V", design="x", language=language), tuple(languages))
+    return StandInVoice(FrozenSpec(name="v", description="V", design="x", language=language), tuple(languages))
 
 
 # -- which language ------------------------------------------------------------------------------------
