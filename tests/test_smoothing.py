@@ -97,3 +97,29 @@ def test_the_service_holds_a_slow_sentence_and_passes_it_all_on():
 
     held, passed = asyncio.run(chunks_seen(Smoothing.AUTO)), asyncio.run(chunks_seen(Smoothing.OFF))
     assert sum(held) == sum(passed) == 2 * 960 and len(passed) == 2
+
+
+def test_the_synthesizer_measures_its_streams_speed_and_its_seconds_per_token(base_tts, icl_voice, ref_wav):
+    from wyoming_qwen_tts.synthesis import SECONDS_PER_TOKEN, ReadyVoice, Synthesizer
+    from wyoming_qwen_tts.voice_kinds.clone import CloneSpec
+
+    spec = CloneSpec(name="ann", description="Ann", reference=ref_wav, language="english")
+    synthesizer = Synthesizer({"ann": ReadyVoice(spec, icl_voice, base_tts)}, max_batch=2)
+    voice = synthesizer.voice("ann")
+    text = "Good morning, the kitchen lights are on."
+    tokens = len(base_tts.prompts.tokenize(text)[0])
+
+    async def speak() -> float:
+        async with aclosing(synthesizer.speak(voice, text, "english", SpeechOptions(seed=1, max_frames=20))) as audio:
+            return sum(len(chunk) for chunk in [pcm async for pcm in audio]) / 2 / RATE
+
+    try:
+        assert synthesizer.speed(voice) is None
+        assert synthesizer.expected_seconds(voice, text) == pytest.approx(tokens * SECONDS_PER_TOKEN)
+        seconds = asyncio.run(speak())
+        assert synthesizer.speed(voice) > 0
+        expected = synthesizer.expected_seconds(voice, text)
+        assert expected != pytest.approx(tokens * SECONDS_PER_TOKEN)  # moved toward what was said
+        assert min(seconds, tokens * SECONDS_PER_TOKEN) <= expected <= max(seconds, tokens * SECONDS_PER_TOKEN)
+    finally:
+        synthesizer.close()
