@@ -46,6 +46,9 @@ class StandInVoice:
     def languages(self) -> list[str]:
         return [self.spec.language] if self.spec.language != AUTO else list(self.model_languages)
 
+    def speed_with(self, options: SpeechOptions) -> float:
+        return self.spec.speed * options.speed
+
 
 class StandInSpeaker:
     """Records what it is asked to say. Two chunks of audio per sentence, unless the sentence says:
@@ -72,6 +75,12 @@ class StandInSpeaker:
 
     def last_progress(self, voice: StandInVoice) -> float | None:
         return self._progress_at
+
+    def speed(self, voice: StandInVoice) -> float | None:
+        return None  # never measured: no sentence is held back (smoothing: tests/test_smoothing.py)
+
+    def expected_seconds(self, voice: StandInVoice, text: str) -> float:
+        return 0.1
 
     async def _wait_in_queue(self) -> None:
         waited = 0.0

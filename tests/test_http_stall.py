@@ -33,6 +33,12 @@ class StallingSynthesizer:
     def last_progress(self, voice) -> float | None:
         return None  # the engine made no audio for anyone else either
 
+    def speed(self, voice) -> float | None:
+        return None
+
+    def expected_seconds(self, voice, text: str) -> float:
+        return 1.0
+
     async def speak(self, voice, text: str, language: str, options: SpeechOptions):
         if "stuck" in text:
             yield CHUNK
@@ -45,7 +51,8 @@ class StallingSynthesizer:
 def make_service() -> HttpService:
     spec = FrozenSpec(name="ann", description="Ann", design="x")
     synthesizer = StallingSynthesizer()
-    synthesizer.voices["ann"] = SimpleNamespace(spec=spec, languages=["english"], model_languages=["english"])
+    synthesizer.voices["ann"] = SimpleNamespace(spec=spec, languages=["english"], model_languages=["english"],
+                                                speed_with=lambda options: options.speed)
     catalog = VoiceCatalog({"ann": spec}, default="ann")
     library = SimpleNamespace(catalog=catalog)
     limits = Limits(stall_seconds=STALL_SECONDS, markdown=False)

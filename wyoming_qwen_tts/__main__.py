@@ -153,6 +153,10 @@ def build_parser() -> argparse.ArgumentParser:
     option("--write-timeout", "seconds a client may take to accept one event; a client that stops reading is "
            "dropped and its generation cancelled (default 30)",
            type=positive_seconds, default=env_value("--write-timeout", "30"))
+    option("--smooth", "auto, on or off: when speech comes slower than real time (a slow CPU), hold each sentence's "
+           "audio back just long enough that it then plays to its end without a gap (later first audio); on "
+           "holds more, for a CPU shared with other work; off never holds (default auto)",
+           choices=["auto", "on", "off"], default=env_value("--smooth", "auto"))
     option("--http", f"also serve the HTTP API (OpenAI-style speech, voices) on [HOST:]PORT, e.g. {HTTP_PORT} "
            "(HOST default 0.0.0.0; default: off)", metavar="[HOST:]PORT", default=env_value("--http"))
     option("--http-token", "a token every HTTP API call must bring as 'Authorization: Bearer TOKEN' "
@@ -390,7 +394,7 @@ class Describer:
 
 def run_server(args: argparse.Namespace, listen: Listen, catalog, settings) -> int:
     from .discovery import DiscoveryError
-    from .speech import SpeechService
+    from .speech import Smoothing, SpeechService
     from .synthesis import Synthesizer, VoiceSetupError
     from .request_text import LanguageDetector
     from .voice_store import VoiceStore, merged_catalog
@@ -405,7 +409,8 @@ def run_server(args: argparse.Namespace, listen: Listen, catalog, settings) -> i
         print(f"error: {err}", file=sys.stderr)
         return 1
     try:
-        service = SpeechService(catalog=catalog, speaker=synthesizer, detector=detector, limits=limits_of(args))
+        service = SpeechService(catalog=catalog, speaker=synthesizer, detector=detector, limits=limits_of(args),
+                                smoothing=Smoothing(args.smooth))
         describe = Describer(service, streaming=not args.no_streaming)
         http = http_app(args, service, store, synthesizer)
         asyncio.run(serve(listen, service, describe, args.zeroconf, args.zeroconf_host, http))

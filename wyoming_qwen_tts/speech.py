@@ -75,6 +75,9 @@ class Voice(Protocol):
 
     spec: VoiceSpec
 
+    def speed_with(self, options: SpeechOptions) -> float:
+        """How many times faster than its model speaks it is played: the voice's speed times the request's."""
+
     @property
     def languages(self) -> list[str]:
         """The languages it speaks unless told otherwise: its own, or every one its model knows."""
@@ -96,6 +99,12 @@ class Speaker(Protocol):
     def last_progress(self, voice: Voice) -> float | None:
         """time.monotonic() when the engine speaking this voice last made audio, for any request."""
 
+    def speed(self, voice: Voice) -> float | None:
+        """Seconds of audio per second its model makes per stream lately; None while unknown."""
+
+    def expected_seconds(self, voice: Voice, text: str) -> float:
+        """How long its model will speak the text, estimated (before any speed change)."""
+
 
 class VoiceLookup(Enum):
     # Home Assistant sends a voice name only when the user picked one, and may keep a name the
@@ -115,6 +124,19 @@ class LanguageAsk(Enum):
     EXPLICIT = "explicit"
 
 
+class Smoothing(Enum):
+    """Whether a sentence's audio is held back, when the engine makes it slower than it plays, until
+    the rest will come before the listener gets there: no gap inside a sentence, later first audio."""
+
+    AUTO = "auto"  # held by the estimate (the model's measured speed, the sentence's expected length)
+    ON = "on"  # held with a margin for a speed that varies (a CPU shared with other work)
+    OFF = "off"  # never held: first audio as early as possible, gaps when slower than real time
+
+    def margin(self) -> float:
+        """How much more audio is held than the estimate says is needed."""
+        return {Smoothing.AUTO: 1.1, Smoothing.ON: 1.5, Smoothing.OFF: 0.0}[self]
+
+
 class TextLimit(Enum):
     # Wyoming: an assistant's reply must be answered whatever its length: the first
     # max_text_chars are spoken and the rest is reported (text-too-long).
@@ -132,6 +154,7 @@ class SpeechService:
     speaker: Speaker
     detector: LanguageDetector
     limits: Limits = field(default_factory=Limits)
+    smoothing: Smoothing = Smoothing.AUTO
     _listeners: list[Callable[[VoiceCatalog], None]] = field(default_factory=list)
 
     def on_catalog_change(self, listener: Callable[[VoiceCatalog], None]) -> None:
@@ -199,13 +222,63 @@ class SpeechService:
     # -- the audio ------------------------------------------------------------------------------------
 
     async def speak(self, voice: Voice, sentence: str, language: str, options: SpeechOptions) -> AsyncIterator[bytes]:
-        """The sentence's audio as it is generated; raises SentenceStalled once it stalls. Closing
-        this cancels the generation."""
+        """The sentence's audio as it is generated (held back first where smoothing says so); raises
+        SentenceStalled once it stalls. Closing this cancels the generation."""
         async with aclosing(self.speaker.speak(voice, sentence, language, options)) as pcm_stream, \
                 aclosing(audio_until_stall(pcm_stream, self.limits.stall_seconds,
                                            lambda: self.speaker.last_progress(voice))) as audio:
+            if self.smoothing is Smoothing.OFF:
+                async for pcm in audio:
+                    yield pcm
+                return
+            playback = Playback(self.speaker, voice, sentence, voice.speed_with(options), self.smoothing.margin())
             async for pcm in audio:
-                yield pcm
+                for ready in playback.add(pcm):
+                    yield ready
+            for ready in playback.finish():
+                yield ready
+
+
+class Playback:
+    """One sentence's audio on its way to a listener who plays it as it comes: held back until what
+    is held plays for as long as the engine needs to make the rest, then passed on as it comes.
+
+    With the sentence lasting D seconds and the engine making r seconds of it per second (r < 1),
+    playing can start once D * (1 - r) seconds are made: the rest, (D - made) / r seconds away, then
+    arrives before the listener reaches it. Both D and r are estimates (the speaker's), r taken
+    anew at every chunk; margin > 1 holds more than the estimate asks."""
+
+    def __init__(self, speaker: Speaker, voice: Voice, sentence: str, played_faster: float, margin: float) -> None:
+        self._speaker = speaker
+        self._voice = voice
+        self._played_faster = played_faster  # the speed change: audio plays this many times the model's pace
+        self._expected = speaker.expected_seconds(voice, sentence) / played_faster
+        self._margin = margin
+        self._held: list[bytes] | None = []
+        self._held_seconds = 0.0
+
+    def add(self, pcm: bytes) -> list[bytes]:
+        """What may be passed on now."""
+        if self._held is None:
+            return [pcm]
+        self._held.append(pcm)
+        self._held_seconds += pcm16_seconds(pcm)
+        if self._held_seconds < self.hold_seconds():
+            return []
+        return self.finish()
+
+    def finish(self) -> list[bytes]:
+        held, self._held = self._held or [], None
+        return held
+
+    def hold_seconds(self) -> float:
+        model_speed = self._speaker.speed(self._voice)
+        if model_speed is None:
+            return 0.0
+        speed = model_speed / self._played_faster  # seconds of played audio made per second
+        if speed >= 1:
+            return 0.0
+        return min(self._expected, self._expected * (1 - speed) * self._margin)
 
 
 async def audio_until_stall(pcm_stream: AsyncIterator[bytes], stall_seconds: float,

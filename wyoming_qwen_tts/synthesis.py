@@ -42,6 +42,11 @@ __all__ = ["EngineSettings", "ModelPool", "ReadyVoice", "Synthesizer", "VoiceSet
 _LOGGER = logging.getLogger(__name__)
 # Audio chunks (80-640 ms each) per request that may wait for a slow client.
 PENDING_CHUNKS = 16
+# Before a model has finished a sentence, its speech is taken to last this long per text token (a
+# speaking pace of about four tokens a second); each finished sentence then moves the estimate.
+SECONDS_PER_TOKEN = 0.25
+PACE_WEIGHT = 0.3  # of the newest chunk in a model's speed: follows load changes within a few chunks
+LENGTH_WEIGHT = 0.2  # of the newest sentence in the seconds-per-token estimate
 # The first request through a batch makes it: on a GPU that includes capturing (and compiling) its
 # CUDA graphs. A warm-up that takes longer than this is stuck: fail start-up instead of waiting.
 WARM_UP_TIMEOUT_S = 900
@@ -154,6 +159,19 @@ class Synthesizer:
 
     def voice(self, name: str) -> ReadyVoice | None:
         return self.voices.get(name)
+
+    def speed(self, voice: ReadyVoice) -> float | None:
+        """Seconds of audio per second the model speaking this voice makes per stream lately (None
+        before it has made any)."""
+        progress = self._progress.get(id(voice.model))
+        return progress.speed if progress is not None else None
+
+    def expected_seconds(self, voice: ReadyVoice, text: str) -> float:
+        """How long the model will speak the sentence (before any speed change), estimated from its
+        text tokens and the model's pace so far."""
+        progress = self._progress.get(id(voice.model))
+        per_token = progress.seconds_per_token if progress is not None else SECONDS_PER_TOKEN
+        return len(voice.model.prompts.tokenize(text)[0]) * per_token
 
     def last_progress(self, voice: ReadyVoice) -> float | None:
         """time.monotonic() when the model speaking this voice last made audio, for any request
@@ -283,13 +301,28 @@ def _open_stream(voice: ReadyVoice, scheduler: Any, text: str, language: str, ca
 
 
 class Progress:
-    """When a model last produced audio: written by the generation threads, read by the requests."""
+    """When a model last produced audio, how fast its streams run now, and how long its speech is per
+    text token: written by the generation threads, read by the requests."""
 
     def __init__(self) -> None:
         self.last: float | None = None
+        self.speed: float | None = None  # seconds of audio per second, per stream, lately (None: not yet known)
+        self.seconds_per_token = SECONDS_PER_TOKEN
 
     def tick(self) -> None:
         self.last = time.monotonic()
+
+    def pace(self, audio_seconds: float, took_seconds: float) -> None:
+        """A chunk after a stream's first one: audio_seconds made in took_seconds since the last."""
+        if took_seconds > 0 and audio_seconds > 0:
+            speed = audio_seconds / took_seconds
+            self.speed = speed if self.speed is None else (1 - PACE_WEIGHT) * self.speed + PACE_WEIGHT * speed
+
+    def spoke(self, audio_seconds: float, text_tokens: int) -> None:
+        """A whole sentence: how long its text took to say."""
+        if audio_seconds > 0 and text_tokens > 0:
+            self.seconds_per_token = ((1 - LENGTH_WEIGHT) * self.seconds_per_token
+                                      + LENGTH_WEIGHT * audio_seconds / text_tokens)
 
 
 class Handoff:
@@ -345,17 +378,26 @@ def _generate(voice: ReadyVoice, scheduler: Any, text: str, language: str, hando
         first_audio = None
         audio_seconds = 0.0
         stretch = SpeedChanger(voice.speed_with(options))
+        model_seconds = 0.0  # of audio as the model made it, before the speed change
         with closing(_open_stream(voice, scheduler, text, language, handoff.cancel, options)) as chunks:
+            last_chunk_at = None
             for chunk in chunks:
                 progress.tick()
+                now = time.perf_counter()
+                chunk_seconds = chunk.samples.size / SAMPLE_RATE
+                if last_chunk_at is not None:  # the first chunk's time is the prompt's, not the pace's
+                    progress.pace(chunk_seconds, now - last_chunk_at)
+                last_chunk_at = now
+                model_seconds += chunk_seconds
                 pcm = to_pcm16(stretch.process(chunk.samples))
-                first_audio = first_audio or time.perf_counter() - started
+                first_audio = first_audio or now - started
                 audio_seconds += pcm16_seconds(pcm, SAMPLE_RATE)
                 if pcm and not handoff.put_audio(pcm):
                     break
         if handoff.abandoned:
             _LOGGER.debug("Cancelled %s after %.2f s of audio: %r", voice.spec.name, audio_seconds, text[:60])
             return
+        progress.spoke(model_seconds, len(voice.model.prompts.tokenize(text)[0]))
         tail = to_pcm16(stretch.flush())
         if tail:
             handoff.put_audio(tail)
