@@ -120,16 +120,13 @@ class Answerer:
                     await self.events.write(item.event())
                 elif skip_reason is not None:
                     skipped += 1
+                elif response.voice is None and (skip_reason := await self._find_voice(response, request)):
+                    skipped += 1
                 else:
                     if not audio_started:
                         await self._write_audio_start()
                         audio_started = True
-                    if response.voice is None:
-                        skip_reason = await self._find_voice(response, request)
-                    if skip_reason is None:
-                        skip_reason = await self._speak(response, request, item)
-                    else:
-                        skipped += 1
+                    skip_reason = await self._speak(response, request, item)
         except (ConnectionError, asyncio.CancelledError):
             request.end(cancelled=True)
             if self.stopping:
@@ -144,6 +141,7 @@ class Answerer:
         try:
             await self._write_closing(response, audio_started)
         finally:
+            response.voice = None  # it holds its model: an idle unload frees it once no request is in flight
             request.end()
 
     async def _find_voice(self, response: Response, request: SpokenRequest) -> str | None:

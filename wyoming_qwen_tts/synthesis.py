@@ -173,21 +173,24 @@ class Synthesizer:
     def unload(self) -> None:
         """Free every model and what was made for it (batches, caches, CUDA graphs, codec state);
         call with no request in flight. The voices are prepared again by load_voices, from the cache."""
-        before = _memory_held(self._devices())
-        with self._models_lock:
-            schedulers = list(self._schedulers.values())
-            self._schedulers.clear()
-            self._progress.clear()
-        for scheduler in schedulers:
-            scheduler.close()
         devices = self._devices()
-        del schedulers
+        before = _memory_held(devices)
+        self._close_schedulers()
         self.voices.clear()
         if self._workshop is not None:
             self._workshop.models.release_all()
         for device in devices or [None]:
             _free_memory(device)
         _LOGGER.info("Models unloaded: %s -> %s", before, _memory_held(devices))
+
+    def _close_schedulers(self) -> None:
+        """In a function of its own: no variable of unload's frame may still hold a model when it measures."""
+        with self._models_lock:
+            schedulers = list(self._schedulers.values())
+            self._schedulers.clear()
+            self._progress.clear()
+        for scheduler in schedulers:
+            scheduler.close()
 
     def _devices(self) -> list[Any]:
         return list({str(voice.model.device): voice.model.device for voice in self.voices.values()}.values())
