@@ -53,7 +53,9 @@ def main() -> None:
         tmp = Path(folder)
         server = ServerProcess(["--model", args.model, "--design-model", "none", "--device", "cpu",
                                 "--voices", str(cloned_voice_file(tmp)), "--data-dir", str(tmp / "data"),
-                                "--unload-after", str(args.unload_after)], tmp / "server.log",
+                                "--unload-after", str(args.unload_after),
+                                "--stall-timeout", "1800"],  # the request after the unload waits for the whole reload
+                               tmp / "server.log",
                                env={**server_env(), "OMP_NUM_THREADS": args.threads}, debug=False)
         try:
             server.wait_ready(900)
@@ -68,7 +70,8 @@ def main() -> None:
             figures["unloaded_log"] = re.search(r"Models unloaded: (.*)", server.log).group(1)
             figures["first_audio_after_unload_s"], figures["request_after_unload_s"] = asyncio.run(
                 first_audio(server.port))
-            figures["reload_log"] = re.findall(r"Models ready \(loaded in ([\d.]+) s\)", server.log)
+            figures["load_then_reload_s"] = re.findall(r"Models ready \(loaded in ([\d.]+) s\)", server.log)
+            figures["load_average"] = Path("/proc/loadavg").read_text().split()[:3]
             figures["rss_reloaded_mib"] = rss_mib(server.process.pid)
             figures.pop("rss_listening_mib")
         finally:

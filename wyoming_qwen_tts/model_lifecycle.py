@@ -130,6 +130,7 @@ class ModelLifecycle:
         while True:
             await asyncio.sleep(max(0.05, self._unload_due() - time.monotonic()))
             if self.state is ModelState.READY and self._in_flight == 0 and time.monotonic() >= self._unload_due():
+                self.state = ModelState.UNLOADED  # now, not when the task starts: a request arriving meanwhile waits
                 self._unloading = asyncio.create_task(self._unload_models(), name="unload models")
                 await self._unloading
 
@@ -140,7 +141,6 @@ class ModelLifecycle:
 
     async def _unload_models(self) -> None:
         _LOGGER.info("No request for %g s: unloading the models (--unload-after)", self.unload_after)
-        self.state = ModelState.UNLOADED
         started = time.monotonic()
         try:
             await asyncio.to_thread(self._unload)
