@@ -147,6 +147,7 @@ class Answerer:
     async def _find_voice(self, response: Response, request: SpokenRequest) -> str | None:
         """The response's voice once the models are ready (the default one for an unknown name);
         returns why nothing can be spoken, after writing the error, or None."""
+        self._activity.speaking = True  # waiting for the models to load is answering: the connection is not idle
         try:
             await request.ready()
             voice, known = self.service.voice(response.voice_name, VoiceLookup.DEFAULT_IF_UNKNOWN)
@@ -155,6 +156,9 @@ class Answerer:
             request.failed(err.code)
             await self.events.write(Error(text=err.message, code=err.code).event())
             return err.message
+        finally:
+            self._activity.speaking = False
+            self._activity.touch()
         if not known:
             _LOGGER.warning("Unknown voice %s: using the default voice %s",
                             shorten(repr(response.voice_name), LOGGED_CHARS), voice.spec.name)
