@@ -21,7 +21,7 @@ from wyoming.tts import Synthesize
 
 from tests.server_harness import ServerProcess, cloned_voice_file, server_env
 
-TEXT = "Good morning! The weather today is sunny, and the kitchen lights are on."
+TEXT = "Good morning."  # short: random weights may not end a sentence before its frame budget
 
 
 def rss_mib(pid: int) -> float:

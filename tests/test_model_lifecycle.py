@@ -117,3 +117,18 @@ def test_a_request_arriving_as_the_unload_begins_waits_for_the_reload():
 
     models = asyncio.run(scenario())
     assert models.unloads >= 1 and models.loads >= 2
+
+
+def test_a_reload_may_take_as_long_as_the_last_load_plus_the_wait():
+    async def scenario():
+        models = Models(load_seconds=0.4)
+        lifecycle = lifecycle_of(models, unload_after=0.05)
+        await lifecycle.ready(5)
+        watcher = asyncio.create_task(lifecycle.unload_when_idle())
+        while lifecycle.state is ModelState.READY:
+            await asyncio.sleep(0.01)
+        await lifecycle.ready(0.1)  # 0.1 s alone would be shorter than the reload
+        watcher.cancel()
+        return models
+
+    assert asyncio.run(scenario()).loads == 2

@@ -47,6 +47,7 @@ class ModelLifecycle:
         self.error: str | None = None  # why the last load failed
         self.loads = 0  # how many loads and unloads finished, and their seconds
         self.load_seconds = 0.0
+        self._last_load_seconds = 0.0  # the last load that succeeded
         self.unloads = 0
         self.unload_seconds = 0.0
         self._loading: asyncio.Task | None = None
@@ -79,12 +80,16 @@ class ModelLifecycle:
 
     async def ready(self, wait_seconds: float) -> None:
         """Returns once the models are loaded (loading them if they were unloaded); raises
-        ModelsUnavailable after wait_seconds of loading, or when the load fails."""
+        ModelsUnavailable when the load fails, or when it takes wait_seconds longer than the last
+        one did: a reload after an idle unload is expected to take about as long as the start-up
+        load, and the request that asked for it is to be answered, not cut at a fixed timeout
+        shorter than the load on slow hardware."""
         if self.state is ModelState.READY:
             return
         if self._loading is None:
             self._loading = asyncio.create_task(self._load_models(), name="load models")
         loading = self._loading
+        wait_seconds += self._last_load_seconds
         try:
             await asyncio.wait_for(asyncio.shield(loading), wait_seconds)
         except TimeoutError:
@@ -114,7 +119,8 @@ class ModelLifecycle:
                 _LOGGER.error("The models could not be loaded: %s", err)
                 return
             self.loads += 1
-            self.load_seconds += time.monotonic() - started
+            self._last_load_seconds = time.monotonic() - started
+            self.load_seconds += self._last_load_seconds
             self.state, self.error = ModelState.READY, None
             self._last_end = time.monotonic()
             _LOGGER.info("Models ready (loaded in %.1f s)", time.monotonic() - started)
