@@ -38,6 +38,7 @@ class Response:
                  options: SpeechOptions = SpeechOptions()) -> None:
         self.voice_name = voice_name  # asked for by the client; None: the default voice
         self.voice: Voice | None = None  # looked up when the first sentence is spoken
+        self.spoken: SpokenRequest | None = None  # the request as the speech layer counts it, while answered
         self.language = language  # asked for by the client (a language name), else None
         self.streaming = streaming
         self.options = options
@@ -108,7 +109,7 @@ class Answerer:
 
     async def _answer(self, response: Response) -> None:
         """Speak a response's sentences as they come, then its closing events, whatever fails."""
-        request = self.service.begin("wyoming")
+        request = response.spoken = self.service.begin("wyoming")
         audio_started = False
         skip_reason: str | None = None
         skipped = 0
@@ -126,7 +127,7 @@ class Answerer:
                     if not audio_started:
                         await self._write_audio_start()
                         audio_started = True
-                    skip_reason = await self._speak(response, request, item)
+                    skip_reason = await self._speak(response, item)
         except (ConnectionError, asyncio.CancelledError):
             request.end(cancelled=True)
             if self.stopping:
@@ -141,7 +142,7 @@ class Answerer:
         try:
             await self._write_closing(response, audio_started)
         finally:
-            response.voice = None  # it holds its model: an idle unload frees it once no request is in flight
+            response.voice = response.spoken = None  # the voice holds its model: an idle unload frees it
             request.end()
 
     async def _find_voice(self, response: Response, request: SpokenRequest) -> str | None:
@@ -181,9 +182,10 @@ class Answerer:
                 await self.events.write(Error(text="the server is stopping", code="shutdown").event())
                 await self._write_closing(response, audio_started)
 
-    async def _speak(self, response: Response, request: SpokenRequest, sentence: str) -> str | None:
+    async def _speak(self, response: Response, sentence: str) -> str | None:
         """Speak one sentence; returns why the rest of the request is not to be spoken, or None."""
         voice = response.voice.spec
+        request = response.spoken
         self._activity.speaking = True
         try:
             language = self.service.language(response.voice, response.language, sentence, LanguageAsk.HINT)
