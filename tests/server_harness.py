@@ -77,13 +77,16 @@ class ServerProcess:
         return self.log_path.read_text()
 
     def wait_ready(self, timeout: float = 300.0) -> Info:
+        """The describe answer once the models are loaded."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise RuntimeError(f"server exited with {self.process.returncode}:\n{self.log}")
             try:
                 info = asyncio.run(describe(self.port, timeout=5))
-                if self.http_port is None or "HTTP API on" in self.log:  # the HTTP API starts just after
+                # Describe answers while the models load: ready is once they are loaded ("Ready:", logged
+                # after the HTTP API started)
+                if "Ready: " in self.log:
                     return info
             except (TimeoutError, OSError):
                 pass

@@ -18,7 +18,8 @@ REPO = Path(__file__).parent.parent
 PACKAGE = "wyoming_qwen_tts"
 ENGINE = f"{PACKAGE}.engine"
 # Imported by the server before a model is loaded: they must not pull in torch (seconds, and GBs).
-PROTOCOL_MODULES = [f"{PACKAGE}.handler", f"{PACKAGE}.voices", f"{PACKAGE}.request_text", f"{PACKAGE}.speech", f"{PACKAGE}.__main__"]
+PROTOCOL_MODULES = [f"{PACKAGE}.handler", f"{PACKAGE}.voices", f"{PACKAGE}.request_text", f"{PACKAGE}.speech", f"{PACKAGE}.__main__",
+                    f"{PACKAGE}.model_lifecycle", f"{PACKAGE}.metrics"]
 
 Graph = dict[str, dict[str, int]]  # module -> {module it imports: line of the first such import}
 

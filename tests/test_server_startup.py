@@ -207,7 +207,7 @@ def test_info_offers_streaming_unless_turned_off(streaming):
     from wyoming_qwen_tts.voices import builtin_catalog
 
     args = build_parser().parse_args([] if streaming else ["--no-streaming"])
-    (program,) = build_info(builtin_catalog(), FixedLanguages(), streaming=not args.no_streaming).tts
+    (program,) = build_info(builtin_catalog(), FixedLanguages().languages, streaming=not args.no_streaming).tts
     assert program.supports_synthesize_streaming is streaming
     assert program.name == "qwen-tts" and program.version == __version__ and program.installed
     assert program.attribution.name == "Qwen" and program.attribution.url == "https://github.com/QwenLM/Qwen3-TTS"

@@ -19,6 +19,7 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 from . import __version__
+from .model_lifecycle import ModelState
 
 _LOGGER = logging.getLogger("wyoming_qwen_tts")
 
@@ -93,6 +94,16 @@ def text_chars(value: str) -> int:
 text_chars.__name__ = "number of characters (>= 1)"
 
 
+def idle_seconds(value: str) -> float:
+    seconds = float(value)
+    if not 0 <= seconds < float("inf"):
+        raise ValueError(value)
+    return seconds
+
+
+idle_seconds.__name__ = "number of seconds (>= 0)"
+
+
 def default_data_dir() -> str:
     base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
     return str(Path(base) / "wyoming-qwen-tts")
@@ -157,6 +168,9 @@ def build_parser() -> argparse.ArgumentParser:
            "audio back just long enough that it then plays to its end without a gap (later first audio); on "
            "holds more, for a CPU shared with other work; off never holds (default auto)",
            choices=["auto", "on", "off"], default=env_value("--smooth", "auto"))
+    option("--unload-after", "seconds without a request (on any transport) after which every model is unloaded "
+           "from memory; the next request loads them again from local files (the prepared voices are cached) "
+           "(default 0: never)", type=idle_seconds, metavar="SECONDS", default=env_value("--unload-after", "0"))
     option("--http", f"also serve the HTTP API (OpenAI-style speech, voices) on [HOST:]PORT, e.g. {HTTP_PORT} "
            "(HOST default 0.0.0.0; default: off)", metavar="[HOST:]PORT", default=env_value("--http"))
     option("--http-token", "a token every HTTP API call must bring as 'Authorization: Bearer TOKEN' "
@@ -263,20 +277,22 @@ def missing_model(spec, settings) -> str | None:
     return None
 
 
-def build_info(catalog, synthesizer, streaming: bool):
+def build_info(catalog, languages_of, streaming: bool):
     from wyoming.info import Info, TtsProgram
 
     from .voices import QWEN_ATTRIBUTION, tts_voices
 
     program = TtsProgram(name=PROGRAM_NAME, description=PROGRAM_DESCRIPTION, attribution=QWEN_ATTRIBUTION,
-                         installed=True, version=__version__, voices=tts_voices(catalog, synthesizer.languages),
+                         installed=True, version=__version__, voices=tts_voices(catalog, languages_of),
                          supports_synthesize_streaming=streaming)
     return Info(tts=[program])
 
 
 async def serve(listen: Listen, service, describe, zeroconf_name: str | None, zeroconf_host: str | None,
-                http=None) -> None:
-    """Serve until SIGINT/SIGTERM; http: (HttpListen, HTTP app) to serve beside, in this event loop."""
+                http=None) -> bool:
+    """Listen at once, load the models meanwhile, and serve until SIGINT/SIGTERM; http: (HttpListen,
+    HTTP app) to serve beside, in this event loop. False when the models could not be loaded at
+    start-up (the requests that waited for them are answered with the error first)."""
     from wyoming.server import AsyncServer
 
     from .discovery import Announcement, advertised_address
@@ -290,6 +306,8 @@ async def serve(listen: Listen, service, describe, zeroconf_name: str | None, ze
     await server.start(partial(TtsEventHandler, service=service, describe=describe))
     announcement = None
     http_server = http_task = None
+    lifecycle = service.lifecycle
+    unloading = asyncio.create_task(lifecycle.unload_when_idle(), name="unload when idle")
     try:
         if http is not None:
             http_server, http_task = await start_http(*http)
@@ -297,16 +315,34 @@ async def serve(listen: Listen, service, describe, zeroconf_name: str | None, ze
             announcement = Announcement(zeroconf_name, advertised_address(listen.host, zeroconf_host), listen.port)
             await announcement.start()
         catalog = service.catalog
-        _LOGGER.info("Ready: %d voices on %s (default %s)", len(catalog.voices), listen.uri, catalog.default)
+        _LOGGER.info("Listening on %s: %d voices (default %s); loading the models", listen.uri, len(catalog.voices),
+                     catalog.default)
+        loading = lifecycle.start_loading()
+        await asyncio.wait({loading, asyncio.ensure_future(stopping.wait())}, return_when=asyncio.FIRST_COMPLETED)
+        if lifecycle.state is ModelState.FAILED:
+            await _answer_waiting(lifecycle)
+            return False
+        if lifecycle.state is ModelState.READY:
+            _LOGGER.info("Ready: %d voices on %s", len(service.catalog.voices), listen.uri)
         await stopping.wait()
         _LOGGER.info("Stopping")
+        return True
     finally:
+        unloading.cancel()
         if announcement is not None:
             await announcement.stop()
         if http_server is not None:
             http_server.should_exit = True
             await http_task
         await server.stop()
+
+
+async def _answer_waiting(lifecycle, seconds: float = 2.0) -> None:
+    """Give the requests that waited for a failed load a moment to write its error and their closing events."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + seconds
+    while lifecycle.in_flight and loop.time() < deadline:
+        await asyncio.sleep(0.05)
 
 
 async def start_http(where: HttpListen, app):
@@ -389,37 +425,50 @@ class Describer:
         self._info = self._make(catalog)
 
     def _make(self, catalog):
-        return build_info(catalog, self._service.speaker, self._streaming)
+        return build_info(catalog, self._service.languages, self._streaming)
 
 
 def run_server(args: argparse.Namespace, listen: Listen, catalog, settings) -> int:
+    """Listen before any model loads (describe answers, requests wait for the models); a model or
+    voice that cannot be prepared at start-up ends the server (exit 1), as a Docker restart
+    policy expects."""
     from .discovery import DiscoveryError
-    from .speech import Smoothing, SpeechService
-    from .synthesis import Synthesizer, VoiceSetupError
+    from .model_lifecycle import ModelLifecycle
     from .request_text import LanguageDetector
+    from .speech import Smoothing, SpeechService
+    from .synthesis import Synthesizer
     from .voice_store import VoiceStore, merged_catalog
 
     detector = LanguageDetector()
     detector.load()
     store = VoiceStore(settings.data_dir)
     catalog = merged_catalog(catalog, usable_managed_voices(store, settings))
+    synthesizer = Synthesizer({}, settings.max_batch, settings=settings)
+    service = SpeechService(catalog=catalog, speaker=synthesizer, detector=detector, limits=limits_of(args),
+                            smoothing=Smoothing(args.smooth))
+    service.lifecycle = ModelLifecycle(load=lambda: synthesizer.load_voices(service.catalog),
+                                       unload=synthesizer.unload, unload_after=args.unload_after)
+    service.lifecycle.on_ready(lambda: service.publish(service.catalog))  # describe: the voices' real languages
+    service.metrics.watch(service.lifecycle, engine_gauges(synthesizer))
     try:
-        synthesizer = Synthesizer.load(settings, catalog)
-    except VoiceSetupError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
-    try:
-        service = SpeechService(catalog=catalog, speaker=synthesizer, detector=detector, limits=limits_of(args),
-                                smoothing=Smoothing(args.smooth))
         describe = Describer(service, streaming=not args.no_streaming)
         http = http_app(args, service, store, synthesizer)
-        asyncio.run(serve(listen, service, describe, args.zeroconf, args.zeroconf_host, http))
+        loaded = asyncio.run(serve(listen, service, describe, args.zeroconf, args.zeroconf_host, http))
     except (OSError, DiscoveryError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
     finally:
         synthesizer.close()
+    if not loaded:
+        print(f"error: {service.lifecycle.error}", file=sys.stderr)
+        return 1
     return 0
+
+
+def engine_gauges(synthesizer):
+    from .metrics import EngineGauges
+
+    return EngineGauges(batch_rows=synthesizer.batch_rows, gpu_memory=synthesizer.gpu_memory)
 
 
 def usable_managed_voices(store, settings) -> dict:
@@ -442,7 +491,7 @@ def http_app(args: argparse.Namespace, service, store, synthesizer):
     from .voice_store import VoiceLibrary
 
     library = VoiceLibrary(service.catalog, store, synthesizer, service.publish)
-    return where, create_app(HttpService(service, library, synthesizer, args.http_token))
+    return where, create_app(HttpService(service, library, synthesizer, args.http_token, health=synthesizer.devices))
 
 
 def run() -> None:

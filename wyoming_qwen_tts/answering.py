@@ -15,8 +15,9 @@ from wyoming.tts import SynthesizeStopped
 
 from .audio import CHANNELS, SAMPLE_RATE, SAMPLE_WIDTH
 from .engine.options import SpeechOptions
+from .protocol import shorten
 from .reading import Activity
-from .speech import LanguageAsk, SentenceStalled, SpeechError, SpeechService
+from .speech import LanguageAsk, SentenceStalled, SpeechError, SpeechService, SpokenRequest, VoiceLookup
 from .writing import EventWriter, write_audio
 
 if TYPE_CHECKING:
@@ -25,6 +26,7 @@ if TYPE_CHECKING:
 _LOGGER = logging.getLogger(__name__)
 END = object()  # a response's last item
 CLOSE = object()  # the last item of a connection's queue: answer nothing more
+LOGGED_CHARS = 80  # of a client's voice name in a log line
 # On shutdown, a request in flight gets this long to write its error and closing events.
 _SHUTDOWN_WRITE_SECONDS = 2.0
 
@@ -32,9 +34,11 @@ _SHUTDOWN_WRITE_SECONDS = 2.0
 class Response:
     """One request's answer in the making: sentences (and error notes) as they become known, then its end."""
 
-    def __init__(self, voice: Voice | None, language: str | None, streaming: bool,
+    def __init__(self, voice_name: str | None, language: str | None, streaming: bool,
                  options: SpeechOptions = SpeechOptions()) -> None:
-        self.voice = voice
+        self.voice_name = voice_name  # asked for by the client; None: the default voice
+        self.voice: Voice | None = None  # looked up when the first sentence is spoken
+        self.spoken: SpokenRequest | None = None  # the request as the speech layer counts it, while answered
         self.language = language  # asked for by the client (a language name), else None
         self.streaming = streaming
         self.options = options
@@ -105,15 +109,19 @@ class Answerer:
 
     async def _answer(self, response: Response) -> None:
         """Speak a response's sentences as they come, then its closing events, whatever fails."""
+        request = response.spoken = self.service.begin("wyoming")
         audio_started = False
-        skip_reason: str | None = None if response.voice is not None else "no voice to speak with"
+        skip_reason: str | None = None
         skipped = 0
         try:
             while (item := await response.next()) is not END:
                 if isinstance(item, Error):
                     _LOGGER.warning("Request from %s: %s", self._peer, item.text)
+                    request.failed(item.code or "error")
                     await self.events.write(item.event())
                 elif skip_reason is not None:
+                    skipped += 1
+                elif response.voice is None and (skip_reason := await self._find_voice(response, request)):
                     skipped += 1
                 else:
                     if not audio_started:
@@ -121,15 +129,42 @@ class Answerer:
                         audio_started = True
                     skip_reason = await self._speak(response, item)
         except (ConnectionError, asyncio.CancelledError):
+            request.end(cancelled=True)
             if self.stopping:
                 await self._end_on_shutdown(response, audio_started)
             raise
         except Exception as err:  # noqa: BLE001 - a bug; the client must still get its closing events
             _LOGGER.exception("Answering a request from %s failed", self._peer)
+            request.failed("internal")
             await self.events.write(Error(text=f"internal error: {err}", code=type(err).__name__).event())
         if skipped:
             _LOGGER.warning("Skipped the last %d sentences of a request from %s: %s", skipped, self._peer, skip_reason)
-        await self._write_closing(response, audio_started)
+        try:
+            await self._write_closing(response, audio_started)
+        finally:
+            response.voice = response.spoken = None  # the voice holds its model: an idle unload frees it
+            request.end()
+
+    async def _find_voice(self, response: Response, request: SpokenRequest) -> str | None:
+        """The response's voice once the models are ready (the default one for an unknown name);
+        returns why nothing can be spoken, after writing the error, or None."""
+        self._activity.speaking = True  # waiting for the models to load is answering: the connection is not idle
+        try:
+            await request.ready()
+            voice, known = self.service.voice(response.voice_name, VoiceLookup.DEFAULT_IF_UNKNOWN)
+        except SpeechError as err:
+            _LOGGER.error("Request from %s: %s", self._peer, err.message)
+            request.failed(err.code)
+            await self.events.write(Error(text=err.message, code=err.code).event())
+            return err.message
+        finally:
+            self._activity.speaking = False
+            self._activity.touch()
+        if not known:
+            _LOGGER.warning("Unknown voice %s: using the default voice %s",
+                            shorten(repr(response.voice_name), LOGGED_CHARS), voice.spec.name)
+        response.voice = voice
+        return None
 
     async def _write_audio_start(self) -> None:
         await self.events.write(AudioStart(rate=SAMPLE_RATE, width=SAMPLE_WIDTH, channels=CHANNELS).event())
@@ -150,11 +185,12 @@ class Answerer:
     async def _speak(self, response: Response, sentence: str) -> str | None:
         """Speak one sentence; returns why the rest of the request is not to be spoken, or None."""
         voice = response.voice.spec
+        request = response.spoken
         self._activity.speaking = True
         try:
             language = self.service.language(response.voice, response.language, sentence, LanguageAsk.HINT)
             _LOGGER.debug("Speaking with %s (%s): %r", voice.name, language, sentence[:80])
-            async with aclosing(self.service.speak(response.voice, sentence, language, response.options)) as audio:
+            async with aclosing(request.speak(response.voice, sentence, language, response.options)) as audio:
                 await write_audio(audio, self.events)
         except ConnectionError:
             raise
@@ -166,10 +202,12 @@ class Answerer:
             return f"a sentence stalled for {err.stall_seconds:g} s"
         except SpeechError as err:
             _LOGGER.error("Cannot speak %r with voice %s: %s", sentence[:80], voice.name, err.message)
+            request.failed(err.code)
             await self.events.write(Error(text=err.message, code=err.code).event())
         except Exception as err:  # noqa: BLE001 - this sentence failed; the answer still ends properly
             _LOGGER.error("Synthesis failed for %r with voice %s: %s", sentence[:80], voice.name, err,
                           exc_info=not isinstance(err, ValueError))
+            request.failed("synthesis-failed")
             await self.events.write(Error(text=f"synthesis failed: {err}", code=type(err).__name__).event())
         finally:
             self._activity.speaking = False

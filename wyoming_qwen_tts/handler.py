@@ -35,7 +35,7 @@ from wyoming.tts import Synthesize, SynthesizeChunk, SynthesizeStart, Synthesize
 from .answering import Answerer, Response
 from .protocol import shorten
 from .reading import Activity, ReadingStopped, read_events
-from .speech import SpeechError, SpeechService, TextLimit, VoiceLookup
+from .speech import SpeechService, TextLimit
 from .request_text import normalize_language
 from .writing import EventWriter
 
@@ -172,22 +172,15 @@ class TtsEventHandler(AsyncEventHandler):
                         code="text-too-long")
 
     async def _open_response(self, event: Event | None, streaming: bool) -> Response:
-        """A queued response with the voice and language the event asks for (default voice if unknown)."""
+        """A queued response for the voice and language the event asks for: the voice is looked up
+        when its first sentence is spoken (the models may still be loading now)."""
         problems = []
         name = language = None
         try:
             name, language = _voice_of(event) if event is not None else (None, None)
         except BadRequest as err:
             problems.append((f"{event.type}: {err}", "bad-request"))
-        voice = None
-        try:
-            voice, known = self.service.voice(name, VoiceLookup.DEFAULT_IF_UNKNOWN)
-            if not known:
-                _LOGGER.warning("Unknown voice %s: using the default voice %s", shorten(repr(name), LOGGED_CHARS),
-                                voice.spec.name)
-        except SpeechError as err:
-            problems.append((err.message, err.code))
-        response = Response(voice, language, streaming)
+        response = Response(name, language, streaming)
         await self._answerer.enqueue(response)
         for problem, code in problems:
             response.report(problem, code)

@@ -7,9 +7,12 @@
     POST   /v1/audio/voices          create a voice: designed or custom (JSON), cloned (upload or JSON)
     POST   /v1/audio/voices/preview  takes of a designed voice, to listen to before keeping one
     DELETE /v1/audio/voices/{name}   delete a voice created over HTTP
+    GET    /health                   the models' state (loading, ready, unloaded; 503: failed) and devices
+    GET    /metrics                  Prometheus text format
 
 Errors are JSON in OpenAI's shape, {"error": {"message", "type", "code"}}, never a traceback. With a
-token, every /v1 route needs `Authorization: Bearer TOKEN`. Engine work runs in worker threads; the
+token, every route but /health needs `Authorization: Bearer TOKEN`. While the models load, a
+request waits for them up to the stall timeout, then gets a 503 with Retry-After. Engine work runs in worker threads; the
 event loop only moves bytes.
 """
 
@@ -20,10 +23,11 @@ import base64
 import binascii
 import json
 import logging
+import math
 import re
 import secrets
-from collections.abc import AsyncIterator, Awaitable
-from contextlib import aclosing
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import aclosing, asynccontextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -49,7 +53,9 @@ from .audio_formats import (
 from .engine.options import MAX_SEED, OptionError, SamplingOverrides, SpeechOptions, next_seeds
 from .http_page import register_page
 from .protocol import shorten
-from .speech import LanguageAsk, Limits, SentenceStalled, SpeechError, SpeechService, TextLimit, Voice, VoiceLookup
+from .model_lifecycle import ModelState
+from .speech import (LanguageAsk, Limits, ModelsNotReady, SentenceStalled, SpeechError, SpeechService, SpokenRequest,
+                     TextLimit, Voice, VoiceLookup)
 from .request_text import AUTO, language_codes, normalize_language
 from .voice_kinds.base import MODEL_ROLES, VoiceKind, VoiceSetupError
 from .voice_kinds.registry import KINDS, creatable, kind_for_request, kind_of
@@ -66,20 +72,27 @@ DATA_URI = re.compile(r"^data:[\w/+.-]*(;[\w=.-]+)*;base64,", re.I)
 
 
 class ApiError(Exception):
-    def __init__(self, status: int, message: str, kind: str = "invalid_request_error") -> None:
+    def __init__(self, status: int, message: str, kind: str = "invalid_request_error", code: str | None = None,
+                 headers: dict[str, str] | None = None) -> None:
         super().__init__(message)
         self.status, self.message, self.kind = status, message, kind
+        self.headers = headers
+        # how the request ended, as the metrics count it: the speech layer's code, else by status
+        self.outcome = code or ("cancelled" if status == 499 else f"http-{status}")
 
     @classmethod
     def of(cls, err: SpeechError) -> ApiError:
         """The speech layer's error as this API answers it."""
         if isinstance(err, SentenceStalled):
-            return cls(504, f"{err.message}: the speech engine is stuck", "server_error")
-        return cls(STATUS_OF_CODE.get(err.code, 400), err.message)
+            return cls(504, f"{err.message}: the speech engine is stuck", "server_error", err.code)
+        if isinstance(err, ModelsNotReady):
+            return cls(503, err.message, "server_error", err.code,
+                       headers={"Retry-After": str(max(1, math.ceil(err.retry_after)))})
+        return cls(STATUS_OF_CODE.get(err.code, 400), err.message, code=err.code)
 
 
 # The speech layer's error codes (speech.SpeechError) as HTTP statuses; any other code is a 400.
-STATUS_OF_CODE = {"timeout": 504}
+STATUS_OF_CODE = {"timeout": 504, "loading": 503, "load-failed": 503}
 
 
 class BodyTooLarge(ApiError):
@@ -87,8 +100,10 @@ class BodyTooLarge(ApiError):
         super().__init__(413, f"the request body is larger than {limit} bytes")
 
 
-def error_response(status: int, message: str, kind: str = "invalid_request_error") -> JSONResponse:
-    return JSONResponse({"error": {"message": message, "type": kind, "code": status}}, status_code=status)
+def error_response(status: int, message: str, kind: str = "invalid_request_error",
+                   headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"error": {"message": message, "type": kind, "code": status}}, status_code=status,
+                        headers=headers)
 
 
 class BodyLimit:
@@ -169,6 +184,7 @@ class HttpService:
     library: VoiceLibrary
     synthesizer: Synthesizer  # voices made for one request (cloned, designed), design previews
     token: str | None = None
+    health: Callable[[], dict[str, str]] = dict  # the loaded models' devices by role
 
     @property
     def limits(self) -> Limits:
@@ -186,6 +202,8 @@ def create_app(service: HttpService) -> FastAPI:
     router.add_api_route("/audio/voices/preview", preview_voice, methods=["POST"])
     router.add_api_route("/audio/voices/{name}", delete_voice, methods=["DELETE"])
     app.include_router(router)
+    app.add_api_route("/metrics", metrics, methods=["GET"], dependencies=[Depends(_authorized)])
+    app.add_api_route("/health", health, methods=["GET"])
     register_page(app)
     app.add_middleware(BodyLimit, max_bytes=service.limits.body_bytes)
     return app
@@ -197,7 +215,7 @@ def _add_error_handlers(app: FastAPI) -> None:
             _LOGGER.error("%s %s: %s", request.method, request.url.path, err.message)
         else:
             _LOGGER.info("%s %s: %d %s", request.method, request.url.path, err.status, err.message)
-        return error_response(err.status, err.message, err.kind)
+        return error_response(err.status, err.message, err.kind, err.headers)
 
     async def http_error(request: Request, err: StarletteHTTPException) -> JSONResponse:
         return error_response(err.status_code, str(err.detail), "invalid_request_error")
@@ -336,12 +354,39 @@ async def _engine(work, *args):
         raise ApiError(400, str(err)) from None
 
 
+# -- health and metrics ----------------------------------------------------------------------------
+
+
+async def health(request: Request) -> JSONResponse:
+    """The models' state and devices; 503 while they cannot be loaded (the error says why)."""
+    service = _service(request)
+    lifecycle = service.speech.lifecycle
+    body = {"state": lifecycle.state.value, "models": service.health(), "requests_in_flight": lifecycle.in_flight}
+    if lifecycle.state is ModelState.FAILED:
+        body["error"] = lifecycle.error
+    return JSONResponse(body, status_code=503 if lifecycle.state is ModelState.FAILED else 200)
+
+
+async def metrics(request: Request) -> Response:
+    text, content_type = _service(request).speech.metrics.exposition()
+    return Response(text, media_type=content_type)
+
+
+@asynccontextmanager
+async def _models(service: HttpService):
+    """The models loaded for work that is not speech (making a voice, a preview); a 503 when they are not there."""
+    try:
+        async with service.speech.using_models():
+            yield
+    except SpeechError as err:
+        raise ApiError.of(err) from None
+
+
 # -- voices ----------------------------------------------------------------------------------------
 
 
 def voice_object(service: HttpService, spec: VoiceSpec) -> dict:
-    synthesizer = service.synthesizer
-    languages = synthesizer.languages(spec.name) if spec.name in synthesizer.voices else []
+    languages = service.speech.languages(spec.name)
     common = {"name": spec.name, "description": spec.description, "kind": spec.kind,
               "languages": language_codes(languages), "seed": None, "managed": service.library.is_managed(spec.name)}
     return {**common, **kind_of(spec).details(spec)}
@@ -366,7 +411,8 @@ async def preview_voice(request: Request) -> dict:
     asked = _parse(PreviewRequest, await _json_body(request))
     language = _language(asked.language)
     seeds = next_seeds(_first_seed(asked.seed), asked.n)
-    sentence, takes = await _engine(service.synthesizer.preview, asked.design.strip(), language, seeds)
+    async with _models(service):
+        sentence, takes = await _engine(service.synthesizer.preview, asked.design.strip(), language, seeds)
     return {"sentence": sentence,
             "takes": [{"seed": seed, "duration": round(samples.size / SAMPLE_RATE, 3), "audio": _wav_base64(samples)}
                       for seed, samples in zip(seeds, takes, strict=True)]}
@@ -376,10 +422,11 @@ async def create_voice(request: Request) -> JSONResponse:
     """JSON names its kind by a field (design, speaker, reference_audio); a form uploads a recording to clone."""
     service = _service(request)
     try:
-        if _media_kind(request) == "json":
-            spec = await _create_from_json(service, await _json_body(request))
-        else:
-            spec = await _create_from_form(service, request)
+        async with _models(service):
+            if _media_kind(request) == "json":
+                spec = await _create_from_json(service, await _json_body(request))
+            else:
+                spec = await _create_from_form(service, request)
     except VoiceConflict as err:
         raise ApiError(409, str(err)) from None
     except VoicesFileError as err:
@@ -458,21 +505,54 @@ class SpeechJob:
     fmt: OutputFormat
     options: SpeechOptions
     seeds: list[int]
+    spoken: SpokenRequest  # the request as the speech layer counts it
 
 
 async def speech(request: Request) -> Response:
+    """The request is counted from here to the end of its answer (a streamed one: the stream's end)."""
     service = _service(request)
-    asked, recording = await _speech_request(request, service.limits)
-    job = await _prepare_speech(service, asked, recording)
-    if len(job.seeds) > 1:
-        return JSONResponse(await _until_disconnected(request, _variations(service, job)))
-    headers = {"X-Seed": str(job.seeds[0])}
-    if asked.stream_format == "sse":
-        return StreamingResponse(_sse(service, job), media_type="text/event-stream", headers=headers)
-    if job.fmt.name == "pcm" or (asked.stream_format == "audio" and job.fmt.streamable):
-        return StreamingResponse(_streamed(service, job), media_type=job.fmt.media_type, headers=headers)
-    audio = await _until_disconnected(request, _whole(service, job, job.seeds[0]))
-    return Response(audio, media_type=job.fmt.media_type, headers=headers)
+    spoken = service.speech.begin("http")
+    streaming = False
+    try:
+        asked, recording = await _speech_request(request, service.limits)
+        job = await _prepare_speech(service, asked, recording, spoken)
+        if len(job.seeds) > 1:
+            return JSONResponse(await _until_disconnected(request, _variations(service, job)))
+        headers = {"X-Seed": str(job.seeds[0])}
+        if asked.stream_format == "sse":
+            streaming = True
+            return StreamingResponse(_counted(spoken, _sse(service, job)), media_type="text/event-stream",
+                                     headers=headers)
+        if job.fmt.name == "pcm" or (asked.stream_format == "audio" and job.fmt.streamable):
+            streaming = True
+            return StreamingResponse(_counted(spoken, _streamed(service, job)), media_type=job.fmt.media_type,
+                                     headers=headers)
+        audio = await _until_disconnected(request, _whole(service, job, job.seeds[0]))
+        return Response(audio, media_type=job.fmt.media_type, headers=headers)
+    except ApiError as err:
+        spoken.failed(err.outcome)
+        raise
+    except asyncio.CancelledError:
+        spoken.end(cancelled=True)
+        raise
+    except Exception:
+        spoken.failed("internal")
+        raise
+    finally:
+        if not streaming:
+            spoken.end()
+
+
+async def _counted(spoken: SpokenRequest, stream: AsyncIterator) -> AsyncIterator:
+    """A streamed answer, whose end ends the request (a client that goes away: cancelled)."""
+    cancelled = True
+    try:
+        async with aclosing(stream) as chunks:
+            async for chunk in chunks:
+                yield chunk
+        cancelled = False
+    finally:
+        spoken.end(cancelled)
 
 
 async def _speech_request(request: Request, limits: Limits):
@@ -494,7 +574,7 @@ async def _speech_request(request: Request, limits: Limits):
     return asked, recording
 
 
-async def _prepare_speech(service: HttpService, asked: SpeechRequest, recording) -> SpeechJob:
+async def _prepare_speech(service: HttpService, asked: SpeechRequest, recording, spoken: SpokenRequest) -> SpeechJob:
     try:
         fmt = output_format(asked.response_format, asked.sample_rate, asked.channels, asked.bitrate)
     except FormatError as err:
@@ -504,12 +584,13 @@ async def _prepare_speech(service: HttpService, asked: SpeechRequest, recording)
     try:
         sentences, _ = speech_service.sentences(asked.input, TextLimit.REFUSE)
         language = _language(asked.language)
+        await spoken.ready()  # the request is checked: now it may wait for the models
         voice = await _voice_for(service, asked, recording)
         languages = [speech_service.language(voice, language, sentence, LanguageAsk.EXPLICIT)
                      for sentence in sentences]
     except SpeechError as err:
         raise ApiError.of(err) from None
-    return SpeechJob(voice, sentences, languages, fmt, options, next_seeds(_first_seed(asked.seed), asked.n))
+    return SpeechJob(voice, sentences, languages, fmt, options, next_seeds(_first_seed(asked.seed), asked.n), spoken)
 
 
 def _options(asked: SpeechRequest) -> SpeechOptions:
@@ -557,7 +638,7 @@ async def _pcm(service: HttpService, job: SpeechJob, seed: int) -> AsyncIterator
     that stalls raises SentenceStalled: a stuck device never holds a request for ever."""
     options = job.options.with_seed(seed)
     for sentence, language in zip(job.sentences, job.languages, strict=True):
-        async with aclosing(service.speech.speak(job.voice, sentence, language, options)) as audio:
+        async with aclosing(job.spoken.speak(job.voice, sentence, language, options)) as audio:
             async for pcm in audio:
                 yield pcm
 
@@ -599,6 +680,7 @@ async def _streamed(service: HttpService, job: SpeechJob) -> AsyncIterator[bytes
                     yield chunk
     except Exception as err:  # noqa: BLE001 - the status is sent already: end the stream, say why in the log
         _LOGGER.error("Speech stream ended early: %s", err)
+        job.spoken.failed(err.code if isinstance(err, SpeechError) else "synthesis-failed")
     if tail := encoder.finish():
         yield tail
 
@@ -618,6 +700,7 @@ async def _sse(service: HttpService, job: SpeechJob) -> AsyncIterator[str]:
         try:
             yield delta(await _whole(service, job, job.seeds[0]))
         except ApiError as err:
+            job.spoken.failed(err.outcome)
             yield event({"type": "error", "error": {"message": err.message, "code": err.status}})
             return
     yield event({"type": "speech.audio.done", "usage": {"input_tokens": 0, "output_tokens": 0, "total_tokens": 0}})

@@ -14,15 +14,17 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
-from contextlib import aclosing
+from contextlib import aclosing, asynccontextmanager
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Protocol
 
 from .audio import pcm16_seconds
 from .engine.options import SpeechOptions
+from .metrics import SpeechMetrics
+from .model_lifecycle import ModelLifecycle, ModelsUnavailable
 from .protocol import FrameLimits
-from .request_text import AUTO, LanguageDetector, RequestText
+from .request_text import AUTO, LANGUAGE_CODES, LanguageDetector, RequestText
 from .voices import VoiceCatalog, VoiceSpec
 
 _LOGGER = logging.getLogger(__name__)
@@ -46,6 +48,15 @@ class SentenceStalled(SpeechError):
                          "timeout")
         self.audio_seconds = audio_seconds
         self.stall_seconds = stall_seconds
+
+
+class ModelsNotReady(SpeechError):
+    """The models are still loading past the wait (code "loading"), or could not be loaded
+    ("load-failed"): a client may ask again after retry_after seconds."""
+
+    def __init__(self, unavailable: ModelsUnavailable) -> None:
+        super().__init__(unavailable.message, unavailable.code)
+        self.retry_after = unavailable.retry_after
 
 
 @dataclass(frozen=True)
@@ -155,7 +166,10 @@ class SpeechService:
     detector: LanguageDetector
     limits: Limits = field(default_factory=Limits)
     smoothing: Smoothing = Smoothing.AUTO
+    lifecycle: ModelLifecycle = field(default_factory=ModelLifecycle.always_ready)
+    metrics: SpeechMetrics = field(default_factory=SpeechMetrics)
     _listeners: list[Callable[[VoiceCatalog], None]] = field(default_factory=list)
+    _languages_seen: dict[str, list[str]] = field(default_factory=dict)  # by voice, once its model spoke for it
 
     def on_catalog_change(self, listener: Callable[[VoiceCatalog], None]) -> None:
         self._listeners.append(listener)
@@ -165,7 +179,45 @@ class SpeechService:
         for listener in self._listeners:
             listener(catalog)
 
+    # -- requests and the models they need ------------------------------------------------------------
+
+    def begin(self, transport: str) -> SpokenRequest:
+        """A speech request arrived on a transport ("wyoming", "http"): the models stay loaded until
+        it ends, and its end records how it went."""
+        return SpokenRequest(self, transport)
+
+    async def models_ready(self) -> None:
+        """Returns once the models are loaded (loading them again after an unload); raises
+        ModelsNotReady past the stall timeout of loading, or when they cannot be loaded."""
+        try:
+            await self.lifecycle.ready(self.limits.stall_seconds)
+        except ModelsUnavailable as unavailable:
+            raise ModelsNotReady(unavailable) from None
+
+    @asynccontextmanager
+    async def using_models(self):
+        """Work on the models that is not speech (making a voice, a design preview): they are
+        loaded first and stay loaded until it ends. Raises ModelsNotReady."""
+        self.lifecycle.begin()
+        try:
+            await self.models_ready()
+            yield
+        finally:
+            self.lifecycle.end()
+
     # -- who speaks ---------------------------------------------------------------------------------
+
+    def languages(self, name: str) -> list[str]:
+        """A voice's languages as its model speaks them; before its model has spoken for it (the
+        server still loading): its own language, else the ten languages of the engine."""
+        voice = self.speaker.voice(name)
+        if voice is not None:
+            self._languages_seen[name] = voice.languages
+            return voice.languages
+        if name in self._languages_seen:
+            return self._languages_seen[name]
+        spec = self.catalog.voices.get(name)
+        return [spec.language] if spec is not None and spec.language != AUTO else list(LANGUAGE_CODES)
 
     def voice(self, name: str | None, lookup: VoiceLookup) -> tuple[Voice, bool]:
         """The voice called name (None: the default voice); the flag is False when an unknown name
@@ -279,6 +331,67 @@ class Playback:
         if speed >= 1:
             return 0.0
         return min(self._expected, self._expected * (1 - speed) * self._margin)
+
+
+class SpokenRequest:
+    """One speech request, from its arrival to the end of its answer, on either transport: the
+    models are not unloaded under it, and its end records its outcome, first audio and speed."""
+
+    def __init__(self, service: SpeechService, transport: str) -> None:
+        self.transport = transport
+        self.outcome: str | None = None  # the first error code reported; None: fine so far
+        self._service = service
+        self._speaking_since: float | None = None  # when it first needed the models
+        self._first_audio_seconds: float | None = None
+        self._audio_seconds = 0.0
+        self._ended = False
+        service.lifecycle.begin()
+
+    async def ready(self) -> None:
+        """Wait for the models (see SpeechService.models_ready): the time counts towards first audio."""
+        if self._speaking_since is None:
+            self._speaking_since = time.monotonic()
+        try:
+            await self._service.models_ready()
+        except SpeechError as err:
+            self.failed(err.code)
+            raise
+
+    def failed(self, code: str) -> None:
+        if self.outcome is None:
+            self.outcome = code
+
+    async def speak(self, voice: Voice, sentence: str, language: str, options: SpeechOptions) -> AsyncIterator[bytes]:
+        """SpeechService.speak, counted for this request."""
+        if self._speaking_since is None:
+            self._speaking_since = time.monotonic()
+        metrics = self._service.metrics
+        try:
+            async with aclosing(self._service.speak(voice, sentence, language, options)) as audio:
+                async for pcm in audio:
+                    if self._first_audio_seconds is None:
+                        self._first_audio_seconds = time.monotonic() - self._speaking_since
+                    self._audio_seconds += pcm16_seconds(pcm)
+                    yield pcm
+        except SentenceStalled as err:
+            metrics.stall_cuts.labels(self.transport).inc()
+            self.failed(err.code)
+            raise
+
+    def end(self, cancelled: bool = False) -> None:
+        """Its answer is complete (or abandoned: cancelled); once only."""
+        if self._ended:
+            return
+        self._ended = True
+        self._service.lifecycle.end()
+        metrics = self._service.metrics
+        outcome = "cancelled" if cancelled else self.outcome or "ok"
+        metrics.requests.labels(self.transport, outcome).inc()
+        if self._first_audio_seconds is not None:
+            metrics.first_audio.labels(self.transport).observe(self._first_audio_seconds)
+            took = time.monotonic() - self._speaking_since
+            if took > 0:
+                metrics.real_time.labels(self.transport).observe(self._audio_seconds / took)
 
 
 async def audio_until_stall(pcm_stream: AsyncIterator[bytes], stall_seconds: float,

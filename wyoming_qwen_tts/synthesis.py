@@ -101,6 +101,15 @@ class ModelPool:
     def loaded(self, role: str) -> QwenTTS | None:
         return self._models.get(role)
 
+    def devices(self) -> dict[str, str]:
+        """The loaded models' devices by role."""
+        return {role: str(model.device) for role, model in self._models.items()}
+
+    def release_all(self) -> None:
+        """Drop every model (idle unload); the next get() loads its role again."""
+        with self._loading:
+            self._models.clear()
+
     def release_unused(self, voices: dict[str, ReadyVoice], keep: str = "base") -> None:
         """Free every loaded model but `keep` that no voice speaks with (it was needed only to prepare them)."""
         speaking = {id(voice.model) for voice in voices.values()}
@@ -138,21 +147,87 @@ class Synthesizer:
     @classmethod
     def load(cls, settings: EngineSettings, catalog: VoiceCatalog) -> Synthesizer:
         """Load the models and prepare every voice of the catalog; raises VoiceSetupError."""
+        synthesizer = cls({}, settings.max_batch, settings=settings)
+        synthesizer.load_voices(catalog)
+        return synthesizer
+
+    def load_voices(self, catalog: VoiceCatalog) -> None:
+        """Load the models and prepare every voice of the catalog (from the cache when it holds
+        them), then warm up; at start-up and again after an unload. Raises VoiceSetupError."""
         from .engine import CheckpointError
 
-        models = ModelPool(settings)
-        shop = Workshop(models, VoiceCache(settings.data_dir))
+        shop = self._ready_workshop()
+        models = shop.models
+        specs = list(catalog.voices.values())
+        voices = {}
         try:
-            _warn_on_cpu(settings, models.get("base"))
-            voices = workshop.prepare_voices(list(catalog.voices.values()), shop)
+            _warn_on_cpu(self._settings, models.get("base"))
+            for number, spec in enumerate(specs, 1):
+                voices[spec.name] = workshop.prepare_voice(spec, shop)
+                _LOGGER.info("Voice %s ready (%d of %d)", spec.name, number, len(specs))
         except CheckpointError as err:
             raise VoiceSetupError(str(err)) from err
         models.log_unloaded(catalog)
         models.release_unused(voices)
-        synthesizer = cls(voices, settings.max_batch, settings=settings, models=models)
-        synthesizer.warm_up()
+        for voice in voices.values():
+            self._scheduler(voice.model)
+        self.voices.update(voices)
+        self.warm_up()
         _release_thread_team()  # this thread loaded the models: from now on the batch threads compute
-        return synthesizer
+
+    def unload(self) -> None:
+        """Free every model and what was made for it (batches, caches, CUDA graphs, codec state);
+        call with no request in flight. The voices are prepared again by load_voices, from the cache."""
+        devices = self._devices()
+        before = _memory_held(devices)
+        self._close_schedulers()
+        self.voices.clear()
+        if self._workshop is not None:
+            self._workshop.models.release_all()
+        for device in devices or [None]:
+            _free_memory(device)
+        _LOGGER.info("Models unloaded: %s -> %s", before, _memory_held(devices))
+
+    def _close_schedulers(self) -> None:
+        """In a function of its own: no variable of unload's frame may still hold a model when it measures."""
+        with self._models_lock:
+            schedulers = list(self._schedulers.values())
+            self._schedulers.clear()
+            self._progress.clear()
+        for scheduler in schedulers:
+            scheduler.close()
+
+    def _devices(self) -> list[Any]:
+        return list({str(voice.model.device): voice.model.device for voice in self.voices.values()}.values())
+
+    def devices(self) -> dict[str, str]:
+        """The loaded models' devices by role (what /health shows)."""
+        return self._workshop.models.devices() if self._workshop is not None else {}
+
+    def batch_rows(self) -> dict[str, Any]:
+        """Rows generating and sentences waiting in each loaded model's batch, by role."""
+        from .metrics import BatchRows
+
+        role_of = {id(model): role for role, model in self._loaded_models().items()}
+        with self._models_lock:
+            schedulers = dict(self._schedulers)
+        return {role_of.get(model_id, "other"): BatchRows(scheduler.active, scheduler.waiting)
+                for model_id, scheduler in schedulers.items()}
+
+    def _loaded_models(self) -> dict[str, Any]:
+        if self._workshop is None:
+            return {}
+        pool = self._workshop.models
+        return {role: model for role in MODEL_ROLES if (model := pool.loaded(role)) is not None}
+
+    def gpu_memory(self) -> tuple[int, int]:
+        """(allocated, reserved) bytes on the GPU the models are on; (0, 0) on a CPU."""
+        devices = [device for device in self._devices() if device.type == "cuda"]
+        if not devices:
+            return 0, 0
+        import torch
+
+        return torch.cuda.memory_allocated(devices[0]), torch.cuda.memory_reserved(devices[0])
 
     def languages(self, voice_name: str) -> list[str]:
         return self.voices[voice_name].languages
@@ -453,5 +528,44 @@ def _free_memory(device) -> None:
     import torch
 
     gc.collect()
-    if device.type == "cuda":
+    if device is not None and device.type == "cuda":
         torch.cuda.empty_cache()
+    else:
+        _return_heap_to_system()
+
+
+def _return_heap_to_system() -> None:
+    """glibc keeps freed heap memory for reuse: give it back, so that the RSS shows what was freed."""
+    import ctypes
+    import ctypes.util
+
+    libc_name = ctypes.util.find_library("c")
+    if libc_name is None:
+        return
+    try:
+        ctypes.CDLL(libc_name).malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc (musl, macOS)
+        pass
+
+
+def _memory_held(devices: list[Any]) -> str:
+    """What the process holds: GPU allocated/reserved on CUDA, else its resident memory."""
+    cuda = [device for device in devices if device.type == "cuda"]
+    if cuda:
+        import torch
+
+        gib = 2**30
+        return (f"GPU {torch.cuda.memory_allocated(cuda[0]) / gib:.2f} GiB allocated, "
+                f"{torch.cuda.memory_reserved(cuda[0]) / gib:.2f} GiB reserved")
+    return f"RSS {resident_bytes() / 2**20:.0f} MiB"
+
+
+def resident_bytes() -> int:
+    """The process's resident memory now (Linux /proc; 0 where there is none)."""
+    import os
+
+    try:
+        with open("/proc/self/statm") as statm:
+            return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return 0

@@ -187,6 +187,11 @@ class BatchScheduler:
         batch = self._batch
         return len(batch.rows) if batch is not None else 0
 
+    @property
+    def waiting(self) -> int:
+        """Sentences waiting for a row."""
+        return len(self._pending)
+
     def close(self) -> None:
         with self._wake:
             self._closed = True
