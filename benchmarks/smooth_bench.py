@@ -1,13 +1,13 @@
 """First audio and the longest gap inside a sentence, with and without smooth playback (--smooth),
 on this machine's real engine: what a listener hears when speech comes slower than real time.
 
-    .venv/bin/python benchmarks/smooth_bench.py --model /tmp/qwen-0.6b-base [--dtype float32] [--frames 60]
+    .venv/bin/python benchmarks/smooth_bench.py --model /tmp/qwen-0.6b-base [--dtype float32] [--seconds-per-token 0.3]
 
 The server's own path in-process (Synthesizer + SpeechService.speak, a batch of one): each
 sentence's chunks are timed as they are passed on and played back by a simulated listener who plays
 a chunk the moment it arrives or the previous one ends. Random weights never say end-of-speech, so
-each sentence is capped at --frames frames, and the first sentence (not counted) teaches the
-server how long such a sentence lasts, as real speech does over a few sentences.
+each sentence is capped at a length that follows its text, as real speech does (--seconds-per-token
+of speech per text token), and the first sentence (not counted) teaches the server that pace.
 """
 
 from __future__ import annotations
@@ -52,8 +52,9 @@ def heard(arrivals: list[tuple[float, float]]) -> tuple[float, float]:
     return arrivals[0][0], longest
 
 
-async def sentence(speech: SpeechService, text: str, frames: int) -> list[tuple[float, float]]:
+async def sentence(speech: SpeechService, text: str, seconds_per_token: float) -> list[tuple[float, float]]:
     voice, _ = speech.voice(None, VoiceLookup.STRICT)
+    frames = round(len(voice.model.prompts.tokenize(text)[0]) * seconds_per_token * 12.5)
     started, arrivals = time.perf_counter(), []
     async with aclosing(speech.speak(voice, text, "english", SpeechOptions(seed=1, max_frames=frames))) as audio:
         async for pcm in audio:
@@ -72,9 +73,11 @@ async def run(args: argparse.Namespace) -> dict:
         for smoothing in (Smoothing.OFF, Smoothing.AUTO, Smoothing.ON):
             speech = SpeechService(VoiceCatalog({"ann": spec}, default="ann"), synthesizer, LanguageDetector(),
                                    smoothing=smoothing)
-            await sentence(speech, SENTENCES[0], args.frames)  # the server learns the sentence length
-            runs = [heard(await sentence(speech, text, args.frames)) for text in SENTENCES[1:]]
+            await sentence(speech, SENTENCES[0], args.seconds_per_token)  # the server learns the pace
+            heard_runs = [await sentence(speech, text, args.seconds_per_token) for text in SENTENCES[1:]]
+            runs = [heard(arrivals) for arrivals in heard_runs]
             results[smoothing.value] = {
+                "sentence_s": [round(sum(length for _, length in arrivals), 2) for arrivals in heard_runs],
                 "first_audio_s": [round(first, 3) for first, _ in runs],
                 "longest_gap_s": [round(gap, 3) for _, gap in runs],
                 "speed_x_real_time": round(synthesizer.speed(synthesizer.voice("ann")), 3),
@@ -90,11 +93,13 @@ def main() -> None:
     parser.add_argument("--model", required=True)
     parser.add_argument("--dtype", default="float32")
     parser.add_argument("--quantize", default="none")
-    parser.add_argument("--frames", type=int, default=60, help="frames per sentence (80 ms each)")
+    parser.add_argument("--seconds-per-token", type=float, default=0.12,
+                        help="how long each sentence lasts per text token (default 0.12: 3-5 s sentences with "
+                             "make_checkpoint.py's small tokenizer, which splits words finely)")
     parser.add_argument("--out", type=Path, help="write the results as JSON here too")
     args = parser.parse_args()
     results = {"cpu": cpu_model(), "model": args.model, "dtype": args.dtype, "quantize": args.quantize,
-               "frames": args.frames, "by_smoothing": asyncio.run(run(args))}
+               "seconds_per_token": args.seconds_per_token, "by_smoothing": asyncio.run(run(args))}
     if args.out:
         args.out.write_text(json.dumps(results, indent=2) + "\n")
 
