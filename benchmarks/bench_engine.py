@@ -12,7 +12,15 @@ The CPU table of BENCHMARKS.md in one command: the official code in float32 and 
 bfloat16 and int8 weights (bfloat16 activations), each at 1 and 2 threads, each in a fresh process:
 
     python benchmarks/bench_engine.py --checkpoint bench-checkpoints/0.6B-Base --build 0.6B-Base \
-        --cpu-table --threads 1,2 --frames 30 --runs 3 --oracle-python /work/oracle-venv/bin/python
+        --cpu-table --threads 1,2 --frames 30 --runs 3 --oracle-python /work/oracle-venv/bin/python \
+        [--emulate-avx2] [--ggml-peer /tmp/ggml-peer] [--ggml-peer-avx2 /tmp/ggml-peer-avx2]
+
+--emulate-avx2 adds, on an AVX-512 machine, the rows of a CPU with AVX2 only (most home servers):
+every library capped at AVX2 by its own variable (AVX2_CAPS), the official code and ours in float32
+and in what `--quantize auto` picks on such a CPU (int8 weights, bf16 kernel inputs). On a CPU that
+has only AVX2 the plain rows are those rows. --ggml-peer times qwen3-tts.cpp (GGML), built by
+benchmarks/ggml_peer/build.sh on the same checkpoint, whole and streamed, Q8_0 and F16; with
+--emulate-avx2, --ggml-peer-avx2 names its AVX2-only build (GGML reads no cap variable).
 
 Definitions: first audio = from the request to the first audio sample the caller can play;
 frames/s = generated frames / total time; speed = seconds of audio per second of wall time
@@ -86,12 +94,12 @@ def bench_ours(args: argparse.Namespace, ref: Path) -> dict:
 
 
 def run_peer(runner: str, python: str, site: str | None, args: argparse.Namespace, ref: Path,
-             extra: list[str] = (), threads: int | None = None) -> dict:
+             extra: list[str] = (), threads: int | None = None, avx2: bool = False) -> dict:
     """Time another engine in its own interpreter (its dependencies clash with ours)."""
     command = [python, str(REPO / "benchmarks" / runner), "--checkpoint", str(args.checkpoint),
                "--ref-audio", str(ref), "--ref-text", REF_TEXT, "--text", TEXT, "--frames", str(args.frames),
                "--runs", str(args.runs), "--device", args.device, "--dtype", args.dtype, *extra]
-    env = thread_env(threads)
+    env = thread_env(threads, avx2)
     if site:
         env["PYTHONPATH"] = site + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     out = subprocess.run(command, capture_output=True, text=True, check=False, env=env)
@@ -121,21 +129,32 @@ def summarize(name: str, result: dict) -> dict:
             "load_s": result["load_s"]}
 
 
-def thread_env(threads: int | None) -> dict[str, str]:
+# Each library's own cap at AVX2 (BENCHMARKS.md, "CPU: AVX2-only (emulated)"): ATen and oneDNN read
+# theirs, MKL and fbgemm read CPUID unless told.
+AVX2_CAPS = {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2", "MKL_ENABLE_INSTRUCTIONS": "AVX2",
+             "FBGEMM_ENABLE_INSTRUCTIONS": "AVX2"}
+
+
+def thread_env(threads: int | None, avx2: bool = False) -> dict[str, str]:
     """The environment for a child process limited to `threads` compute threads (torch reads
-    OMP_NUM_THREADS at start-up)."""
+    OMP_NUM_THREADS at start-up), capped at AVX2 if asked."""
     env = dict(os.environ)
     if threads:
         env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
+    if avx2:
+        env.update(AVX2_CAPS)
     return env
 
 
 # (label, dtype, quantize) of our engine in the CPU table.
 CPU_VARIANTS = (("float32", "float32", "none"), ("bfloat16", "bfloat16", "none"),
                 ("int8 weights, bfloat16 activations", "bfloat16", "int8"))
+# ... and on a CPU with AVX2 only, where bf16 is emulated: float32, and what `--quantize auto` picks there.
+AVX2_VARIANTS = (("float32", "float32", "none"),
+                 ("int8 weights, bf16 kernel inputs (auto on AVX2)", "float32", "int8"))
 
 
-def bench_ours_in_child(args: argparse.Namespace, dtype: str, quantize: str, threads: int) -> dict:
+def bench_ours_in_child(args: argparse.Namespace, dtype: str, quantize: str, threads: int, avx2: bool = False) -> dict:
     """One configuration of ours in a fresh interpreter: its own thread count and memory."""
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "result.json"
@@ -143,34 +162,68 @@ def bench_ours_in_child(args: argparse.Namespace, dtype: str, quantize: str, thr
                    "--frames", str(args.frames), "--runs", str(args.runs), "--max-chunk-frames",
                    str(args.max_chunk_frames), "--device", "cpu", "--dtype", dtype, "--quantize", quantize,
                    "--json", str(out)]
-        done = subprocess.run(command, capture_output=True, text=True, check=False, env=thread_env(threads))
+        done = subprocess.run(command, capture_output=True, text=True, check=False, env=thread_env(threads, avx2))
         if done.returncode != 0:
             raise SystemExit(f"ours ({dtype}, {quantize}) failed:\n{done.stderr[-3000:]}")
         return json.loads(out.read_text())["raw"]["ours"]
 
 
 def cpu_table(args: argparse.Namespace) -> tuple[list[dict], dict]:
-    """Rows of the CPU table: for each thread count, the official code (float32) and our variants."""
+    """Rows of the CPU table: for each thread count, the official code (float32), our variants and
+    the GGML peer; then the same on an emulated AVX2-only CPU if asked."""
     rows, raw = [], {}
+    kinds = [("", False, CPU_VARIANTS, args.ggml_peer)]
+    if args.emulate_avx2:
+        kinds.append((" (AVX2 emulated)", True, AVX2_VARIANTS, args.ggml_peer_avx2))
     with tempfile.TemporaryDirectory() as tmp:
         ref = Path(tmp) / "reference.wav"
         write_reference(ref)
-        for threads in args.threads:
-            if args.oracle_python:
-                args.dtype = "float32"
-                result = run_peer("official_runner.py", args.oracle_python, args.oracle_site, args, ref,
-                                  threads=threads)
-                for run in result["runs"]:
-                    run["first_audio_s"] = run["total_s"]  # no streaming: the first audio is the whole utterance
-                raw[f"official float32 {threads}t"] = result
-                rows.append({**summarize("official qwen-tts 0.1.1, float32", result), "threads": threads})
-                print(markdown(rows[-1:], threads=True), file=sys.stderr, flush=True)
-            for label, dtype, quantize in CPU_VARIANTS:
-                result = bench_ours_in_child(args, dtype, quantize, threads)
-                raw[f"ours {label} {threads}t"] = result
-                rows.append({**summarize(f"wyoming-qwen-tts, {label}", result), "threads": threads})
-                print(markdown(rows[-1:], threads=True), file=sys.stderr, flush=True)
+        for suffix, avx2, variants, ggml_dir in kinds:
+            for threads in args.threads:
+                for key, row in cpu_rows(args, ref, threads, avx2, variants, ggml_dir):
+                    raw[f"{key} {threads}t{suffix}"] = row.pop("raw")
+                    rows.append({**row, "engine": row["engine"] + suffix, "threads": threads})
+                    print(markdown(rows[-1:], threads=True), file=sys.stderr, flush=True)
     return rows, raw
+
+
+def cpu_rows(args: argparse.Namespace, ref: Path, threads: int, avx2: bool, variants, ggml_dir: Path | None):
+    """(key, row with its raw result) for one thread count on one kind of CPU, each timed as it comes."""
+    if args.oracle_python:
+        args.dtype = "float32"
+        result = run_peer("official_runner.py", args.oracle_python, args.oracle_site, args, ref,
+                          threads=threads, avx2=avx2)
+        for run in result["runs"]:
+            run["first_audio_s"] = run["total_s"]  # no streaming: the first audio is the whole utterance
+        yield "official float32", {**summarize("official qwen-tts 0.1.1, float32", result), "raw": result}
+    for label, dtype, quantize in variants:
+        result = bench_ours_in_child(args, dtype, quantize, threads, avx2)
+        yield f"ours {label}", {**summarize(f"wyoming-qwen-tts, {label}", result), "raw": result}
+    if ggml_dir:
+        for quant in ("q8_0", "f16"):
+            for stream in (False, True):
+                result = run_ggml_peer(ggml_dir, quant, stream, threads, args)
+                how = "streamed" if stream else "whole clip"
+                yield f"ggml {quant} {how}", {**ggml_row(result, how), "raw": result}
+
+
+def run_ggml_peer(work: Path, quant: str, stream: bool, threads: int, args: argparse.Namespace) -> dict:
+    """The GGML peer through benchmarks/ggml_peer/run.sh (same text, voice, frames and threads)."""
+    env = {**thread_env(threads), "THREADS": str(threads), "FRAMES": str(args.frames), "PYTHON": sys.executable}
+    command = ["bash", str(REPO / "benchmarks" / "ggml_peer" / "run.sh"), quant, str(int(stream)), str(args.runs),
+               str(work)]
+    done = subprocess.run(command, capture_output=True, text=True, check=False, env=env)
+    if done.returncode != 0:
+        raise SystemExit(f"the GGML peer ({quant}) failed:\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def ggml_row(result: dict, how: str) -> dict:
+    """run.sh's medians as a table row; a whole clip's first audio is its total time."""
+    first_ms = result["first_audio_ms"] if result["first_audio_ms"] is not None else 1000 * result["total_s"]
+    return {"engine": f"{result['engine']}, {how}", "first_audio_ms": first_ms, "total_s": result["total_s"],
+            "frames": result["frames"], "frames_per_s": result["frames"] / result["total_s"],
+            "speed_x_realtime": result["x_realtime"], "rtf": 1 / result["x_realtime"], "load_s": None}
 
 
 def markdown(rows: list[dict], threads: bool = False) -> str:
@@ -217,6 +270,10 @@ def main() -> None:
                              "bfloat16 and int8, at each of --threads, each in a fresh process")
     parser.add_argument("--threads", default="1,2", type=lambda text: [int(t) for t in text.split(",")],
                         help="thread counts for --cpu-table (default 1,2)")
+    parser.add_argument("--emulate-avx2", action="store_true",
+                        help="--cpu-table: also the rows of an AVX2-only CPU, every library capped at AVX2")
+    parser.add_argument("--ggml-peer", type=Path, help="--cpu-table: the GGML peer's build (ggml_peer/build.sh)")
+    parser.add_argument("--ggml-peer-avx2", type=Path, help="--cpu-table --emulate-avx2: its AVX2-only build")
     parser.add_argument("--oracle-python", help="python of the oracle venv, to also time the official code")
     parser.add_argument("--oracle-site", help="prepended to PYTHONPATH for --oracle-python (wheels unpacked there)")
     parser.add_argument("--faster-python", help="a python that imports faster_qwen3_tts, to time it too")
@@ -238,7 +295,8 @@ def main() -> None:
         rows, raw = cpu_table(args)
         header = (f"checkpoint {args.checkpoint.name}, cpu, {args.frames} frames, median of {args.runs} runs after a "
                   f"warm-up, each configuration in a fresh process; {cpu_name()}, {os.cpu_count()} cores, "
-                  f"{date.today()}, commit {git_commit()}")
+                  f"{date.today()}, commit {git_commit()}, load average {os.getloadavg()[0]:.1f} at the start"
+                  + (f"; AVX2 emulated: {' '.join(f'{k}={v}' for k, v in AVX2_CAPS.items())}" if args.emulate_avx2 else ""))
         print(header)
         print(markdown(rows, threads=True))
         if args.json:

@@ -5,24 +5,32 @@
 # pinned submodule); CHECKPOINT: a checkpoint in the official layout (e.g. our random 0.6B Base).
 # WORK_DIR (default /tmp/ggml-peer) gets the build, a venv for the port's converters, the GGUF
 # files (models-f16/, models-q8_0/) and peer_bench, the timing harness beside this script.
+# GGML_CPU_FLAGS (default -DGGML_NATIVE=ON) picks the instruction sets: for an AVX2-only build on an
+# AVX-512 machine (the emulated rows of the CPU table),
+#   GGML_CPU_FLAGS="-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON"
+# Models already converted in WORK_DIR (or linked there from another build) are kept.
 set -euo pipefail
 port=$(realpath "$1"); ggml=$(realpath "$2"); checkpoint=$(realpath "$3"); work=${4:-/tmp/ggml-peer}
 here=$(dirname "$(realpath "$0")")
 mkdir -p "$work"
 rm -rf "$work/src" && cp -r "$port" "$work/src" && rm -rf "$work/src/ggml" && cp -r "$ggml" "$work/src/ggml"
-cmake -S "$work/src" -B "$work/build" -DCMAKE_BUILD_TYPE=Release -DGGML_NATIVE=ON -DQWEN3_TTS_CUDA=OFF
+# shellcheck disable=SC2086  # the flags are several words
+cmake -S "$work/src" -B "$work/build" -DCMAKE_BUILD_TYPE=Release ${GGML_CPU_FLAGS:--DGGML_NATIVE=ON} -DQWEN3_TTS_CUDA=OFF
 make -C "$work/build" -j"$(nproc)" qwen3-tts-cli qwen3-tts-quantize
-python3 -m venv "$work/venv"
-"$work/venv/bin/pip" install -q gguf safetensors numpy tqdm torch
+if [ ! -x "$work/venv/bin/python" ]; then
+    python3 -m venv "$work/venv"
+    "$work/venv/bin/pip" install -q gguf safetensors numpy tqdm torch
+fi
 for type in f16 q8_0; do
     mkdir -p "$work/models-$type"
+    if [ -s "$work/models-$type/qwen-tokenizer-12hz-$type.gguf" ]; then continue; fi
     "$work/venv/bin/python" "$work/src/scripts/convert_tts_to_gguf.py" --input "$checkpoint" \
         --output "$work/models-$type/qwen-talker-$type.gguf" --type "$type"
     "$work/venv/bin/python" "$work/src/scripts/convert_tokenizer_to_gguf.py" --input "$checkpoint" \
         --output "$work/models-$type/qwen-tokenizer-12hz-$type.gguf" --type "$type"
 done
 b="$work/build"
-g++ -O2 -std=c++17 -march=native "$here/peer_bench.cpp" -I"$work/src/src" -I"$work/src/ggml/include" \
+g++ -O2 -std=c++17 "$here/peer_bench.cpp" -I"$work/src/src" -I"$work/src/ggml/include" \
     "$b/libqwen3_tts.a" "$b/libtts_transformer.a" "$b/libaudio_tokenizer_encoder.a" "$b/libspeech_tokenizer_encoder.a" \
     "$b/libaudio_tokenizer_decoder.a" "$b/libtext_tokenizer.a" \
     -L"$b/ggml/src" -lggml -lggml-base -lggml-cpu -Wl,-rpath,"$b/ggml/src" -lpthread -o "$work/peer_bench"
