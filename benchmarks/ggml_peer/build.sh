@@ -5,17 +5,21 @@
 # pinned submodule); CHECKPOINT: a checkpoint in the official layout (e.g. our random 0.6B Base).
 # WORK_DIR (default /tmp/ggml-peer) gets the build, a venv for the port's converters, the GGUF
 # files (models-f16/, models-q8_0/) and peer_bench, the timing harness beside this script.
-# GGML_CPU_FLAGS (default -DGGML_NATIVE=ON) picks the instruction sets: for an AVX2-only build on an
-# AVX-512 machine (the emulated rows of the CPU table),
-#   GGML_CPU_FLAGS="-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON"
+# CPU_LEVEL=x86-64-v3 builds for AVX2 without AVX-512 (the emulated rows of the CPU table on an
+# AVX-512 machine): ggml's own instruction-set options, and the port's -march=native (which ggml's
+# C++ files inherit) replaced; check with `objdump -d .../libggml-cpu.so | grep -c zmm` (0).
 # Models already converted in WORK_DIR (or linked there from another build) are kept.
 set -euo pipefail
 port=$(realpath "$1"); ggml=$(realpath "$2"); checkpoint=$(realpath "$3"); work=${4:-/tmp/ggml-peer}
 here=$(dirname "$(realpath "$0")")
 mkdir -p "$work"
 rm -rf "$work/src" && cp -r "$port" "$work/src" && rm -rf "$work/src/ggml" && cp -r "$ggml" "$work/src/ggml"
-# shellcheck disable=SC2086  # the flags are several words
-cmake -S "$work/src" -B "$work/build" -DCMAKE_BUILD_TYPE=Release ${GGML_CPU_FLAGS:--DGGML_NATIVE=ON} -DQWEN3_TTS_CUDA=OFF
+cpu_flags=(-DGGML_NATIVE=ON)
+if [ "${CPU_LEVEL:-native}" = x86-64-v3 ]; then
+    sed -i 's/-march=native/-march=x86-64-v3/' "$work/src/CMakeLists.txt"
+    cpu_flags=(-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON)
+fi
+cmake -S "$work/src" -B "$work/build" -DCMAKE_BUILD_TYPE=Release "${cpu_flags[@]}" -DQWEN3_TTS_CUDA=OFF
 make -C "$work/build" -j"$(nproc)" qwen3-tts-cli qwen3-tts-quantize
 if [ ! -x "$work/venv/bin/python" ]; then
     python3 -m venv "$work/venv"
