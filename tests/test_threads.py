@@ -158,3 +158,19 @@ def test_the_other_work_count_leaves_this_process_out():
 
     elsewhere = running_elsewhere()
     assert elsewhere is not None and elsewhere >= 0
+
+
+def test_the_server_takes_threads_from_option_and_environment(monkeypatch, tmp_path):
+    from wyoming_qwen_tts.__main__ import build_parser, check_config
+
+    from .server_harness import FIXTURES, cloned_voice_file
+
+    base = ["--model", str(FIXTURES / "tiny-base"), "--design-model", "none",
+            "--voices", str(cloned_voice_file(tmp_path)), "--data-dir", str(tmp_path)]
+    assert check_config(build_parser().parse_args(base))[2].threads == "auto"
+    assert check_config(build_parser().parse_args([*base, "--threads", "3"]))[2].threads == "3"
+    monkeypatch.setenv("QWEN_TTS_THREADS", "1")
+    assert check_config(build_parser().parse_args(base))[2].threads == "1"
+    for wrong in ("0", "many", "-2"):
+        with pytest.raises(SystemExit):
+            build_parser().parse_args([*base, "--threads", wrong])
