@@ -126,6 +126,13 @@ def test_other_work_takes_threads_away_and_gives_them_back_when_it_ends():
     assert machine.set_to == [4, 2, 1, 4]
 
 
+def test_the_first_step_already_leaves_busy_cpus_alone():
+    machine = FakeMachine(elsewhere=2)
+    share = machine.share()
+    share.before_step()
+    assert machine.set_to == [1]
+
+
 def test_a_moment_of_other_work_changes_nothing():
     machine = FakeMachine(elsewhere=0)
     share = machine.share()

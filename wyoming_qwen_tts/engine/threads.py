@@ -133,14 +133,14 @@ class ThreadShare:
 
     def before_step(self) -> None:
         now = self._clock()
-        if self.threads is None:
-            self._use(self.most, now)
         if now - self._sampled_at >= SAMPLE_EVERY_S:
             self._sampled_at = now
             elsewhere = self._count_elsewhere()
             if elsewhere is not None:
                 self._samples.append(elsewhere)
-        if now - self._decided_at >= DECIDE_EVERY_S and self._samples:
+        if self.threads is None:  # the first step: from one sample, as a team on busy CPUs stalls at once
+            self._use(self.threads_for(self._samples[0]) if self._samples else self.most, now)
+        elif now - self._decided_at >= DECIDE_EVERY_S and self._samples:
             self._use(self.threads_for(statistics.median_low(self._samples)), now)
 
     def threads_for(self, elsewhere: int) -> int:
