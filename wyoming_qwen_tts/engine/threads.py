@@ -75,11 +75,11 @@ def usable_cpus() -> int:
 def _cgroup_quota() -> float | None:
     """CPUs' worth of time a cgroup lets this process have; None without a limit."""
     try:
-        quota, period = open("/sys/fs/cgroup/cpu.max").read().split()[:2]  # cgroup v2
+        quota, period = _read("/sys/fs/cgroup/cpu.max").split()[:2]  # cgroup v2
     except (OSError, ValueError):
         try:
-            quota = open("/sys/fs/cgroup/cpu/cpu.cfs_quota_us").read().strip()  # cgroup v1
-            period = open("/sys/fs/cgroup/cpu/cpu.cfs_period_us").read().strip()
+            quota = _read("/sys/fs/cgroup/cpu/cpu.cfs_quota_us").strip()  # cgroup v1
+            period = _read("/sys/fs/cgroup/cpu/cpu.cfs_period_us").strip()
         except OSError:
             return None
     if quota in ("max", "-1"):
@@ -94,17 +94,22 @@ def running_elsewhere() -> int | None:
     """Threads running or ready to run on this machine now, this process's own left out: the other
     work the CPUs are shared with. None where /proc cannot tell."""
     try:
-        running, _ = open("/proc/loadavg").read().split()[3].split("/")
+        running, _ = _read("/proc/loadavg").split()[3].split("/")
         return max(0, int(running) - _running_here())
     except (OSError, ValueError, IndexError):
         return None
+
+
+def _read(path: str) -> str:
+    with open(path) as file:
+        return file.read()
 
 
 def _running_here() -> int:
     count = 0
     for task in os.listdir("/proc/self/task"):
         try:
-            stat = open(f"/proc/self/task/{task}/stat").read()
+            stat = _read(f"/proc/self/task/{task}/stat")
         except OSError:  # it ended meanwhile
             continue
         count += stat[stat.rindex(")") + 2] == "R"
