@@ -10,7 +10,11 @@ a stream through the server ran well slower than the same stream on the main thr
 "Through the server's batch: one OpenMP team at a time").
 
 So threads that compute only briefly release their team when done (`release_thread_team`), and the
-batch thread keeps the only one."""
+batch thread keeps the only one.
+
+The same holds across processes: a team is only fast while each of its threads has a CPU, and on a
+CPU shared with other work it stalled outright (issue 17 item 2). So the batch thread's team is
+sized to the CPUs other work leaves free (`ThreadShare`, --threads auto)."""
 
 from __future__ import annotations
 
