@@ -65,7 +65,7 @@ def release_thread_team() -> bool:
 
 # -- how many threads the batch computes with, on a CPU shared with other work ----------------------
 
-SAMPLE_EVERY_S = 0.2  # a sample costs ~1 ms (a /proc read per thread of this process)
+SAMPLE_EVERY_S = 0.2  # not every step: a sample reads /proc once per thread of this process
 DECIDE_EVERY_S = 1.0
 
 
@@ -172,4 +172,9 @@ def thread_policy(threads: str) -> Callable[[], None]:
     if threads == "auto":
         return ThreadShare(most=min(torch.get_num_threads(), usable_cpus())).before_step
     fixed = int(threads)
-    return lambda: torch.set_num_threads(fixed) if torch.get_num_threads() != fixed else None
+
+    def keep_fixed() -> None:
+        if torch.get_num_threads() != fixed:
+            torch.set_num_threads(fixed)
+
+    return keep_fixed
