@@ -84,3 +84,100 @@ def test_the_scheduler_leaves_no_team_in_the_thread_that_asked(base_tts, icl_voi
         run_in_thread(request)
     finally:
         scheduler.close()
+
+
+class FakeMachine:
+    """A clock and a count of the other work running, both set by the test."""
+
+    def __init__(self, elsewhere: int = 0) -> None:
+        self.now, self.elsewhere, self.set_to = 0.0, elsewhere, []
+
+    def share(self, most: int = 2, cpus: int = 2):
+        from wyoming_qwen_tts.engine.threads import ThreadShare
+
+        return ThreadShare(most=most, cpus=cpus, count_elsewhere=lambda: self.elsewhere,
+                           set_threads=self.set_to.append, clock=lambda: self.now)
+
+    def steps(self, share, seconds: float, step_s: float = 0.1) -> None:
+        for _ in range(round(seconds / step_s)):
+            share.before_step()
+            self.now += step_s
+
+
+def test_the_batch_computes_with_every_thread_on_a_quiet_machine():
+    machine = FakeMachine(elsewhere=0)
+    share = machine.share()
+    machine.steps(share, 5)
+    assert machine.set_to == [2] and share.threads == 2
+
+
+def test_other_work_takes_threads_away_and_gives_them_back_when_it_ends():
+    machine = FakeMachine(elsewhere=0)
+    share = machine.share(most=4, cpus=4)
+    machine.steps(share, 2)
+    machine.elsewhere = 2
+    machine.steps(share, 2.5)
+    assert share.threads == 2
+    machine.elsewhere = 9  # more work than CPUs: one thread, never none
+    machine.steps(share, 2.5)
+    assert share.threads == 1
+    machine.elsewhere = 0
+    machine.steps(share, 2.5)
+    assert machine.set_to == [4, 2, 1, 4]
+
+
+def test_the_first_step_already_leaves_busy_cpus_alone():
+    machine = FakeMachine(elsewhere=2)
+    share = machine.share()
+    share.before_step()
+    assert machine.set_to == [1]
+
+
+def test_a_moment_of_other_work_changes_nothing():
+    machine = FakeMachine(elsewhere=0)
+    share = machine.share()
+    machine.steps(share, 1.5)
+    machine.elsewhere = 2
+    share.before_step()  # one sample in a window of five
+    machine.now += 0.2
+    machine.elsewhere = 0
+    machine.steps(share, 3)
+    assert machine.set_to == [2]
+
+
+def test_a_fixed_thread_count_is_set_on_the_batch_thread_and_kept():
+    from wyoming_qwen_tts.engine.threads import thread_policy
+
+    seen, threads_now = [], torch.get_num_threads()
+
+    def work():
+        before_step = thread_policy("1")
+        before_step()
+        seen.append(torch.get_num_threads())
+        torch.set_num_threads(threads_now)  # torch keeps the count for threads made later too
+
+    run_in_thread(work)
+    assert seen == [1]
+
+
+def test_the_other_work_count_leaves_this_process_out():
+    from wyoming_qwen_tts.engine.threads import running_elsewhere
+
+    elsewhere = running_elsewhere()
+    assert elsewhere is not None and elsewhere >= 0
+
+
+def test_the_server_takes_threads_from_option_and_environment(monkeypatch, tmp_path):
+    from wyoming_qwen_tts.__main__ import build_parser, check_config
+
+    from .server_harness import FIXTURES, cloned_voice_file
+
+    base = ["--model", str(FIXTURES / "tiny-base"), "--design-model", "none",
+            "--voices", str(cloned_voice_file(tmp_path)), "--data-dir", str(tmp_path)]
+    assert check_config(build_parser().parse_args(base))[2].threads == "auto"
+    assert check_config(build_parser().parse_args([*base, "--threads", "3"]))[2].threads == "3"
+    monkeypatch.setenv("QWEN_TTS_THREADS", "1")
+    assert check_config(build_parser().parse_args(base))[2].threads == "1"
+    for wrong in ("0", "many", "-2"):
+        with pytest.raises(SystemExit):
+            build_parser().parse_args([*base, "--threads", wrong])

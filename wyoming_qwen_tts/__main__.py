@@ -104,6 +104,16 @@ def idle_seconds(value: str) -> float:
 idle_seconds.__name__ = "number of seconds (>= 0)"
 
 
+def thread_count(value: str) -> str:
+    value = value.strip().lower()
+    if value != "auto" and not (value.isdigit() and 1 <= int(value) <= 1024):
+        raise ValueError(value)
+    return value
+
+
+thread_count.__name__ = "thread count (auto or 1-1024)"
+
+
 def default_data_dir() -> str:
     base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
     return str(Path(base) / "wyoming-qwen-tts")
@@ -149,6 +159,10 @@ def build_parser() -> argparse.ArgumentParser:
            choices=["auto", "true", "false"], default=env_value("--compile", "auto"))
     option("--max-batch", "sentences generated together (continuous batching; memory grows with it) (default 8)",
            type=batch_size, default=env_value("--max-batch", "8"))
+    option("--threads", "auto or N: threads a CPU batch computes with; auto follows the CPUs that other work on "
+           "the machine leaves free, up to OMP_NUM_THREADS or the cores, so that a shared CPU slows speech "
+           "in proportion instead of stalling it (default auto)",
+           type=thread_count, default=env_value("--threads", "auto"))
     option("--max-text-chars", "characters spoken per request; the rest is skipped, with an error event "
            "(default 5000)", type=text_chars, default=env_value("--max-text-chars", "5000"))
     option("--stall-timeout", "seconds a sentence may go without new audio while its model makes no progress "
@@ -253,7 +267,7 @@ def check_config(args: argparse.Namespace):
     settings = EngineSettings(model=args.model, design_model=design_model,
                               custom_model=optional_model(args.custom_model), data_dir=Path(args.data_dir).expanduser(), device=args.device, dtype=args.dtype,
                               quantize=args.quantize, compile=args.compile, local_files_only=args.local_files_only,
-                              max_batch=args.max_batch)
+                              max_batch=args.max_batch, threads=args.threads)
     for spec in catalog.voices.values():
         if problem := missing_model(spec, settings):
             raise ConfigError(f"{catalog.source}: voice {spec.name!r}: {problem}")

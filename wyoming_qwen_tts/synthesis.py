@@ -16,7 +16,7 @@ import concurrent.futures
 import logging
 import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import closing
 from dataclasses import dataclass
@@ -65,6 +65,7 @@ class EngineSettings:
     compile: str = "auto"  # "true"/"false": frame steps through torch.compile; auto: off (start-up time)
     local_files_only: bool = False
     max_batch: int = 8  # sentences generated together per model
+    threads: str = "auto"  # a CPU batch's intra-op threads: a number, or auto (the CPUs other work leaves free)
 
 
     def model_for(self, role: str) -> str | None:
@@ -268,9 +269,26 @@ class Synthesizer:
         with self._models_lock:
             scheduler = self._schedulers.get(id(model))
             if scheduler is None:
-                scheduler = self._schedulers[id(model)] = BatchScheduler(model, max_rows=self._max_batch)
-                self._progress[id(model)] = Progress()
+                progress = self._progress[id(model)] = Progress()
+                scheduler = self._schedulers[id(model)] = BatchScheduler(
+                    model, max_rows=self._max_batch, before_step=self._before_step(model, progress))
             return scheduler
+
+    def _before_step(self, model: QwenTTS, progress: Progress) -> Callable[[], None]:
+        """What the model's batch thread does before each step: count the step before as progress
+        (the stall rule's; a chunk of up to 8 frames takes far longer on a CPU shared with other
+        work), and on a CPU set its thread count."""
+        if model.device.type != "cpu":
+            return progress.tick
+        from .engine.threads import thread_policy
+
+        set_threads = thread_policy(self._settings.threads if self._settings is not None else "auto")
+
+        def before_step() -> None:
+            progress.tick()
+            set_threads()
+
+        return before_step
 
     # -- voices at run time (blocking: call from a worker thread) ------------------------------------
 

@@ -20,7 +20,7 @@ import queue
 import threading
 import time
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -109,10 +109,11 @@ class BatchScheduler:
     """
 
     def __init__(self, tts: QwenTTS, max_rows: int = 8, max_len: int = 1536, runner: str = "auto",
-                 codec: str = "auto") -> None:
+                 codec: str = "auto", before_step: Callable[[], None] | None = None) -> None:
         """runner: "eager", "bucketed" (static padded shapes), "compiled" (bucketed, the code
         predictor compiled), "cuda-graphs" (the fused step captured), or "auto" (the model's own:
-        QwenTTS.runner). codec: "thread", "inline" or "auto" (resolve_codec_mode)."""
+        QwenTTS.runner). codec: "thread", "inline" or "auto" (resolve_codec_mode). before_step: called
+        on the batch thread before each step (threads.ThreadShare.before_step)."""
         if max_rows < 1 or max_len < 64:
             raise ValueError("need max_rows >= 1 and max_len >= 64")
         self.tts = tts
@@ -122,6 +123,7 @@ class BatchScheduler:
         self._wake = threading.Condition()
         self._closed = False
         self._batch: DecodeBatch | None = None
+        self._before_step = before_step
         self.codec = resolve_codec_mode(codec)
         self._codec_jobs: queue.SimpleQueue = queue.SimpleQueue()
         self._inline_waiting: deque[StreamAudio] = deque()  # streams with audio to decode (codec "inline")
@@ -213,6 +215,8 @@ class BatchScheduler:
                     break
                 joining = self._take_pending()
             try:
+                if self._before_step is not None:
+                    self._before_step()
                 self._serve(joining)
             except Exception as err:  # a fault nobody foresaw fails the rows it touched, never the thread
                 _LOGGER.exception("The batch failed unexpectedly; failing its requests")

@@ -10,15 +10,23 @@ a stream through the server ran well slower than the same stream on the main thr
 "Through the server's batch: one OpenMP team at a time").
 
 So threads that compute only briefly release their team when done (`release_thread_team`), and the
-batch thread keeps the only one."""
+batch thread keeps the only one.
+
+The same holds across processes: a team is only fast while each of its threads has a CPU, and on a
+CPU shared with other work it stalled outright (issue 17 item 2). So the batch thread's team is
+sized to the CPUs other work leaves free (`ThreadShare`, --threads auto)."""
 
 from __future__ import annotations
 
 import ctypes
 import glob
 import logging
+import math
 import os
+import statistics
 import threading
+import time
+from collections.abc import Callable
 
 import torch
 
@@ -53,3 +61,120 @@ def release_thread_team() -> bool:
             if _pause is None:
                 _LOGGER.debug("No libgomp found: OpenMP thread teams are left as they are")
     return _pause is not None and _pause(_OMP_PAUSE_SOFT) == 0
+
+
+# -- how many threads the batch computes with, on a CPU shared with other work ----------------------
+
+SAMPLE_EVERY_S = 0.2  # not every step: a sample reads /proc once per thread of this process
+DECIDE_EVERY_S = 1.0
+
+
+def usable_cpus() -> int:
+    """CPUs this process may use: its affinity, capped by a cgroup CPU quota (a container's --cpus)."""
+    cpus = len(os.sched_getaffinity(0))
+    quota = _cgroup_quota()
+    return max(1, min(cpus, math.ceil(quota))) if quota else cpus
+
+
+def _cgroup_quota() -> float | None:
+    """CPUs' worth of time a cgroup lets this process have; None without a limit."""
+    try:
+        quota, period = _read("/sys/fs/cgroup/cpu.max").split()[:2]  # cgroup v2
+    except (OSError, ValueError):
+        try:
+            quota = _read("/sys/fs/cgroup/cpu/cpu.cfs_quota_us").strip()  # cgroup v1
+            period = _read("/sys/fs/cgroup/cpu/cpu.cfs_period_us").strip()
+        except OSError:
+            return None
+    if quota in ("max", "-1"):
+        return None
+    try:
+        return int(quota) / int(period)
+    except (ValueError, ZeroDivisionError):
+        return None
+
+
+def running_elsewhere() -> int | None:
+    """Threads running or ready to run on this machine now, this process's own left out: the other
+    work the CPUs are shared with. None where /proc cannot tell."""
+    try:
+        running, _ = _read("/proc/loadavg").split()[3].split("/")
+        return max(0, int(running) - _running_here())
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _read(path: str) -> str:
+    with open(path) as file:
+        return file.read()
+
+
+def _running_here() -> int:
+    count = 0
+    for task in os.listdir("/proc/self/task"):
+        try:
+            stat = _read(f"/proc/self/task/{task}/stat")
+        except OSError:  # it ended meanwhile
+            continue
+        count += stat[stat.rindex(")") + 2] == "R"
+    return count
+
+
+class ThreadShare:
+    """The batch thread's intra-op threads follow the CPUs other work leaves free (from `most` down to
+    one). An OpenMP team is only fast while each of its threads has a CPU to itself: the threads meet
+    at a barrier after every small parallel region, so one that waits for a CPU holds the others, and
+    under other work a team ran many times slower than one thread (BENCHMARKS.md, "CPU shared with
+    other work"). A thread alone just gets its share.
+
+    Call `before_step` on the computing thread (torch's thread count is per thread): every
+    SAMPLE_EVERY_S it counts the other work running, every DECIDE_EVERY_S it sets the thread count
+    to the CPUs the median count leaves free."""
+
+    def __init__(self, most: int, cpus: int | None = None, count_elsewhere=running_elsewhere,
+                 set_threads=None, clock=time.monotonic) -> None:
+        self.most, self.cpus = most, cpus or os.cpu_count() or 1
+        self._count_elsewhere, self._clock = count_elsewhere, clock
+        self._set_threads = set_threads or torch.set_num_threads
+        self.threads: int | None = None  # as last set here
+        self._samples: list[int] = []
+        self._sampled_at = self._decided_at = -float("inf")
+
+    def before_step(self) -> None:
+        now = self._clock()
+        if now - self._sampled_at >= SAMPLE_EVERY_S:
+            self._sampled_at = now
+            elsewhere = self._count_elsewhere()
+            if elsewhere is not None:
+                self._samples.append(elsewhere)
+        if self.threads is None:  # the first step: from one sample, as a team on busy CPUs stalls at once
+            self._use(self.threads_for(self._samples[0]) if self._samples else self.most, now)
+        elif now - self._decided_at >= DECIDE_EVERY_S and self._samples:
+            self._use(self.threads_for(statistics.median_low(self._samples)), now)
+
+    def threads_for(self, elsewhere: int) -> int:
+        return max(1, min(self.most, self.cpus - elsewhere))
+
+    def _use(self, threads: int, now: float) -> None:
+        self._samples.clear()
+        self._decided_at = now
+        if threads != self.threads:
+            if self.threads is not None:
+                _LOGGER.debug("Computing with %d thread(s): %s", threads,
+                              "other work shares the CPUs" if threads < self.most else "the CPUs are free again")
+            self._set_threads(threads)
+            self.threads = threads
+
+
+def thread_policy(threads: str) -> Callable[[], None]:
+    """The batch thread's before-step call for --threads: "auto" follows the free CPUs (ThreadShare,
+    at most the threads torch starts with: OMP_NUM_THREADS or the cores), a number keeps to it."""
+    if threads == "auto":
+        return ThreadShare(most=min(torch.get_num_threads(), usable_cpus())).before_step
+    fixed = int(threads)
+
+    def keep_fixed() -> None:
+        if torch.get_num_threads() != fixed:
+            torch.set_num_threads(fixed)
+
+    return keep_fixed
