@@ -68,6 +68,7 @@ def frame_split(tts, voice, clock: Clock, repeats: int = 20) -> dict:
 
     from wyoming_qwen_tts.engine.generate import DecodeBatch, Row
     from wyoming_qwen_tts.engine.layers import RowPositions
+    from wyoming_qwen_tts.engine.runners import step_plan_of
     from wyoming_qwen_tts.engine.sampling import RowParams
 
     talker = tts.model.talker
@@ -93,9 +94,11 @@ def frame_split(tts, voice, clock: Clock, repeats: int = 20) -> dict:
             talker.decode(talker.embed_frames(frame)[:, None], batch.cache,
                           RowPositions(torch.tensor([length], device=tts.device), length + 1))
 
+        plan = step_plan_of(talker, tts.default_sampling)[1]
+
         def predictor_step():
             talker.code_predictor.predict(batch.hidden[:1], talker.embed_codec(code0), batch.predictor_cache, params,
-                                          seeds, seeds)
+                                          seeds, seeds, plan)
 
         state = tts.codec.decoder.new_state()
         codes = torch.zeros(1, 1, talker.cfg.num_code_groups, dtype=torch.int64, device=tts.device)
@@ -109,14 +112,13 @@ def frame_split(tts, voice, clock: Clock, repeats: int = 20) -> dict:
 
 
 def fused_codes_step(tts, batch) -> None:
-    """The compiled part of a CPU frame step (fused.fused_codes): the talker's draw, the code
+    """The compiled part of a CPU frame step (generate.frame_codes): the talker's draw, the code
     predictor's 15 steps and their draws, for one row with the model's default sampling."""
-    from wyoming_qwen_tts.engine.fused import compiled, fused_codes, step_plan_of
+    from wyoming_qwen_tts.engine.generate import frame_codes
+    from wyoming_qwen_tts.engine.runners import compiled, step_plan_of
 
-    params = batch.row_params()
-    compiled(fused_codes)(tts.model.talker, batch.hidden[:1], batch.seen[:1], batch.step_ints[:1],
-                          batch.text_table[:1], params[0].fields(), params[1].fields(), batch.banned,
-                          batch.eos_column, batch.predictor_cache, step_plan_of(tts.model.talker, tts.default_sampling))
+    compiled(frame_codes)(*batch.step_inputs(1, batch.row_params()), batch.predictor_cache,
+                          step_plan_of(tts.model.talker, tts.default_sampling))
 
 
 def sweep(tts, voice, levels: list[int], frames: int, runner: str, clock: Clock, codec: str = "auto") -> list[dict]:

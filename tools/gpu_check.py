@@ -43,12 +43,11 @@ def gib(value: int) -> str:
 def make_check_runner(tts, runner: str, batch, sampling):
     """The engine's runners, plus "fused": the graphs' own (compiled, fused) step at the same padded
     shapes without a graph, which a graph replay must equal bit for bit."""
-    from wyoming_qwen_tts.engine.fused import FusedStep, make_runner, step_plan_of
-    from wyoming_qwen_tts.engine.generate import BucketedRunner
+    from wyoming_qwen_tts.engine.runners import BucketedRunner, FrameStep, make_runner, step_plan_of
 
     plans = (step_plan_of(tts.model.talker, sampling or tts.default_sampling),)
     if runner == "fused":
-        return BucketedRunner(batch, step=FusedStep(compiled=tts.compile_steps, whole=True), warm_plans=plans)
+        return BucketedRunner(batch, step=FrameStep(compiled=tts.compile_steps, whole=True), warm_plans=plans)
     return make_runner(runner, batch, tts.compile_steps, warm_plans=plans)
 
 
@@ -57,8 +56,7 @@ def run_batch(tts, runner: str, requests: list[dict], max_len: int = 512):
     batch; the device memory allocated once it was prepared (0 off CUDA)."""
     import torch
 
-    from wyoming_qwen_tts.engine.engine import resolve_seed
-    from wyoming_qwen_tts.engine.generate import DecodeBatch, Row
+    from wyoming_qwen_tts.engine.generate import DecodeBatch
 
     with torch.inference_mode():
         batch = DecodeBatch(tts.model.talker, len(requests), max_len)
@@ -69,9 +67,8 @@ def run_batch(tts, runner: str, requests: list[dict], max_len: int = 512):
         if tts.device.type == "cuda":
             torch.cuda.synchronize()
             prepared = torch.cuda.memory_allocated()
-        rows = [Row(tts.prompts.build(r["text"], r["voice"], "auto", device=tts.device),
-                    r["sampling"] or tts.default_sampling, resolve_seed(r["seed"]), r["max_frames"], r["min_frames"])
-                for r in requests]
+        rows = [tts.prepare(r["text"], r["voice"], sampling=r["sampling"], seed=r["seed"], max_frames=r["max_frames"],
+                            min_frames=r["min_frames"]) for r in requests]
         for row in rows:
             batch.admit(row)
         frames: dict[int, list] = {id(row): [] for row in rows}
@@ -88,19 +85,19 @@ def recording_margins(margins: list[float], best: list[float]):
     reads values back to the host: only for eager steps, never inside a graph capture."""
     from wyoming_qwen_tts.engine import generate, predictor
 
-    original = generate.choose
+    original = generate.choose_planned
 
-    def choose(logits, rows, keys):
+    def choose_planned(logits, rows, keys, plan):
         top = logits.float().topk(2, dim=-1).values[0]
         margins.append(float(top[0] - top[1]))
         best.append(float(top[0].abs()))
-        return original(logits, rows, keys)
+        return original(logits, rows, keys, plan)
 
-    generate.choose = predictor.choose = choose
+    generate.choose_planned = predictor.choose_planned = choose_planned
     try:
         yield
     finally:
-        generate.choose = predictor.choose = original
+        generate.choose_planned = predictor.choose_planned = original
 
 
 def compare_to_single(label: str, single: np.ndarray, got: np.ndarray | None, margins: list[float],

@@ -27,9 +27,8 @@ import numpy as np
 import torch
 
 from .codec import DecoderState
-from .engine import AudioChunk, QwenTTS, resolve_runner, resolve_seed
-from .fused import make_runner, step_plan_of
-from .generate import MIN_FRAMES_BEFORE_EOS, DecodeBatch, FrameChunks, Row, frame_limits
+from .engine import AudioChunk, PromptTooLong, QwenTTS, resolve_runner  # noqa: F401 (PromptTooLong: raised from here)
+from .generate import MIN_FRAMES_BEFORE_EOS, DecodeBatch, FrameChunks, Row
 from .prompt import TextMode, VoicePrompt
 from .options import SpeechOptions
 from .sampling import SamplingConfig
@@ -96,10 +95,6 @@ class StreamAudio:
         self.chunks.put(error)
 
 
-class PromptTooLong(ValueError):
-    """A request whose prompt and text do not fit a batch row: it can be generated alone instead."""
-
-
 class BatchScheduler:
     """Serves many streams from one QwenTTS with a shared batch.
 
@@ -142,22 +137,13 @@ class BatchScheduler:
                options: SpeechOptions | None = None) -> Iterator[AudioChunk]:
         """As QwenTTS.stream; the request is checked and queued now, its frames come from the batch.
         Raises PromptTooLong for a text that does not fit a batch row (QwenTTS.stream takes it)."""
-        tts = self.tts
-        sampling, seed, max_frames = tts.request_settings(options, sampling, seed, max_frames)
-        prefill = tts.prompts.build(text, voice, language, text_mode, device=tts.device)
-        if tts.device.type == "cpu":
-            release_thread_team()  # the batch thread's team alone may compute while requests run (threads.py)
-        room = self.max_len - prefill.embeds.shape[1]
-        text_still_to_feed = prefill.trailing_text.shape[1]
-        if room <= text_still_to_feed:
-            raise PromptTooLong(f"the prompt and text take {prefill.embeds.shape[1] + text_still_to_feed} positions, "
-                                f"more than the {self.max_len} a batch row holds: split the text")
-        max_frames = frame_limits(prefill.text_tokens, max_frames, min_frames, most=room)
-        frames = FrameChunks(first_chunk_frames, max_chunk_frames)
         cancel = cancel or threading.Event()
-        audio = StreamAudio(voice, frames)
-        row = Row(prefill, sampling, resolve_seed(seed), max_frames, min_frames, should_stop=cancel.is_set,
-                  owner=audio, options=options)
+        row = self.tts.prepare(text, voice, language=language, sampling=sampling, seed=seed, max_frames=max_frames,
+                               text_mode=text_mode, cancel=cancel, min_frames=min_frames, options=options,
+                               max_positions=self.max_len)
+        row.owner = audio = StreamAudio(voice, FrameChunks(first_chunk_frames, max_chunk_frames))
+        if self.tts.device.type == "cpu":
+            release_thread_team()  # the batch thread's team alone may compute while requests run (threads.py)
         with self._wake:
             if self._closed:
                 raise RuntimeError("the scheduler is closed")
@@ -268,16 +254,9 @@ class BatchScheduler:
             joining.append(row)
         return joining
 
-    @torch.inference_mode()  # no autograd state in the batch's tensors, nor in the graphs captured
     def _ensure_batch(self) -> DecodeBatch:
         if self._batch is None:
-            talker = self.tts.model.talker
-            batch = DecodeBatch(talker, self.max_rows, self.max_len)
-            if self.runner != "eager":
-                batch.runner = make_runner(self.runner, batch, self.tts.compile_steps,
-                                           warm_plans=(step_plan_of(talker, self.tts.default_sampling),))
-                batch.runner.prepare(batch)
-            self._batch = batch
+            self._batch = self.tts.new_batch(self.max_rows, self.max_len, self.runner)
         return self._batch
 
     def _admit(self, batch: DecodeBatch, rows: list[Row]) -> None:
@@ -382,7 +361,7 @@ class BatchScheduler:
         try:
             for audio, _ in group:
                 if audio.state is None:  # made here, on the codec thread's stream
-                    audio.state = self.tts._decoder_state(audio.voice)
+                    audio.state = self.tts.decoder_state(audio.voice)
             state = group[0][0].state if len(group) == 1 else DecoderState.stack([a.state for a, _ in group])
             audio_out = decoder(torch.stack([chunk.usable_here() for _, chunk in group]), state)
             states = [state] if len(group) == 1 else state.split()
