@@ -6,6 +6,7 @@ admitted together (one padded prefill) make the codes they make alone."""
 import numpy as np
 import pytest
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from wyoming_qwen_tts.engine import SamplingConfig
 from wyoming_qwen_tts.engine.generate import DecodeBatch, Row, frame_step
@@ -175,3 +176,45 @@ def test_single_streams_run_in_a_kept_bucketed_batch(base_tts, voices):
     np.testing.assert_array_equal(codes, want[1])
     np.testing.assert_allclose(samples, want[0], atol=1e-5)
 
+
+class _HostReads(TorchDispatchMode):
+    """Counts the operators that make the host wait for the device on CUDA: a value read back
+    (.item(), bool(), int(): _local_scalar_dense) or an output sized by the data (nonzero...)."""
+
+    SYNCING = {"_local_scalar_dense", "nonzero", "masked_select", "unique", "_unique2", "is_nonzero", "equal",
+               "allclose", "repeat_interleave"}
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.reads: list[str] = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        name = func.overloadpacket.__name__
+        if name in self.SYNCING:
+            self.reads.append(name)
+        return func(*args, **(kwargs or {}))
+
+
+def test_the_host_read_check_sees_an_item():
+    with _HostReads() as check:
+        torch.arange(3)[1].item()
+        bool(torch.ones(1) > 0)
+    assert check.reads == ["_local_scalar_dense", "_local_scalar_dense"]
+
+
+@pytest.mark.parametrize("runner", [None, _fused(compiled=False)], ids=["eager", "bucketed"])
+@pytest.mark.parametrize("sampling", [GREEDY, None], ids=["greedy", "default-sampling"])
+def test_a_steady_state_step_reads_nothing_back_but_its_codes(base_tts, voices, runner, sampling):
+    """No .item() or data-sized output anywhere in a step (the frame step, the packed inputs, the
+    bookkeeping): the step's one read is its frames, which on CUDA is a pinned copy and an event."""
+    sampling = sampling or base_tts.default_sampling
+    batch = DecodeBatch(base_tts.model.talker, max_rows=4, max_len=256)
+    if runner is not None:
+        batch.runner = runner(batch)
+    batch.admit_many(_rows(base_tts, voices, sampling, frames=6))
+    batch.step()  # the composition's first step: its parameters and plan are made
+    with torch.inference_mode(), _HostReads() as check:
+        for _ in range(3):
+            produced, finished = batch.step()
+            assert len(produced) == 3 and not finished
+    assert check.reads == []

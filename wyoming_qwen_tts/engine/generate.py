@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import torch
 
 from .codec import DecoderState, SpeechCodec
@@ -173,8 +174,11 @@ class DecodeBatch:
         # Each row's texts for its frames (Row.texts), staged at admission; a frame picks its own.
         self.text_table = torch.zeros(max_rows, max_len, talker.cfg.hidden_size, device=self.device, dtype=self.dtype)
         self.step_ints = torch.zeros(max_rows, STEP_COLUMNS, dtype=torch.int64, device=self.device)
-        self._host_ints = torch.zeros(max_rows, STEP_COLUMNS, dtype=torch.int64,
-                                      pin_memory=self.device.type == "cuda")
+        on_cuda = self.device.type == "cuda"
+        self._host_ints = torch.zeros(max_rows, STEP_COLUMNS, dtype=torch.int64, pin_memory=on_cuda)
+        # Where a step's frames are read back (the one read of a step), and when they have landed.
+        self._host_frames = torch.zeros(max_rows, talker.cfg.num_code_groups, dtype=torch.int64, pin_memory=on_cuda)
+        self._frames_landed = torch.cuda.Event() if on_cuda else None
         self.rows: list[Row] = []
         self.runner = runner
         self._params: tuple[RowParams, RowParams] | None = None
@@ -197,6 +201,8 @@ class DecodeBatch:
         if not rows:
             return
         first = len(self.rows)
+        for row in rows:
+            row.prefill.wait_here()
         lengths = [row.prefill.embeds.shape[1] for row in rows]
         prompts = torch.zeros(len(rows), max(lengths), self.hidden.shape[1], device=self.device, dtype=self.dtype)
         for index, row in enumerate(rows):
@@ -256,7 +262,7 @@ class DecodeBatch:
             frames = self.eager_step(count, kv_len, self.row_params())  # (R, G) on the device
         else:
             frames = self.runner.run(self, count, kv_len)
-        first_codes = frames[:, 0].tolist()
+        first_codes = self._read_back(frames)[:, 0]
         produced, finished = [], []
         for slot, row in enumerate(self.rows):
             if first_codes[slot] == self.eos:
@@ -269,6 +275,18 @@ class DecodeBatch:
                 finished.append(row)
         self._remove(finished)
         return produced, finished
+
+    def _read_back(self, frames: torch.Tensor) -> np.ndarray:
+        """The step's frames (R, G) on the host: the only device value a step reads. On CUDA one
+        copy into pinned memory and a wait for its event, not a pageable copy that waits for the
+        whole device. The array is overwritten by the next step."""
+        if self._frames_landed is None:
+            return frames.numpy()
+        host = self._host_frames[: frames.shape[0]]
+        host.copy_(frames, non_blocking=True)
+        self._frames_landed.record()
+        self._frames_landed.synchronize()
+        return host.numpy()
 
     def drop_all(self) -> None:
         self._remove(list(self.rows))
