@@ -37,6 +37,11 @@ from .threads import release_thread_team
 _LOGGER = logging.getLogger(__name__)
 _END = object()
 IDLE_POLL_S = 1.0  # how often a waiting thread or consumer looks whether it should stop waiting
+# An admission wave (one prefill pass, between two steps) holds at most this many prompts and
+# prompt positions: every live stream waits for the wave, and the wave's own first audio waits for
+# its whole prefill, so a burst of requests is admitted over a few iterations instead of at once.
+ADMIT_ROWS = 4
+ADMIT_TOKENS = 2048
 CODEC_MODES = ("auto", "thread", "inline")
 
 
@@ -243,15 +248,22 @@ class BatchScheduler:
             torch.cuda.empty_cache()  # after an out-of-memory error, give the memory back first
 
     def _take_pending(self) -> list[Row]:
-        """Requests that fit now, in arrival order; cancelled ones are dropped."""
-        joining = []
-        free = self.max_rows - self.active
+        """This iteration's admission wave: requests that fit, in arrival order, at most ADMIT_ROWS of
+        them and ADMIT_TOKENS prompt positions (the first always); the rest join next iteration.
+        Cancelled ones are dropped."""
+        joining: list[Row] = []
+        free = min(self.max_rows - self.active, ADMIT_ROWS)
+        tokens = 0
         while self._pending and len(joining) < free:
-            row = self._pending.popleft()
+            row = self._pending[0]
             if row.should_stop():
+                self._pending.popleft()
                 row.owner.chunks.put(_END)
                 continue
-            joining.append(row)
+            tokens += row.prefill.embeds.shape[1]
+            if joining and tokens > ADMIT_TOKENS:
+                break
+            joining.append(self._pending.popleft())
         return joining
 
     def _ensure_batch(self) -> DecodeBatch:
@@ -326,9 +338,14 @@ class BatchScheduler:
 
     @staticmethod
     def _queue_job(job: tuple[StreamAudio, object], waiting: deque[StreamAudio]) -> None:
+        """A job behind the stream's others. A stream whose first audio this is goes to the front:
+        its 1-frame chunk is decoded (and sent) before the larger chunks of streams already playing."""
         audio, item = job
         if not audio.jobs:
-            waiting.append(audio)
+            if audio.decoded_frames == 0:
+                waiting.appendleft(audio)
+            else:
+                waiting.append(audio)
         audio.jobs.append(item)
 
     def _decode_all(self, waiting: deque[StreamAudio]) -> None:
