@@ -122,7 +122,7 @@ def fused_codes_step(tts, batch) -> None:
     from wyoming_qwen_tts.engine.generate import frame_codes
     from wyoming_qwen_tts.engine.runners import compiled, step_plan_of
 
-    compiled(frame_codes)(*batch.step_inputs(1, batch.row_params()), batch.predictor_cache,
+    compiled(frame_codes)(*batch.step_args(1, batch.row_params()), batch.predictor_cache,
                           step_plan_of(tts.model.talker, tts.default_sampling))
 
 

@@ -233,14 +233,14 @@ class DecodeBatch:
                           DrawPlan.of([r.sampling.predictor for r in self.rows], predictor_vocab))
         return self._plan
 
-    def step_inputs(self, rows: int, params: tuple[RowParams, RowParams]) -> tuple:
+    def step_args(self, rows: int, params: tuple[RowParams, RowParams]) -> tuple:
         """frame_step's arguments up to the caches, over rows 0..rows-1 of the buffers."""
         return (self.talker, self.hidden[:rows], self.seen[:rows], self.step_ints[:rows], self.text_table[:rows],
                 params[0].fields(), params[1].fields(), self.banned, self.eos_column)
 
     def eager_step(self, rows: int, kv_len: int, params: tuple[RowParams, RowParams]) -> torch.Tensor:
         """frame_step called on rows 0..rows-1 with the batch's step plan: frames (rows, G)."""
-        return frame_step(*self.step_inputs(rows, params), self.cache, self.predictor_cache, kv_len, self.step_plan())
+        return frame_step(*self.step_args(rows, params), self.cache, self.predictor_cache, kv_len, self.step_plan())
 
     def _load_inputs(self) -> None:
         """This step's per-row integers into step_ints: one copy (from pinned memory on CUDA; the

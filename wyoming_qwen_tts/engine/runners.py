@@ -63,7 +63,7 @@ class FrameStep:
     def __call__(self, batch: DecodeBatch, rows: int, kv_len: int, params: tuple[RowParams, RowParams]) -> torch.Tensor:
         if not self.compiled:
             return batch.eager_step(rows, kv_len, params)
-        inputs, plan = batch.step_inputs(rows, params), batch.step_plan()
+        inputs, plan = batch.step_args(rows, params), batch.step_plan()
         if self.whole:
             return self._call(frame_step, *inputs, batch.cache, batch.predictor_cache, kv_len, plan)
         frames, embeds = self._call(frame_codes, *inputs, batch.predictor_cache, plan)
