@@ -1,4 +1,4 @@
-"""Kernels per frame step: the eager step against the fused compiled step (engine/fused.py).
+"""Kernels per frame step: the frame step called eagerly against it compiled (engine/runners.py).
 
     python benchmarks/kernel_count.py --config 1.7B-Base --rows 8 --kv-len 256
 
@@ -30,8 +30,8 @@ import torch  # noqa: E402
 from torch.utils._python_dispatch import TorchDispatchMode  # noqa: E402
 
 from wyoming_qwen_tts.engine.checkpoint import parse_model_config  # noqa: E402
-from wyoming_qwen_tts.engine.fused import FusedStep, step_plan_of  # noqa: E402
-from wyoming_qwen_tts.engine.generate import BucketedRunner, DecodeBatch, eager_step  # noqa: E402
+from wyoming_qwen_tts.engine.generate import DecodeBatch  # noqa: E402
+from wyoming_qwen_tts.engine.runners import BucketedRunner, FrameStep, step_plan_of  # noqa: E402
 from wyoming_qwen_tts.engine.sampling import SamplingConfig, SamplingParams  # noqa: E402
 from wyoming_qwen_tts.engine.talker import Talker  # noqa: E402
 
@@ -107,13 +107,13 @@ def main() -> None:
     with torch.inference_mode():
         counter = OpCounter()
         with counter:
-            eager_step(batch, args.rows, args.kv_len, params)
+            FrameStep(compiled=False)(batch, args.rows, args.kv_len, params)
         total = sum(counter.ops.values())
         report["eager"] = {"aten_ops": total, "kernel_ops": total - counter.views,
                            "top": dict(counter.ops.most_common(12))}
         print(f"eager step: {total} aten ops, {total - counter.views} not views", flush=True)
 
-        step = FusedStep(compiled=True, whole=True)
+        step = FrameStep(compiled=True, whole=True)
         started = time.perf_counter()
         _, codes = run_and_get_code(step, batch, args.rows, args.kv_len, params)
         report["compile_s"] = time.perf_counter() - started

@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from wyoming_qwen_tts.engine import SamplingConfig
-from wyoming_qwen_tts.engine.generate import BucketedRunner, DecodeBatch
+from wyoming_qwen_tts.engine.generate import DecodeBatch
+from wyoming_qwen_tts.engine.runners import BucketedRunner
 from wyoming_qwen_tts.engine.scheduler import BatchScheduler
 
 from .conftest import FIXTURES
@@ -128,13 +129,13 @@ def test_decoder_states_are_made_on_the_codec_thread(base_tts, voice, monkeypatc
     """With a codec thread (codec="thread"): on a GPU it decodes on its own CUDA stream, so states
     made there are read, replaced and freed on that stream alone."""
     made_on = []
-    make_state = base_tts._decoder_state
+    make_state = base_tts.decoder_state
 
     def recording(prompt):
         made_on.append(threading.current_thread().name)
         return make_state(prompt)
 
-    monkeypatch.setattr(base_tts, "_decoder_state", recording)
+    monkeypatch.setattr(base_tts, "decoder_state", recording)
     scheduler = BatchScheduler(base_tts, max_rows=2, max_len=128, codec="thread")
     try:
         results = [_drain(scheduler.stream(voice=voice, **REQUEST)) for _ in range(2)]

@@ -1,14 +1,17 @@
-"""The fused frame step (one compiled graph per frame) makes the eager step's codes, and rows
+"""The one frame step (generate.frame_step) makes the same codes however it runs: called at exact
+shapes, compiled (whole, as a CUDA graph captures it, or its code-predictor half, as the CPU runs
+it) at padded shapes; the draws cut to the batch's plan make the codes of the widest draw; rows
 admitted together (one padded prefill) make the codes they make alone."""
 
 import numpy as np
 import pytest
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from wyoming_qwen_tts.engine import SamplingConfig
-from wyoming_qwen_tts.engine.fused import FusedStep, compiled, fused_frame_step
-from wyoming_qwen_tts.engine.generate import BucketedRunner, DecodeBatch, Row
-from wyoming_qwen_tts.engine.sampling import SamplingParams
+from wyoming_qwen_tts.engine.generate import DecodeBatch, Row, frame_step
+from wyoming_qwen_tts.engine.runners import BucketedRunner, EagerRunner, FrameStep, compiled
+from wyoming_qwen_tts.engine.sampling import DrawPlan, SamplingParams
 
 GREEDY = SamplingConfig.greedy()
 TEXTS = ["Hello world, this is a test.", "Turn on the kitchen lights, please.", "Your timer is done."]
@@ -50,7 +53,7 @@ def _run(tts, rows, runner=None, together=True, max_rows=4):
 def _fused(compiled, whole=True):
     def make(batch):
         return BucketedRunner(batch, row_buckets=(1, 2, 4), len_buckets=(256,),
-                              step=FusedStep(compiled=compiled, whole=whole))
+                              step=FrameStep(compiled=compiled, whole=whole))
     return make
 
 
@@ -67,13 +70,35 @@ def test_compiled_fused_step_makes_the_eager_steps_codes(base_tts, voices, sampl
         np.testing.assert_array_equal(got, want)
 
 
-def test_top_p_rows_sample_alike_fused_and_eager(base_tts, voices):
-    """With top-p the fused step sorts only the top K: on these rows it draws the same codes."""
+def _widest_plan(batch):
+    """Every draw at full width: top-k and top-p over the whole vocabulary (the full sort
+    transformers does), the repetition penalty always applied."""
+    talker_vocab, predictor_vocab = batch.talker.cfg.vocab_size, batch.talker.code_predictor.cfg.vocab_size
+    return DrawPlan(True, talker_vocab, True, True), DrawPlan(True, predictor_vocab, True, True)
+
+
+def _eager_with_widest_plan(batch):
+    batch.step_plan = lambda: _widest_plan(batch)
+    return EagerRunner()
+
+
+def test_top_p_rows_sample_alike_planned_and_widest(base_tts, voices):
+    """With top-p the planned step sorts only the top K: on these rows it draws the codes of the
+    widest draw (every code sorted)."""
     nucleus = SamplingParams(temperature=0.8, top_k=40, top_p=0.8, repetition_penalty=1.1)
     sampling = SamplingConfig(talker=nucleus, predictor=SamplingParams(top_k=0, top_p=0.9))
-    eager = _run(base_tts, _rows(base_tts, voices, sampling))
-    fused = _run(base_tts, _rows(base_tts, voices, sampling), runner=_fused(compiled=False))
-    for want, got in zip(eager, fused):
+    widest = _run(base_tts, _rows(base_tts, voices, sampling), runner=_eager_with_widest_plan)
+    planned = _run(base_tts, _rows(base_tts, voices, sampling), runner=_fused(compiled=False))
+    for want, got in zip(widest, planned):
+        np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("sampling", [GREEDY, None], ids=["greedy", "seeded-default-sampling"])
+def test_greedy_and_default_plans_draw_the_widest_plans_codes(base_tts, voices, sampling):
+    sampling = sampling or base_tts.default_sampling
+    widest = _run(base_tts, _rows(base_tts, voices, sampling), runner=_eager_with_widest_plan)
+    planned = _run(base_tts, _rows(base_tts, voices, sampling))
+    for want, got in zip(widest, planned):
         np.testing.assert_array_equal(got, want)
 
 
@@ -89,7 +114,7 @@ def test_the_step_compiles_as_one_graph(base_tts, voices):
     frames = torch._dynamo.utils.counters["frames"]
     assert frames["ok"] >= 1 or frames["total"] == 0  # traced now, or served from the cache of an earlier test
     assert not torch._dynamo.utils.counters["graph_break"]
-    assert compiled(fused_frame_step) is compiled(fused_frame_step)  # one wrapper, one code cache
+    assert compiled(frame_step) is compiled(frame_step)  # one wrapper, one code cache
 
 
 def test_rows_admitted_together_match_one_by_one_and_single_streams(base_tts, voices):
@@ -150,3 +175,46 @@ def test_single_streams_run_in_a_kept_bucketed_batch(base_tts, voices):
     assert tts._solo is batch  # reused, not rebuilt
     np.testing.assert_array_equal(codes, want[1])
     np.testing.assert_allclose(samples, want[0], atol=1e-5)
+
+
+class _HostReads(TorchDispatchMode):
+    """Counts the operators that make the host wait for the device on CUDA: a value read back
+    (.item(), bool(), int(): _local_scalar_dense) or an output sized by the data (nonzero...)."""
+
+    SYNCING = {"_local_scalar_dense", "nonzero", "masked_select", "unique", "_unique2", "is_nonzero", "equal",
+               "allclose", "repeat_interleave"}
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.reads: list[str] = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        name = func.overloadpacket.__name__
+        if name in self.SYNCING:
+            self.reads.append(name)
+        return func(*args, **(kwargs or {}))
+
+
+def test_the_host_read_check_sees_an_item():
+    with _HostReads() as check:
+        torch.arange(3)[1].item()
+        bool(torch.ones(1) > 0)
+    assert check.reads == ["_local_scalar_dense", "_local_scalar_dense"]
+
+
+@pytest.mark.parametrize("runner", [None, _fused(compiled=False)], ids=["eager", "bucketed"])
+@pytest.mark.parametrize("sampling", [GREEDY, None], ids=["greedy", "default-sampling"])
+def test_a_steady_state_step_reads_nothing_back_but_its_codes(base_tts, voices, runner, sampling):
+    """No .item() or data-sized output anywhere in a step (the frame step, the packed inputs, the
+    bookkeeping): the step's one read is its frames, which on CUDA is a pinned copy and an event."""
+    sampling = sampling or base_tts.default_sampling
+    batch = DecodeBatch(base_tts.model.talker, max_rows=4, max_len=256)
+    if runner is not None:
+        batch.runner = runner(batch)
+    batch.admit_many(_rows(base_tts, voices, sampling, frames=6))
+    batch.step()  # the composition's first step: its parameters and plan are made
+    with torch.inference_mode(), _HostReads() as check:
+        for _ in range(3):
+            produced, finished = batch.step()
+            assert len(produced) == 3 and not finished
+    assert check.reads == []

@@ -16,7 +16,8 @@ from wyoming_qwen_tts.engine.checkpoint import parse_codec_config, parse_model_c
 from wyoming_qwen_tts.engine.codec import SpeechCodec
 from wyoming_qwen_tts.engine.engine import HOST, codec_placement, model_placement
 from wyoming_qwen_tts.engine.engine import SOLO_MIN_LEN
-from wyoming_qwen_tts.engine.generate import BucketedRunner, DecodeBatch
+from wyoming_qwen_tts.engine.generate import DecodeBatch
+from wyoming_qwen_tts.engine.runners import BucketedRunner
 from wyoming_qwen_tts.engine.scheduler import BatchScheduler
 from wyoming_qwen_tts.engine.talker import Qwen3TTSModel
 

@@ -176,3 +176,81 @@ def test_inline_decoding_runs_on_the_batch_thread_and_starts_no_codec_thread(bas
         scheduler.close()
     assert codes.shape == (5, 16) and samples.shape == (5 * 1920,)
     assert decoded_on and set(decoded_on) == {"qwen-tts-batch"}
+
+
+def test_a_burst_is_admitted_in_waves_of_a_few_prompts(base_tts, voices, monkeypatch):
+    """Each prefill pass holds at most ADMIT_ROWS prompts (and ADMIT_TOKENS positions): the live
+    streams, and the wave's own first audio, wait for one bounded pass; the rest join next time."""
+    from wyoming_qwen_tts.engine import scheduler as scheduler_module
+    from wyoming_qwen_tts.engine.generate import DecodeBatch
+
+    waves = []
+    admit_many = DecodeBatch.admit_many
+
+    def recording(batch, rows):
+        waves.append([row.prefill.embeds.shape[1] for row in rows])
+        return admit_many(batch, rows)
+
+    monkeypatch.setattr(DecodeBatch, "admit_many", recording)
+    requests = [dict(text=TEXTS[i % 4], voice=voices[i % 2], sampling=GREEDY, max_frames=4, min_frames=4)
+                for i in range(7)]
+    scheduler = BatchScheduler(base_tts, max_rows=8, max_len=256)
+    try:
+        with scheduler._wake:  # all seven are pending before the batch thread looks
+            streams = [scheduler.stream(**request) for request in requests]
+        codes = [_collect(stream)[0] for stream in streams]
+        assert [len(wave) for wave in waves] == [scheduler_module.ADMIT_ROWS, 7 - scheduler_module.ADMIT_ROWS]
+        for request, got in zip(requests, codes):
+            np.testing.assert_array_equal(got, base_tts.synthesize(**request)[1])
+
+        waves.clear()
+        monkeypatch.setattr(scheduler_module, "ADMIT_TOKENS", 1)  # every prompt is longer: one per wave
+        with scheduler._wake:
+            streams = [scheduler.stream(**request) for request in requests[:3]]
+        for stream in streams:
+            _collect(stream)
+        assert [len(wave) for wave in waves] == [1, 1, 1]
+    finally:
+        scheduler.close()
+
+
+def test_a_newcomers_first_chunk_is_decoded_before_the_next_step(base_tts, voices, monkeypatch):
+    """Inline codec: the step that makes a new row's first frame is followed by the decode of that
+    1-frame chunk, ahead of the chunks of streams already playing, and before any other step."""
+    from wyoming_qwen_tts.engine.generate import DecodeBatch
+
+    events = []
+    step = DecodeBatch.step
+    decode_group = BatchScheduler._decode_group
+
+    def recording_step(batch):
+        produced, finished = step(batch)
+        events.append(("step", [id(row.owner) for row, _ in produced]))
+        return produced, finished
+
+    def recording_decode(self, group):
+        events.append(("decode", [(id(audio), audio.decoded_frames, len(chunk.codes)) for audio, chunk in group]))
+        return decode_group(self, group)
+
+    monkeypatch.setattr(DecodeBatch, "step", recording_step)
+    monkeypatch.setattr(BatchScheduler, "_decode_group", recording_decode)
+    scheduler = BatchScheduler(base_tts, max_rows=2, max_len=256, codec="inline")
+    try:
+        # a chunk every step: each step that makes the newcomer's first frame makes one for it too
+        playing = scheduler.stream(text=TEXTS[1], voice=voices[0], sampling=GREEDY, max_frames=40, min_frames=40,
+                                   max_chunk_frames=1)
+        for _ in range(3):
+            next(playing)
+        late = scheduler.stream(text=TEXTS[2], voice=voices[1], sampling=GREEDY, max_frames=6, min_frames=6)
+        first = next(late)
+        assert first.first_frame == 0 and len(first.codes) == 1
+        list(late)
+        list(playing)
+    finally:
+        scheduler.close()
+    steps = [index for index, (kind, _) in enumerate(events) if kind == "step"]
+    playing_id = events[steps[0]][1][0]
+    late_id = next(audio for kind, items in events if kind == "decode" for audio, _, _ in items if audio != playing_id)
+    made = next(i for i in steps if late_id in events[i][1])  # the step that made its first frame
+    kind, group = events[made + 1]
+    assert kind == "decode" and group[0] == (late_id, 0, 1)  # decoded first, 1 frame, nothing decoded before

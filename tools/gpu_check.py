@@ -11,7 +11,9 @@ TF32 is off, so float32 matrix products are float32.
    the matrix products, hence their rounding, and a near tie may then go the other way.
 3. The scheduler (CUDA graphs, concurrent threads) likewise, with no request left waiting, its
    audio decoded inline and by its codec thread.
-4. The streamed audio equals a whole decode of its codes on the GPU (<= 1e-4).
+4. torch.cuda.set_sync_debug_mode("error") raises nowhere while prompts are built, nor in
+   steady-state steps (the step's one read of its codes waits on an event, which is not counted).
+5. The streamed audio equals a whole decode of its codes on the GPU (<= 1e-4).
 Prints the attention kernels a step runs (the SDPA backend) and the GPU memory after the batch is
 prepared. Exits non-zero on any failure.
 """
@@ -43,12 +45,11 @@ def gib(value: int) -> str:
 def make_check_runner(tts, runner: str, batch, sampling):
     """The engine's runners, plus "fused": the graphs' own (compiled, fused) step at the same padded
     shapes without a graph, which a graph replay must equal bit for bit."""
-    from wyoming_qwen_tts.engine.fused import FusedStep, make_runner, step_plan_of
-    from wyoming_qwen_tts.engine.generate import BucketedRunner
+    from wyoming_qwen_tts.engine.runners import BucketedRunner, FrameStep, make_runner, step_plan_of
 
     plans = (step_plan_of(tts.model.talker, sampling or tts.default_sampling),)
     if runner == "fused":
-        return BucketedRunner(batch, step=FusedStep(compiled=tts.compile_steps, whole=True), warm_plans=plans)
+        return BucketedRunner(batch, step=FrameStep(compiled=tts.compile_steps, whole=True), warm_plans=plans)
     return make_runner(runner, batch, tts.compile_steps, warm_plans=plans)
 
 
@@ -57,8 +58,7 @@ def run_batch(tts, runner: str, requests: list[dict], max_len: int = 512):
     batch; the device memory allocated once it was prepared (0 off CUDA)."""
     import torch
 
-    from wyoming_qwen_tts.engine.engine import resolve_seed
-    from wyoming_qwen_tts.engine.generate import DecodeBatch, Row
+    from wyoming_qwen_tts.engine.generate import DecodeBatch
 
     with torch.inference_mode():
         batch = DecodeBatch(tts.model.talker, len(requests), max_len)
@@ -69,9 +69,8 @@ def run_batch(tts, runner: str, requests: list[dict], max_len: int = 512):
         if tts.device.type == "cuda":
             torch.cuda.synchronize()
             prepared = torch.cuda.memory_allocated()
-        rows = [Row(tts.prompts.build(r["text"], r["voice"], "auto", device=tts.device),
-                    r["sampling"] or tts.default_sampling, resolve_seed(r["seed"]), r["max_frames"], r["min_frames"])
-                for r in requests]
+        rows = [tts.prepare(r["text"], r["voice"], sampling=r["sampling"], seed=r["seed"], max_frames=r["max_frames"],
+                            min_frames=r["min_frames"]) for r in requests]
         for row in rows:
             batch.admit(row)
         frames: dict[int, list] = {id(row): [] for row in rows}
@@ -88,19 +87,19 @@ def recording_margins(margins: list[float], best: list[float]):
     reads values back to the host: only for eager steps, never inside a graph capture."""
     from wyoming_qwen_tts.engine import generate, predictor
 
-    original = generate.choose
+    original = generate.choose_planned
 
-    def choose(logits, rows, keys):
+    def choose_planned(logits, rows, keys, plan):
         top = logits.float().topk(2, dim=-1).values[0]
         margins.append(float(top[0] - top[1]))
         best.append(float(top[0].abs()))
-        return original(logits, rows, keys)
+        return original(logits, rows, keys, plan)
 
-    generate.choose = predictor.choose = choose
+    generate.choose_planned = predictor.choose_planned = choose_planned
     try:
         yield
     finally:
-        generate.choose = predictor.choose = original
+        generate.choose_planned = predictor.choose_planned = original
 
 
 def compare_to_single(label: str, single: np.ndarray, got: np.ndarray | None, margins: list[float],
@@ -176,6 +175,63 @@ def check_scheduler(tts, codec: str, requests: list[dict], singles: list, tolera
     return failures
 
 
+STEADY_STEPS = 8  # fewer than any check request's min_frames: no row ends, the composition stays
+
+
+def check_no_syncs(tts, requests: list[dict]) -> int:
+    """Failures of torch.cuda.set_sync_debug_mode("error") around building prompts (pinned copies
+    on the builder's side stream) and around steady-state steps of a CUDA-graph batch (after a
+    composition's first step, which copies its rows' parameters in): a step's only wait is the
+    event of its frames' pinned read-back, which the debug mode does not count."""
+    import torch
+
+    failures = 0
+    with torch.inference_mode():
+        batch = tts.new_batch(len(requests), 512, "cuda-graphs")
+        torch.cuda.synchronize()
+        with sync_debug_mode_error() as failed:
+            rows = [_prepare(tts, r) for r in requests]
+        failures += report_syncs("building prompts", failed)
+        if failed:
+            rows = [_prepare(tts, r) for r in requests]
+        for row in rows:
+            batch.admit(row)
+        batch.step()
+        torch.cuda.synchronize()
+        with sync_debug_mode_error() as failed:
+            for _ in range(STEADY_STEPS):
+                produced, finished = batch.step()
+                if len(produced) != len(requests) or finished:
+                    raise RuntimeError("a row ended during the steady-state steps: the check is mis-sized")
+        failures += report_syncs(f"{STEADY_STEPS} steady-state steps of {len(requests)} rows", failed)
+    return failures
+
+
+@contextmanager
+def sync_debug_mode_error():
+    """Yields a list that holds the error of a synchronising call made inside, if any."""
+    import torch
+
+    failed: list[BaseException] = []
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        yield failed
+    except RuntimeError as err:
+        failed.append(err)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+
+
+def report_syncs(label: str, failed: list) -> int:
+    print(f"{label}: " + (f"FAILED, a synchronising call: {failed[0]}" if failed else "no synchronising call"))
+    return 1 if failed else 0
+
+
+def _prepare(tts, request: dict):
+    return tts.prepare(request["text"], request["voice"], sampling=request["sampling"], seed=request["seed"],
+                       max_frames=request["max_frames"], min_frames=request["min_frames"])
+
+
 def main() -> int:
     import torch
 
@@ -241,7 +297,10 @@ def main() -> int:
     for codec in ("inline", "thread"):
         failures += check_scheduler(tts, codec, greedy, singles, tolerance)
 
-    # 4. streamed audio vs a whole decode
+    # 4. no synchronising call while prompts are built, nor in steady-state steps
+    failures += check_no_syncs(tts, greedy)
+
+    # 5. streamed audio vs a whole decode
     chunks = list(tts.stream(TEXTS[1], voices[0], sampling=SamplingConfig.greedy(), max_frames=30, min_frames=30))
     streamed = np.concatenate([c.samples for c in chunks])
     whole = tts.decode(np.concatenate([c.codes for c in chunks]), prefix=voices[0].ref_codes)

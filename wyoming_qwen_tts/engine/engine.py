@@ -18,10 +18,10 @@ import torch
 from .audio_io import read_audio, resample
 from .checkpoint import Checkpoint, CheckpointError, load_checkpoint, load_safetensors
 from .codec import DecoderState, SpeechCodec
-from .fused import RUNNERS, make_runner, step_plan_of
 from .options import MAX_SEED, SpeechOptions
-from .generate import (FRAMES_CAP, MIN_FRAMES_BEFORE_EOS, DecodeBatch, FrameChunks, decode_stream, frame_limits,
+from .generate import (FRAMES_CAP, MIN_FRAMES_BEFORE_EOS, DecodeBatch, FrameChunks, Row, decode_stream, frame_limits,
                        generate_frames)
+from .runners import RUNNERS, make_runner, step_plan_of
 from . import SAMPLE_RATE
 from .prompt import PromptBuilder, TextMode, VoicePrompt
 from .quantize import cpu_has_fast_bf16, quantize_int8, resolve_quantize  # cpu_has_fast_bf16: resolve_dtype's
@@ -53,6 +53,10 @@ class AudioChunk:
     first_frame: int  # index of codes[0] within the utterance
 
 
+class PromptTooLong(ValueError):
+    """A request whose prompt and text do not fit a batch row: it can be generated alone instead."""
+
+
 def resolve_seed(seed: int | None) -> int:
     """The seed a request samples with: the caller's, or a fresh random one."""
     return secrets.randbits(31) if seed is None else int(seed) & MAX_SEED
@@ -81,7 +85,7 @@ def resolve_compile(compile: bool | str, device: torch.device) -> bool:
 
 
 def resolve_runner(runner: str, device: torch.device, compile_steps: bool) -> str:
-    """How frame steps run (fused.make_runner): "auto" is CUDA graphs on CUDA, the compiled code
+    """How frame steps run (runners.make_runner): "auto" is CUDA graphs on CUDA, the compiled code
     predictor on a CPU that compiles, else eager."""
     if runner == "auto":
         return "cuda-graphs" if device.type == "cuda" else "compiled" if compile_steps else "eager"
@@ -209,14 +213,34 @@ class QwenTTS:
         separate sampling/seed/max_frames arguments.
 
         Everything about the request is checked before the first chunk is produced."""
+        row = self.prepare(text, voice, language=language, sampling=sampling, seed=seed, max_frames=max_frames,
+                           text_mode=text_mode, cancel=cancel, min_frames=min_frames, options=options)
+        chunks = FrameChunks(first_chunk_frames, max_chunk_frames)
+        state = self.decoder_state(voice)
+        return self._chunks(decode_stream(self._frames(row), self.codec, state, chunks))
+
+    def prepare(self, text: str, voice: VoicePrompt, *, language: str | None = "auto",
+                sampling: SamplingConfig | None = None, seed: int | None = None, max_frames: int | None = None,
+                text_mode: TextMode | None = None, cancel: threading.Event | None = None,
+                min_frames: int = MIN_FRAMES_BEFORE_EOS, options: SpeechOptions | None = None,
+                max_positions: int | None = None) -> Row:
+        """One request as a batch Row, checked: its prompt built, its sampling, seed and frame limits
+        settled (arguments as stream's), stopping when cancel is set. The one way in for QwenTTS.stream
+        and BatchScheduler.stream. max_positions: the positions a batch row holds; a prompt and text
+        that do not fit raise PromptTooLong."""
         sampling, seed, max_frames = self.request_settings(options, sampling, seed, max_frames)
         prefill = self.prompts.build(text, voice, language, text_mode, device=self.device)
-        max_frames = frame_limits(prefill.text_tokens, max_frames, min_frames, most=8 * FRAMES_CAP)
-        chunks = FrameChunks(first_chunk_frames, max_chunk_frames)
-        state = self._decoder_state(voice)
+        most = 8 * FRAMES_CAP
+        if max_positions is not None:
+            most = max_positions - prefill.embeds.shape[1]
+            text_still_to_feed = prefill.trailing_text.shape[1]
+            if most <= text_still_to_feed:
+                raise PromptTooLong(f"the prompt and text take {prefill.embeds.shape[1] + text_still_to_feed} "
+                                    f"positions, more than the {max_positions} a batch row holds: split the text")
+        max_frames = frame_limits(prefill.text_tokens, max_frames, min_frames, most=most)
         should_stop = cancel.is_set if cancel is not None else None
-        frames = self._frames(prefill, sampling, max_frames, resolve_seed(seed), should_stop, min_frames, options)
-        return self._chunks(decode_stream(frames, self.codec, state, chunks))
+        return Row(prefill, sampling, resolve_seed(seed), max_frames, min_frames, should_stop=should_stop,
+                   options=options)
 
     def request_settings(self, options: SpeechOptions | None, sampling: SamplingConfig | None, seed: int | None,
                          max_frames: int | None) -> tuple[SamplingConfig, int | None, int | None]:
@@ -229,37 +253,36 @@ class QwenTTS:
         return (self.default_sampling.with_overrides(**options.sampling.asked()), options.seed,
                 options.max_frames)
 
-    def _frames(self, prefill, sampling: SamplingConfig, max_frames: int, seed: int, should_stop,
-                min_frames: int, options: SpeechOptions | None = None) -> Iterator[torch.Tensor]:
+    def _frames(self, row: Row) -> Iterator[torch.Tensor]:
         """A single stream's frames: in the kept single-row batch of self.runner (CUDA graphs on a
         GPU), or, while another stream holds it (or with the eager runner), in an eager batch of
         its own."""
         talker = self.model.talker
-        positions = prefill.embeds.shape[1] + max_frames
-        if self.runner == "eager" or positions > SOLO_MAX_LEN or not self._solo_lock.acquire(blocking=False):
-            yield from generate_frames(talker, prefill, sampling, max_frames, seed, should_stop, min_frames,
-                                       options=options)
+        if self.runner == "eager" or row.positions_needed > SOLO_MAX_LEN or not self._solo_lock.acquire(blocking=False):
+            yield from generate_frames(talker, row)
             return
         try:
-            batch = self._solo_batch(positions)
-            yield from generate_frames(talker, prefill, sampling, max_frames, seed, should_stop, min_frames, batch,
-                                       options)
+            yield from generate_frames(talker, row, self._solo_batch(row.positions_needed))
         finally:
             self._solo_lock.release()
 
-    @torch.inference_mode()
     def _solo_batch(self, positions: int) -> DecodeBatch:
         """The single-row batch, with room for `positions`: made (its runner prepared: graphs
         captured, steps compiled) on first use, and again larger when a longer request comes."""
         if self._solo is None or self._solo.max_len < positions:
             self._solo = None  # free the smaller one's caches and graphs first
-            max_len = max(SOLO_MIN_LEN, 1 << (positions - 1).bit_length())
-            batch = DecodeBatch(self.model.talker, max_rows=1, max_len=max_len)
-            batch.runner = make_runner(self.runner, batch, self.compile_steps,
-                                       warm_plans=(step_plan_of(self.model.talker, self.default_sampling),))
-            batch.runner.prepare(batch)
-            self._solo = batch
+            self._solo = self.new_batch(1, max(SOLO_MIN_LEN, 1 << (positions - 1).bit_length()))
         return self._solo
+
+    @torch.inference_mode()  # no autograd state in the batch's tensors, nor in the graphs captured
+    def new_batch(self, max_rows: int, max_len: int, runner: str | None = None) -> DecodeBatch:
+        """An empty batch whose steps run as `runner` says (this model's runner when None), the
+        runner prepared (graphs captured, steps compiled) for this model's default sampling."""
+        batch = DecodeBatch(self.model.talker, max_rows, max_len)
+        batch.runner = make_runner(runner or self.runner, batch, self.compile_steps,
+                                   warm_plans=(step_plan_of(self.model.talker, self.default_sampling),))
+        batch.runner.prepare(batch)
+        return batch
 
     @staticmethod
     def _chunks(decoded: Iterator[tuple[torch.Tensor, torch.Tensor]]) -> Iterator[AudioChunk]:
@@ -285,7 +308,7 @@ class QwenTTS:
         return self.codec.decoder(torch.as_tensor(codes, device=self.device)[None], state)[0].float().cpu().numpy()
 
     @torch.inference_mode()
-    def _decoder_state(self, voice: VoicePrompt) -> DecoderState:
+    def decoder_state(self, voice: VoicePrompt) -> DecoderState:
         """A fresh decoder state, made on the current CUDA stream; for ICL, primed with the reference
         codes (computed once per voice), as the official code decodes the reference and the
         generated codes together."""

@@ -14,14 +14,16 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import torch
 
 from .codec import DecoderState, SpeechCodec
 from .prompt import Prefill
 from .layers import KVCache, RowPositions
 from .options import SpeechOptions
-from .sampling import DrawPlan, RowParams, SamplingConfig, apply_repetition_penalty, choose, draw_keys
+from .sampling import DrawPlan, RowParams, SamplingConfig, apply_repetition_penalty, choose_planned, draw_keys
 from .talker import Talker
+
 
 MIN_FRAMES_BEFORE_EOS = 2  # the official generate() passes min_new_tokens=2
 FRAMES_CAP = 2048  # ~164 s: no request, however long its text, runs past this
@@ -107,31 +109,56 @@ def step_inputs(ints: torch.Tensor, text_table: torch.Tensor) -> StepInputs:
                       texts=text_table[rows, ints[:, TEXT_INDEX]], positions=ints[:, POSITION])
 
 
-def frame_step(talker: Talker, hidden: torch.Tensor, seen: torch.Tensor, inputs: StepInputs,
-               params: tuple[RowParams, RowParams], banned: torch.Tensor, eos_column: torch.Tensor,
-               cache: KVCache, predictor_cache: KVCache, kv_len: int) -> torch.Tensor:
-    """One frame for rows 0..R-1: returns frames (R, G); updates hidden (R, H) and seen (R, V) in place.
-
-    Shapes depend only on (R, kv_len) and no host value is read, so this is what a CUDA graph
-    captures. Rows that draw EOS, or will stop, still run the talker step: wasted work, no harm."""
-    talker_params, predictor_params = params
+def frame_codes(talker: Talker, hidden: torch.Tensor, seen: torch.Tensor, ints: torch.Tensor,
+                text_table: torch.Tensor, talker_fields: tuple[torch.Tensor, ...],
+                predictor_fields: tuple[torch.Tensor, ...], banned: torch.Tensor, eos_column: torch.Tensor,
+                predictor_cache: KVCache, plan: tuple[DrawPlan, DrawPlan]) -> tuple[torch.Tensor, torch.Tensor]:
+    """A step's frames (R, G) and the talker's next input (R, 1, H): the talker's draw of code 0 and
+    the code predictor's 15 steps with their draws. Nothing here depends on the cache length, so a
+    compiled copy of it serves every kv_len (one graph per rows x plan); seen (R, V) is updated in place."""
+    inputs = step_inputs(ints, text_table)
+    talker_rows, predictor_rows = RowParams(*talker_fields), RowParams(*predictor_fields)
+    talker_plan, predictor_plan = plan
     groups = talker.cfg.num_code_groups
-    logits = apply_repetition_penalty(talker.codec_head(hidden).float(), seen, talker_params.penalty)
+    logits = talker.codec_head(hidden).float()  # (R, V)
+    if talker_plan.penalty:
+        logits = apply_repetition_penalty(logits, seen, talker_rows.penalty)
     logits = logits.masked_fill(banned | (inputs.hold_eos[:, None] & eos_column), float("-inf"))
-    first = choose(logits, talker_params, draw_keys(inputs.seeds, inputs.frame_index * groups))
+    first = choose_planned(logits, talker_rows, draw_keys(inputs.seeds, inputs.frame_index * groups), talker_plan)
     seen.scatter_(1, first[:, None], True)
-    rest = talker.code_predictor.predict(hidden, talker.embed_codec(first), predictor_cache, predictor_params,
-                                         inputs.seeds, inputs.frame_index)
+    rest = talker.code_predictor.predict(hidden, talker.embed_codec(first), predictor_cache, predictor_rows,
+                                         inputs.seeds, inputs.frame_index, predictor_plan)  # (R, G-1)
     frames = torch.cat((first[:, None], rest), dim=1)
-    embeds = talker.embed_frames(frames) + inputs.texts
-    hidden.copy_(talker.decode(embeds[:, None], cache, RowPositions(inputs.positions, kv_len)))
+    return frames, (talker.embed_frames(frames) + inputs.texts)[:, None]
+
+
+def talker_decode(talker: Talker, hidden: torch.Tensor, ints: torch.Tensor, embeds: torch.Tensor, cache: KVCache,
+                  kv_len: int) -> None:
+    """The talker's decode step: next hidden states (R, H) into `hidden`, in place."""
+    hidden.copy_(talker.decode(embeds, cache, RowPositions(ints[:, POSITION], kv_len)))
+
+
+def frame_step(talker: Talker, hidden: torch.Tensor, seen: torch.Tensor, ints: torch.Tensor,
+               text_table: torch.Tensor, talker_fields: tuple[torch.Tensor, ...],
+               predictor_fields: tuple[torch.Tensor, ...], banned: torch.Tensor, eos_column: torch.Tensor,
+               cache: KVCache, predictor_cache: KVCache, kv_len: int, plan: tuple[DrawPlan, DrawPlan]) -> torch.Tensor:
+    """The frame step, the only one: frames (R, G) for rows 0..R-1 from their packed integers
+    (R, STEP_COLUMNS); hidden (R, H), seen (R, V) and the caches are updated in place.
+
+    Eager runners call it, the compiled runner compiles it (runners.py) and the CUDA graph runner
+    captures it: shapes depend only on (R, kv_len, plan) and no host value is read. Rows that draw
+    EOS, or will stop, still run the talker's decode step: wasted work, no harm."""
+    frames, embeds = frame_codes(talker, hidden, seen, ints, text_table, talker_fields, predictor_fields, banned,
+                                 eos_column, predictor_cache, plan)
+    talker_decode(talker, hidden, ints, embeds, cache, kv_len)
     return frames
 
 
 class DecodeBatch:
     """Live rows sharing static caches; step() makes one frame for each of them."""
 
-    def __init__(self, talker: Talker, max_rows: int, max_len: int, runner: "StepRunner | None" = None) -> None:
+    def __init__(self, talker: Talker, max_rows: int, max_len: int, runner: Any = None) -> None:
+        """runner: how step() runs the frame step (runners.py); None calls it at the exact shapes."""
         weight = talker.model.norm.weight  # in the model dtype even when linears hold int8
         self.talker = talker
         self.device, self.dtype = weight.device, weight.dtype
@@ -147,10 +174,13 @@ class DecodeBatch:
         # Each row's texts for its frames (Row.texts), staged at admission; a frame picks its own.
         self.text_table = torch.zeros(max_rows, max_len, talker.cfg.hidden_size, device=self.device, dtype=self.dtype)
         self.step_ints = torch.zeros(max_rows, STEP_COLUMNS, dtype=torch.int64, device=self.device)
-        self._host_ints = torch.zeros(max_rows, STEP_COLUMNS, dtype=torch.int64,
-                                      pin_memory=self.device.type == "cuda")
+        on_cuda = self.device.type == "cuda"
+        self._host_ints = torch.zeros(max_rows, STEP_COLUMNS, dtype=torch.int64, pin_memory=on_cuda)
+        # Where a step's frames are read back (the one read of a step), and when they have landed.
+        self._host_frames = torch.zeros(max_rows, talker.cfg.num_code_groups, dtype=torch.int64, pin_memory=on_cuda)
+        self._frames_landed = torch.cuda.Event() if on_cuda else None
         self.rows: list[Row] = []
-        self.runner = runner or EagerRunner()
+        self.runner = runner
         self._params: tuple[RowParams, RowParams] | None = None
         self._plan: tuple[DrawPlan, DrawPlan] | None = None
 
@@ -171,6 +201,8 @@ class DecodeBatch:
         if not rows:
             return
         first = len(self.rows)
+        for row in rows:
+            row.prefill.wait_here()
         lengths = [row.prefill.embeds.shape[1] for row in rows]
         prompts = torch.zeros(len(rows), max(lengths), self.hidden.shape[1], device=self.device, dtype=self.dtype)
         for index, row in enumerate(rows):
@@ -201,6 +233,15 @@ class DecodeBatch:
                           DrawPlan.of([r.sampling.predictor for r in self.rows], predictor_vocab))
         return self._plan
 
+    def step_args(self, rows: int, params: tuple[RowParams, RowParams]) -> tuple:
+        """frame_step's arguments up to the caches, over rows 0..rows-1 of the buffers."""
+        return (self.talker, self.hidden[:rows], self.seen[:rows], self.step_ints[:rows], self.text_table[:rows],
+                params[0].fields(), params[1].fields(), self.banned, self.eos_column)
+
+    def eager_step(self, rows: int, kv_len: int, params: tuple[RowParams, RowParams]) -> torch.Tensor:
+        """frame_step called on rows 0..rows-1 with the batch's step plan: frames (rows, G)."""
+        return frame_step(*self.step_args(rows, params), self.cache, self.predictor_cache, kv_len, self.step_plan())
+
     def _load_inputs(self) -> None:
         """This step's per-row integers into step_ints: one copy (from pinned memory on CUDA; the
         previous step's read-back has synchronised, so the host buffer is free to rewrite)."""
@@ -217,8 +258,11 @@ class DecodeBatch:
         count = len(self.rows)
         kv_len = max(self.cache.lengths[:count]) + 1
         self._load_inputs()
-        frames = self.runner.run(self, count, kv_len)
-        first_codes = frames[:, 0].tolist()
+        if self.runner is None:
+            frames = self.eager_step(count, kv_len, self.row_params())  # (R, G) on the device
+        else:
+            frames = self.runner.run(self, count, kv_len)
+        first_codes = self._read_back(frames)[:, 0]
         produced, finished = [], []
         for slot, row in enumerate(self.rows):
             if first_codes[slot] == self.eos:
@@ -231,6 +275,18 @@ class DecodeBatch:
                 finished.append(row)
         self._remove(finished)
         return produced, finished
+
+    def _read_back(self, frames: torch.Tensor) -> np.ndarray:
+        """The step's frames (R, G) on the host: the only device value a step reads. On CUDA one
+        copy into pinned memory and a wait for its event, not a pageable copy that waits for the
+        whole device. The array is overwritten by the next step."""
+        if self._frames_landed is None:
+            return frames.numpy()
+        host = self._host_frames[: frames.shape[0]]
+        host.copy_(frames, non_blocking=True)
+        self._frames_landed.record()
+        self._frames_landed.synchronize()
+        return host.numpy()
 
     def drop_all(self) -> None:
         self._remove(list(self.rows))
@@ -251,133 +307,10 @@ class DecodeBatch:
             self._params = self._plan = None
 
 
-def eager_step(batch: DecodeBatch, rows: int, kv_len: int, params: tuple[RowParams, RowParams]) -> torch.Tensor:
-    """frame_step over rows 0..rows-1 of the batch's buffers."""
-    return frame_step(batch.talker, batch.hidden[:rows], batch.seen[:rows],
-                      step_inputs(batch.step_ints[:rows], batch.text_table[:rows]), params, batch.banned,
-                      batch.eos_column, batch.cache, batch.predictor_cache, kv_len)
-
-
-# What computes a step: eager_step, or fused.FusedStep (one compiled graph, shaped by the batch's
-# step_plan(); such a step has `planned = True`).
-StepFunction = Callable[[DecodeBatch, int, int, tuple[RowParams, RowParams]], torch.Tensor]
-
-
-class StepRunner:
-    """How a batch runs its step: directly, padded to fixed buckets, or as CUDA graph replays."""
-
-    def run(self, batch: DecodeBatch, count: int, kv_len: int) -> torch.Tensor:
-        raise NotImplementedError
-
-    def prepare(self, batch: DecodeBatch) -> None:
-        """Called once on the empty batch, before any row is admitted."""
-
-
-class EagerRunner(StepRunner):
-    def __init__(self, step: StepFunction = eager_step) -> None:
-        self.step = step
-
-    def run(self, batch: DecodeBatch, count: int, kv_len: int) -> torch.Tensor:
-        return self.step(batch, count, kv_len, batch.row_params())
-
-
-def _bucket(value: int, buckets: tuple[int, ...]) -> int:
-    return next(b for b in buckets if b >= value)
-
-
-class BucketedRunner(StepRunner):
-    """The step on the batch's buffers padded to a few (rows, kv_len) shapes: the computation a CUDA
-    graph replays. Padding rows sit in free cache rows; they write there and are ignored.
-
-    warm_plans: the step plans (DecodeBatch.step_plan) that prepare() runs every bucket with, for a
-    planned step (the plan of an empty batch, all greedy, when none are given)."""
-
-    def __init__(self, batch: DecodeBatch, row_buckets: tuple[int, ...] = (1, 2, 4, 8, 16, 32, 64),
-                 len_buckets: tuple[int, ...] | None = None, step: StepFunction = eager_step,
-                 warm_plans: tuple[tuple[DrawPlan, DrawPlan], ...] = ()) -> None:
-        rows, device = batch.max_rows, batch.device
-        self.row_buckets = tuple(sorted({min(b, rows) for b in row_buckets} | {rows}))
-        lengths = len_buckets or tuple(128 * 2 ** i for i in range(12))
-        self.len_buckets = tuple(sorted({min(b, batch.max_len) for b in lengths} | {batch.max_len}))
-        self.step = step
-        self.warm_plans = warm_plans
-        greedy = SamplingConfig.greedy()
-        self.params = (RowParams.stack([greedy.talker] * rows, batch.talker.cfg.vocab_size, device),
-                       RowParams.stack([greedy.predictor] * rows, batch.talker.code_predictor.cfg.vocab_size, device))
-        self._params_of: tuple[RowParams, RowParams] | None = None
-
-    def _load(self, batch: DecodeBatch, count: int) -> None:
-        current = batch.row_params()
-        if current is not self._params_of:  # a new batch composition: new per-row parameters
-            for static, fresh in zip(self.params, current):
-                for static_field, fresh_field in zip(static.fields(), fresh.fields()):
-                    static_field[:count].copy_(fresh_field)
-            self._params_of = current
-
-    def run(self, batch: DecodeBatch, count: int, kv_len: int) -> torch.Tensor:
-        self._load(batch, count)
-        rows, length = _bucket(count, self.row_buckets), _bucket(kv_len, self.len_buckets)
-        return self.execute(batch, rows, length)[:count]
-
-    def prepare(self, batch: DecodeBatch) -> None:
-        """Every bucket once, so that a CUDA graph runner captures them all now (at start-up) and not
-        in the middle of somebody's sentence. No row is live: what the steps write into the caches
-        and the row buffers is overwritten when a row is admitted. Largest first: the smaller graphs
-        then fit in the memory the larger ones' captures freed in the shared pool."""
-        plans = self.warm_plans if getattr(self.step, "planned", False) and self.warm_plans else (None,)
-        try:
-            for plan in plans:
-                batch._plan = plan
-                for rows in reversed(self.row_buckets):
-                    for length in reversed(self.len_buckets):
-                        self.execute(batch, rows, length)
-        finally:
-            batch._plan = None
-
-    def execute(self, batch: DecodeBatch, rows: int, kv_len: int) -> torch.Tensor:
-        params = (self.params[0].rows(rows), self.params[1].rows(rows))
-        return self.step(batch, rows, kv_len, params)
-
-    def shape_key(self, batch: DecodeBatch, rows: int, kv_len: int) -> tuple:
-        """What makes one captured graph differ from another."""
-        return (rows, kv_len, batch.step_plan()) if getattr(self.step, "planned", False) else (rows, kv_len)
-
-
-class CudaGraphRunner(BucketedRunner):
-    """Captures one CUDA graph per bucket (and step plan) on first use and replays it after.
-
-    The first step of a bucket runs eagerly (it is a real step, and it warms the kernels up, or
-    compiles them); the capture that follows only records. All graphs share one memory pool."""
-
-    def __init__(self, batch: DecodeBatch, **options) -> None:
-        super().__init__(batch, **options)
-        self.graphs: dict[tuple, tuple[torch.cuda.CUDAGraph, torch.Tensor]] = {}
-        self.pool = torch.cuda.graph_pool_handle()
-
-    def execute(self, batch: DecodeBatch, rows: int, kv_len: int) -> torch.Tensor:
-        key = self.shape_key(batch, rows, kv_len)
-        captured = self.graphs.get(key)
-        if captured is not None:
-            graph, frames = captured
-            graph.replay()
-            return frames.clone()  # the graph's output buffer is overwritten by the next replay
-        frames = super().execute(batch, rows, kv_len)
-        torch.cuda.synchronize()
-        graph = torch.cuda.CUDAGraph()
-        # thread_local: the codec thread keeps allocating and launching while this thread captures
-        with torch.cuda.graph(graph, pool=self.pool, capture_error_mode="thread_local"):
-            static_frames = super().execute(batch, rows, kv_len)
-        self.graphs[key] = (graph, static_frames)
-        return frames
-
-
-def generate_frames(talker: Talker, prefill: Prefill, sampling: SamplingConfig, max_frames: int, seed: int,
-                    should_stop: Callable[[], bool] | None = None, min_frames: int = MIN_FRAMES_BEFORE_EOS,
-                    batch: DecodeBatch | None = None, options: SpeechOptions | None = None) -> Iterator[torch.Tensor]:
-    """One stream: frames of codes, (G,) int64 each, until EOS (allowed from frame min_frames
-    on), max_frames, or should_stop(). In `batch` (an empty one, kept for reuse: its graphs or
-    compiled steps are ready), else in a fresh eager batch of its own."""
-    row = Row(prefill, sampling, seed, max_frames, min_frames, should_stop, options=options)
+def generate_frames(talker: Talker, row: Row, batch: DecodeBatch | None = None) -> Iterator[torch.Tensor]:
+    """One stream's frames of codes, (G,) int64 each, until EOS (allowed from frame row.min_frames
+    on), row.max_frames, or row.should_stop(). In `batch` (an empty one, kept for reuse: its graphs
+    or compiled steps are ready), else in a fresh eager batch of its own."""
     if batch is None:
         batch = DecodeBatch(talker, max_rows=1, max_len=row.positions_needed)
     batch.admit(row)

@@ -2,7 +2,8 @@
 produces the frame's other 15 codes, one small transformer step each.
 
 The official code runs a nested transformers generate() per frame for this; here it is a plain
-loop over a 16-position static cache, with no per-step allocation beyond the step itself.
+loop over a 16-position static cache, with no per-step allocation beyond the step itself, and
+part of the one frame step (generate.frame_step).
 """
 
 from __future__ import annotations
@@ -11,8 +12,8 @@ import torch
 from torch import nn
 
 from .checkpoint import PredictorConfig
-from .layers import KVCache, RMSNorm, decoder_stack, run_layers
-from .sampling import RowParams, apply_repetition_penalty, choose, draw_keys
+from .layers import KVCache, RMSNorm, block_step, decoder_stack
+from .sampling import DrawPlan, RowParams, apply_repetition_penalty, choose_planned, draw_keys
 
 
 class PredictorModel(nn.Module):
@@ -43,29 +44,41 @@ class CodePredictor(nn.Module):
         cfg = self.cfg
         return KVCache(cfg.num_layers, rows, cfg.num_kv_heads, cfg.num_code_groups, cfg.head_dim, device, dtype)
 
-    def _step(self, talker_space: torch.Tensor, cache: KVCache) -> torch.Tensor:
-        x = run_layers(self.model.layers, self.small_to_mtp_projection(talker_space), cache,
-                       self.cfg.rope_theta, self.cfg.head_dim)
-        return self.model.norm(x[:, -1])
-
     def predict(self, talker_hidden: torch.Tensor, first_code_embedding: torch.Tensor, cache: KVCache,
-                rows: RowParams, seeds: torch.Tensor, frame_index: torch.Tensor) -> torch.Tensor:
-        """Codes of groups 1..G-1, (B, G-1), for talker hidden (B, H) and group-0 embedding (B, H).
+                rows: RowParams, seeds: torch.Tensor, frame_index: torch.Tensor, plan: DrawPlan) -> torch.Tensor:
+        """Codes of groups 1..G-1, (B, G-1), for talker hidden (B, H) and group-0 embedding (B, H),
+        drawn as `plan` says (sampling.DrawPlan). No host state is read or written (positions are
+        loop constants, cache.lengths is left alone), so the frame step holding it compiles whole.
 
         Draw g of frame f of a row uses the noise key (seed, f * G + g): group 0 is the talker's."""
+        cfg = self.cfg
         batch = talker_hidden.shape[0]
-        cache.lengths[:batch] = [0] * batch
-        groups = self.cfg.num_code_groups - 1
+        groups = cfg.num_code_groups - 1
+        seen = None
+        if plan.penalty:
+            seen = torch.zeros(batch, cfg.vocab_size, dtype=torch.bool, device=talker_hidden.device)
+        x = torch.stack((talker_hidden, first_code_embedding), dim=1)  # (B, 2, H)
+        start = 0
         codes = []
-        # Always applied (a penalty of 1 changes nothing), so the step has one shape for any batch.
-        seen = torch.zeros(batch, self.cfg.vocab_size, dtype=torch.bool, device=talker_hidden.device)
-        x = torch.stack((talker_hidden, first_code_embedding), dim=1)
         for group in range(groups):
-            logits = self.lm_head[group](self._step(x, cache)).float()
-            logits = apply_repetition_penalty(logits, seen, rows.penalty)
-            code = choose(logits, rows, draw_keys(seeds, frame_index * self.cfg.num_code_groups + group + 1))
-            seen.scatter_(1, code[:, None], True)
+            hidden = block_step(self.model.layers, self.small_to_mtp_projection(x), cache, slice(0, batch), start,
+                                cfg.rope_theta, cfg.head_dim)
+            start += x.shape[1]
+            logits = self.lm_head[group](self.model.norm(hidden[:, -1])).float()
+            keys = draw_keys(seeds, frame_index * cfg.num_code_groups + group + 1)
+            code = draw(logits, seen, rows, keys, plan)
+            if seen is not None:
+                seen.scatter_(1, code[:, None], True)
             codes.append(code)
             if group + 1 < groups:
-                x = self.model.codec_embedding[group](code)[:, None]
+                x = self.model.codec_embedding[group](code)[:, None]  # (B, 1, H)
         return torch.stack(codes, dim=1)
+
+
+def draw(logits: torch.Tensor, seen: torch.Tensor | None, rows: RowParams, keys: torch.Tensor,
+         plan: DrawPlan) -> torch.Tensor:
+    """One code per row of float32 logits (R, V): the repetition penalty when the plan has one, then
+    the plan's draw. The talker's draw and the predictor's 15 are this one function."""
+    if plan.penalty:
+        logits = apply_repetition_penalty(logits, seen, rows.penalty)
+    return choose_planned(logits, rows, keys, plan)

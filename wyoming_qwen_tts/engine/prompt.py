@@ -18,6 +18,9 @@ or, for ICL, the reference transcript and the text aligned against codec_bos + r
 from __future__ import annotations
 
 import json
+import threading
+import weakref
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -26,7 +29,7 @@ import torch
 
 from .checkpoint import ModelConfig
 from .languages import normalize_language
-from .talker import Talker
+from .talker import Talker, to_device
 
 VoiceKind = Literal["icl", "xvector", "design", "speaker"]
 TextMode = Literal["per_frame", "prefill"]
@@ -110,13 +113,55 @@ class Prefill:
     trailing_text: torch.Tensor  # (1, N, H): added to generated frames 0..N-1
     tts_pad: torch.Tensor  # (1, 1, H): added after the trailing text runs out
     text_tokens: int  # tokens of the text to speak (for the length budget)
+    ready: "torch.cuda.Event | None" = None  # recorded on the builder's side stream, on CUDA
+
+    def wait_here(self) -> None:
+        """Make the current CUDA stream wait until the prompt is built (on the builder's side stream)
+        and mark its tensors used there, so their memory is not reused before that stream read them."""
+        if self.ready is None:
+            return
+        stream = torch.cuda.current_stream(self.embeds.device)
+        stream.wait_event(self.ready)
+        for tensor in (self.embeds, self.trailing_text, self.tts_pad):
+            tensor.record_stream(stream)
+
+
+VOICES_KEPT = 64  # voices whose fixed prompt part stays on the device
 
 
 class PromptBuilder:
+    """Prefills from text and voices. On CUDA a prompt is built on a side stream of its own, with
+    pinned copies from the host, so that building it never waits for the batch's step in flight;
+    each voice's fixed part (speaker embedding, reference frames' embeddings) is kept on the device."""
+
     def __init__(self, talker: Talker, cfg: ModelConfig, tokenizer) -> None:
         self.talker = talker
         self.cfg = cfg
         self.tokenizer = tokenizer
+        self._streams: dict[torch.device, torch.cuda.Stream] = {}
+        self._voices: OrderedDict[tuple, tuple[weakref.ref, torch.Tensor]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def _side_stream(self, device: torch.device) -> "torch.cuda.Stream":
+        with self._lock:
+            if device not in self._streams:
+                self._streams[device] = torch.cuda.Stream(device=device)
+            return self._streams[device]
+
+    def _voice_part(self, voice: VoicePrompt, name: str, device: torch.device, make) -> torch.Tensor:
+        """make() for this voice object, made once (per device) and kept for the next prompts."""
+        key = (id(voice), name, device)
+        with self._lock:
+            kept = self._voices.get(key)
+            if kept is not None and kept[0]() is voice:
+                self._voices.move_to_end(key)
+                return kept[1]
+        value = make()
+        with self._lock:
+            self._voices[key] = (weakref.ref(voice), value)
+            while len(self._voices) > VOICES_KEPT:
+                self._voices.popitem(last=False)
+        return value
 
     def tokenize(self, text: str) -> torch.Tensor:
         ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
@@ -126,7 +171,7 @@ class PromptBuilder:
         return "per_frame" if voice.kind in ("icl", "xvector") else "prefill"
 
     def _codec(self, ids: list[int], device: torch.device) -> torch.Tensor:
-        return self.talker.embed_codec(torch.tensor([ids], dtype=torch.long, device=device))
+        return self.talker.embed_codec(to_device(torch.tensor([ids], dtype=torch.long), device))
 
     def _language_id(self, language: str, voice: VoicePrompt) -> int | None:
         talker = self.cfg.talker
@@ -144,7 +189,8 @@ class PromptBuilder:
 
     def _speaker_embedding(self, voice: VoicePrompt, device: torch.device, dtype: torch.dtype) -> torch.Tensor | None:
         if voice.kind in ("icl", "xvector"):
-            return voice.speaker_embedding.to(device=device, dtype=dtype).view(1, 1, -1)
+            return self._voice_part(voice, f"speaker_embedding {dtype}", device,
+                                    lambda: to_device(voice.speaker_embedding.to(dtype), device).view(1, 1, -1))
         if voice.kind == "speaker":
             ids = self.cfg.talker.speaker_ids
             name = voice.speaker.lower()
@@ -157,8 +203,20 @@ class PromptBuilder:
     @torch.inference_mode()
     def build(self, text: str, voice: VoicePrompt, language: str = "auto", text_mode: TextMode | None = None,
               device: torch.device | None = None) -> Prefill:
-        cfg, talker_cfg = self.cfg, self.cfg.talker
+        """The prefill of `text` in `voice`; on CUDA made on the side stream (Prefill.wait_here)."""
         device = device or self.talker.model.norm.weight.device
+        if device.type != "cuda":
+            return self._build(text, voice, language, text_mode, device)
+        stream = self._side_stream(device)
+        with torch.cuda.stream(stream):
+            prefill = self._build(text, voice, language, text_mode, device)
+            prefill.ready = torch.cuda.Event()
+            prefill.ready.record(stream)
+        return prefill
+
+    def _build(self, text: str, voice: VoicePrompt, language: str, text_mode: TextMode | None,
+               device: torch.device) -> Prefill:
+        cfg, talker_cfg = self.cfg, self.cfg.talker
         dtype = self.talker.model.norm.weight.dtype
         language = normalize_language(language)
         text_mode = text_mode or self.default_text_mode(voice)
@@ -212,9 +270,9 @@ class PromptBuilder:
         talker_cfg = self.cfg.talker
         ref_ids = self.tokenize(f"<|im_start|>assistant\n{voice.ref_text}<|im_end|>\n")[:, 3:-2]
         text_embeds = torch.cat((self.talker.embed_text(torch.cat((ref_ids, text_ids), dim=1)), tts_eos), dim=1)
-        ref_codes = voice.ref_codes.to(device)
-        codec_embeds = torch.cat((self._codec([talker_cfg.codec_bos_id], device),
-                                  self.talker.embed_frames(ref_codes).unsqueeze(0)), dim=1)
+        ref_frames = self._voice_part(voice, "ref_frames", device,
+                                      lambda: self.talker.embed_frames(to_device(voice.ref_codes, device)))
+        codec_embeds = torch.cat((self._codec([talker_cfg.codec_bos_id], device), ref_frames.unsqueeze(0)), dim=1)
         text_len, codec_len = text_embeds.shape[1], codec_embeds.shape[1]
         if text_mode == "prefill":
             pads = self._codec([talker_cfg.codec_pad_id] * text_len, device)

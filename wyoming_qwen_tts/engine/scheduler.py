@@ -27,9 +27,8 @@ import numpy as np
 import torch
 
 from .codec import DecoderState
-from .engine import AudioChunk, QwenTTS, resolve_runner, resolve_seed
-from .fused import make_runner, step_plan_of
-from .generate import MIN_FRAMES_BEFORE_EOS, DecodeBatch, FrameChunks, Row, frame_limits
+from .engine import AudioChunk, PromptTooLong, QwenTTS, resolve_runner  # noqa: F401 (PromptTooLong: raised from here)
+from .generate import MIN_FRAMES_BEFORE_EOS, DecodeBatch, FrameChunks, Row
 from .prompt import TextMode, VoicePrompt
 from .options import SpeechOptions
 from .sampling import SamplingConfig
@@ -38,6 +37,11 @@ from .threads import release_thread_team
 _LOGGER = logging.getLogger(__name__)
 _END = object()
 IDLE_POLL_S = 1.0  # how often a waiting thread or consumer looks whether it should stop waiting
+# An admission wave (one prefill pass, between two steps) holds at most this many prompts and
+# prompt positions: every live stream waits for the wave, and the wave's own first audio waits for
+# its whole prefill, so a burst of requests is admitted over a few iterations instead of at once.
+ADMIT_ROWS = 4
+ADMIT_TOKENS = 2048
 CODEC_MODES = ("auto", "thread", "inline")
 
 
@@ -96,10 +100,6 @@ class StreamAudio:
         self.chunks.put(error)
 
 
-class PromptTooLong(ValueError):
-    """A request whose prompt and text do not fit a batch row: it can be generated alone instead."""
-
-
 class BatchScheduler:
     """Serves many streams from one QwenTTS with a shared batch.
 
@@ -144,22 +144,13 @@ class BatchScheduler:
                options: SpeechOptions | None = None) -> Iterator[AudioChunk]:
         """As QwenTTS.stream; the request is checked and queued now, its frames come from the batch.
         Raises PromptTooLong for a text that does not fit a batch row (QwenTTS.stream takes it)."""
-        tts = self.tts
-        sampling, seed, max_frames = tts.request_settings(options, sampling, seed, max_frames)
-        prefill = tts.prompts.build(text, voice, language, text_mode, device=tts.device)
-        if tts.device.type == "cpu":
-            release_thread_team()  # the batch thread's team alone may compute while requests run (threads.py)
-        room = self.max_len - prefill.embeds.shape[1]
-        text_still_to_feed = prefill.trailing_text.shape[1]
-        if room <= text_still_to_feed:
-            raise PromptTooLong(f"the prompt and text take {prefill.embeds.shape[1] + text_still_to_feed} positions, "
-                                f"more than the {self.max_len} a batch row holds: split the text")
-        max_frames = frame_limits(prefill.text_tokens, max_frames, min_frames, most=room)
-        frames = FrameChunks(first_chunk_frames, max_chunk_frames)
         cancel = cancel or threading.Event()
-        audio = StreamAudio(voice, frames)
-        row = Row(prefill, sampling, resolve_seed(seed), max_frames, min_frames, should_stop=cancel.is_set,
-                  owner=audio, options=options)
+        row = self.tts.prepare(text, voice, language=language, sampling=sampling, seed=seed, max_frames=max_frames,
+                               text_mode=text_mode, cancel=cancel, min_frames=min_frames, options=options,
+                               max_positions=self.max_len)
+        row.owner = audio = StreamAudio(voice, FrameChunks(first_chunk_frames, max_chunk_frames))
+        if self.tts.device.type == "cpu":
+            release_thread_team()  # the batch thread's team alone may compute while requests run (threads.py)
         with self._wake:
             if self._closed:
                 raise RuntimeError("the scheduler is closed")
@@ -261,27 +252,27 @@ class BatchScheduler:
             torch.cuda.empty_cache()  # after an out-of-memory error, give the memory back first
 
     def _take_pending(self) -> list[Row]:
-        """Requests that fit now, in arrival order; cancelled ones are dropped."""
-        joining = []
-        free = self.max_rows - self.active
+        """This iteration's admission wave: requests that fit, in arrival order, at most ADMIT_ROWS of
+        them and ADMIT_TOKENS prompt positions (the first always); the rest join next iteration.
+        Cancelled ones are dropped."""
+        joining: list[Row] = []
+        free = min(self.max_rows - self.active, ADMIT_ROWS)
+        tokens = 0
         while self._pending and len(joining) < free:
-            row = self._pending.popleft()
+            row = self._pending[0]
             if row.should_stop():
+                self._pending.popleft()
                 row.owner.chunks.put(_END)
                 continue
-            joining.append(row)
+            tokens += row.prefill.embeds.shape[1]
+            if joining and tokens > ADMIT_TOKENS:
+                break
+            joining.append(self._pending.popleft())
         return joining
 
-    @torch.inference_mode()  # no autograd state in the batch's tensors, nor in the graphs captured
     def _ensure_batch(self) -> DecodeBatch:
         if self._batch is None:
-            talker = self.tts.model.talker
-            batch = DecodeBatch(talker, self.max_rows, self.max_len)
-            if self.runner != "eager":
-                batch.runner = make_runner(self.runner, batch, self.tts.compile_steps,
-                                           warm_plans=(step_plan_of(talker, self.tts.default_sampling),))
-                batch.runner.prepare(batch)
-            self._batch = batch
+            self._batch = self.tts.new_batch(self.max_rows, self.max_len, self.runner)
         return self._batch
 
     def _admit(self, batch: DecodeBatch, rows: list[Row]) -> None:
@@ -351,9 +342,14 @@ class BatchScheduler:
 
     @staticmethod
     def _queue_job(job: tuple[StreamAudio, object], waiting: deque[StreamAudio]) -> None:
+        """A job behind the stream's others. A stream whose first audio this is goes to the front:
+        its 1-frame chunk is decoded (and sent) before the larger chunks of streams already playing."""
         audio, item = job
         if not audio.jobs:
-            waiting.append(audio)
+            if audio.decoded_frames == 0:
+                waiting.appendleft(audio)
+            else:
+                waiting.append(audio)
         audio.jobs.append(item)
 
     def _decode_all(self, waiting: deque[StreamAudio]) -> None:
@@ -386,7 +382,7 @@ class BatchScheduler:
         try:
             for audio, _ in group:
                 if audio.state is None:  # made here, on the codec thread's stream
-                    audio.state = self.tts._decoder_state(audio.voice)
+                    audio.state = self.tts.decoder_state(audio.voice)
             state = group[0][0].state if len(group) == 1 else DecoderState.stack([a.state for a, _ in group])
             audio_out = decoder(torch.stack([chunk.usable_here() for _, chunk in group]), state)
             states = [state] if len(group) == 1 else state.split()

@@ -13,6 +13,14 @@ from .predictor import CodePredictor
 from .speaker import SpeakerEncoder
 
 
+def to_device(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """`tensor` on `device`. From host to a GPU through pinned memory, asynchronously: a pageable
+    copy would make the host wait until the stream has run everything queued before it."""
+    if device.type != "cuda" or tensor.device.type != "cpu":
+        return tensor.to(device)
+    return tensor.pin_memory().to(device, non_blocking=True)
+
+
 class TextProjection(nn.Module):
     """Two-layer MLP from the text embedding width to the talker width."""
 
@@ -53,7 +61,7 @@ class Talker(nn.Module):
         memory (the loader keeps it there), as should the ids: only the looked-up rows travel."""
         table = self.model.text_embedding
         rows = table(token_ids.to(table.weight.device))
-        return self.text_projection(rows.to(self.text_projection.linear_fc1.weight.device))
+        return self.text_projection(to_device(rows, self.text_projection.linear_fc1.weight.device))
 
     def embed_codec(self, token_ids: torch.Tensor) -> torch.Tensor:
         return self.model.codec_embedding(token_ids)
