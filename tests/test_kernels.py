@@ -121,6 +121,22 @@ def test_a_step_dispatches_each_custom_op_once():
     assert "aten.pow" not in seen.names  # the op's inside is not dispatched to the mode
 
 
+def test_cpu_eager_calls_the_reference_and_the_op_computes_the_same():
+    """On the CPU, with no dispatch mode watching, the entry calls the reference itself (the op's
+    dispatch costs more than it saves there); the op, as compiled graphs call it, gives the same bits."""
+    x, weight = torch.randn(2, 3, 64), torch.randn(64)
+    residual = torch.randn(2, 3, 64)
+    assert torch.equal(kernels.rms_norm(x, weight, 1e-6), kernels.rms_norm.op(x, weight, 1e-6))
+    for got, want in zip(kernels.add_rms_norm(x, residual, weight, 1e-6),
+                         kernels.add_rms_norm.op(x, residual, weight, 1e-6)):
+        assert torch.equal(got, want)
+    keys = kernels.draw_keys(torch.arange(4), torch.full((4,), 3))
+    assert torch.equal(keys, kernels.draw_keys.op(torch.arange(4), torch.full((4,), 3)))
+    scores = torch.randn(4, 300)
+    assert torch.equal(kernels.gumbel_argmax(scores, keys, torch.ones(4, 1)),
+                       kernels.gumbel_argmax.op(scores, keys, torch.ones(4, 1)))
+
+
 # --- Triton kernels against their references --------------------------------------------------
 
 DTYPES = [torch.float32, HALF]

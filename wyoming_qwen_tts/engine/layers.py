@@ -46,6 +46,11 @@ ROPE_TABLE_LEN = 64
 _rope_tables: dict[tuple, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
 
 
+def _capturing(x: torch.Tensor) -> bool:
+    """Whether a CUDA graph is being captured: a table first made then would hold nothing until a replay."""
+    return x.is_cuda and torch.cuda.is_current_stream_capturing()
+
+
 def rope_table(head_dim: int, theta: float, dtype: torch.dtype,
                device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """positions (ROPE_TABLE_LEN,) int64 and their cos/sin (ROPE_TABLE_LEN, head_dim), made once."""
@@ -280,7 +285,7 @@ def block_step(layers: nn.ModuleList, x: torch.Tensor, cache: KVCache, rows: sli
     (so a compiled step can run it: no host state is read or written)."""
     steps = x.shape[1]
     end = start + steps
-    if end <= ROPE_TABLE_LEN and not torch.compiler.is_compiling():
+    if end <= ROPE_TABLE_LEN and not torch.compiler.is_compiling() and not _capturing(x):
         table, cos, sin = rope_table(head_dim, theta, x.dtype, x.device)
         positions, cos, sin = table[start:end], cos[start:end], sin[start:end]
     else:

@@ -127,7 +127,7 @@ def keep_mask(scaled: torch.Tensor, rows: RowParams) -> torch.Tensor:
 
 def choose(logits: torch.Tensor, rows: RowParams, keys: torch.Tensor) -> torch.Tensor:
     """One code per row of (R, V) float32 logits that already carry penalties and bans."""
-    return torch.ops.qwen_tts.choose(logits, rows.inv_temperature, rows.top_k, rows.top_p, rows.do_sample, keys)
+    return _choose(logits, rows.inv_temperature, rows.top_k, rows.top_p, rows.do_sample, keys)
 
 
 def choose_reference(logits: torch.Tensor, inv_temperature: torch.Tensor, top_k: torch.Tensor, top_p: torch.Tensor,
@@ -148,6 +148,9 @@ def _choose_op(logits: torch.Tensor, inv_temperature: torch.Tensor, top_k: torch
 @_choose_op.register_fake
 def _(logits, inv_temperature, top_k, top_p, do_sample, keys):
     return logits.new_empty(logits.shape[:-1], dtype=torch.int64)
+
+
+_choose = kernels._op(_choose_op, choose_reference)
 
 
 class DrawPlan(NamedTuple):
