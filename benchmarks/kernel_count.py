@@ -38,8 +38,8 @@ from torch.utils._python_dispatch import TorchDispatchMode  # noqa: E402
 from wyoming_qwen_tts.engine.checkpoint import parse_model_config  # noqa: E402
 from wyoming_qwen_tts.engine.fused import FusedStep, step_plan_of  # noqa: E402
 from wyoming_qwen_tts.engine.generate import BucketedRunner, DecodeBatch, eager_step  # noqa: E402
-from wyoming_qwen_tts.engine.sampling import SamplingConfig, SamplingParams  # noqa: E402
 from wyoming_qwen_tts.engine.layers import fuse_weights  # noqa: E402
+from wyoming_qwen_tts.engine.sampling import SamplingConfig, SamplingParams  # noqa: E402
 from wyoming_qwen_tts.engine.talker import Talker  # noqa: E402
 
 WIDTHS = ("hidden_size", "intermediate_size", "head_dim", "text_hidden_size")

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from wyoming_qwen_tts.engine import kernels
-from wyoming_qwen_tts.engine.layers import Attention, DecoderLayer, GatedMLP, KVCache, fuse_weights, rope_cos_sin
+from wyoming_qwen_tts.engine.layers import DecoderLayer, GatedMLP, KVCache, fuse_weights, rope_cos_sin
 from wyoming_qwen_tts.engine.quantize import quantize_int8
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import kernels
-from .kernels import apply_rope  # noqa: F401 (the codec's and Mimi's RoPE)
+from .kernels import apply_rope
 
 
 class RMSNorm(nn.Module):

@@ -13,7 +13,6 @@ import triton.language as tl
 from torch import Tensor
 
 
-
 def _rows(x: Tensor) -> Tensor:
     """x as (rows, last) with a unit last stride (a view when it can be)."""
     x = x if x.stride(-1) == 1 else x.contiguous()
