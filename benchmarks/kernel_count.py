@@ -5,8 +5,14 @@
 A step at the published layer counts (1.7B: 28 talker layers, 5 code-predictor layers, 16 code
 groups, the real vocabularies) with every width divided by --width-divisor, random weights, fp32,
 on the CPU. Widths change how long a kernel runs, not how many there are.
-  - eager: every aten operator the step dispatches (TorchDispatchMode), and those that are not
-    views (a view launches nothing; each of the others is at least one kernel on a GPU);
+  - eager: every operator the step dispatches (TorchDispatchMode), and those that are not views
+    (a view launches nothing; each of the others is at least one kernel on a GPU). The engine's
+    custom ops (qwen_tts::*, engine/kernels.py) reach the mode whole and count once: the mode is
+    off while an op runs, so the aten ops of its CPU reference are not seen (on CUDA the op is one
+    Triton kernel; the default draw, qwen_tts::choose, is its top-k/top-p ops and one kernel).
+    q/k/v and gate/up are concatenated as the engine does at load (--separate-weights: not);
+  - --device cuda --profile: the eager step's CUDA kernels as torch.profiler records them (the
+    launches themselves, views and custom ops resolved);
   - fused: torch.compile(fullgraph=True) of the whole step, then the calls in Inductor's generated
     program (run_and_get_code): its fused kernels, plus the library calls (matmuls, attention,
     topk...) it makes. On CUDA the same graph becomes Triton kernels instead of C++ ones; fusion
@@ -31,6 +37,7 @@ from torch.utils._python_dispatch import TorchDispatchMode  # noqa: E402
 
 from wyoming_qwen_tts.engine.checkpoint import parse_model_config  # noqa: E402
 from wyoming_qwen_tts.engine.generate import DecodeBatch  # noqa: E402
+from wyoming_qwen_tts.engine.layers import fuse_weights  # noqa: E402
 from wyoming_qwen_tts.engine.runners import BucketedRunner, FrameStep, step_plan_of  # noqa: E402
 from wyoming_qwen_tts.engine.sampling import SamplingConfig, SamplingParams  # noqa: E402
 from wyoming_qwen_tts.engine.talker import Talker  # noqa: E402
@@ -57,7 +64,9 @@ class OpCounter(TorchDispatchMode):
         self.views = 0
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        self.ops[str(func.overloadpacket.__name__)] += 1
+        # A custom op (qwen_tts::...) arrives here whole, counted once: the mode is off while it runs.
+        packet = func.overloadpacket
+        self.ops[packet.__name__ if func.namespace == "aten" else f"{func.namespace}.{packet.__name__}"] += 1
         self.views += bool(func.is_view)
         return func(*args, **(kwargs or {}))
 
@@ -79,6 +88,18 @@ def kernel_calls(code: str) -> Counter[str]:
     return calls
 
 
+def profiled_kernels(step) -> int:
+    """GPU kernels one call of step launches (after a warm-up call), as torch.profiler records them."""
+    from torch.profiler import ProfilerActivity, profile
+
+    step()
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        step()
+        torch.cuda.synchronize()
+    return sum(1 for event in prof.events() if event.device_type == torch.autograd.DeviceType.CUDA)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", default="1.7B-Base")
@@ -87,13 +108,20 @@ def main() -> None:
     parser.add_argument("--kv-len", type=int, default=256)
     parser.add_argument("--sampling", choices=("default", "greedy"), default="default")
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--separate-weights", action="store_true",
+                        help="q/k/v and gate/up as in the checkpoint, not concatenated at load")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--profile", action="store_true", help="also count the step's GPU kernels (torch.profiler)")
+    parser.add_argument("--eager-only", action="store_true", help="skip the (slow) compile of the fused step")
     args = parser.parse_args()
 
     from torch._inductor.utils import run_and_get_code
 
     torch.manual_seed(0)
     cfg = scaled_config(args.config, args.width_divisor)
-    talker = Talker(cfg).eval()
+    talker = Talker(cfg).eval().to(args.device)
+    if not args.separate_weights:
+        fuse_weights(talker)  # as the engine loads a checkpoint
     sampling = (SamplingConfig(talker=SamplingParams(temperature=0.9, top_k=50, repetition_penalty=1.05),
                                predictor=SamplingParams(temperature=0.9, top_k=50))
                 if args.sampling == "default" else SamplingConfig.greedy())
@@ -112,6 +140,14 @@ def main() -> None:
         report["eager"] = {"aten_ops": total, "kernel_ops": total - counter.views,
                            "top": dict(counter.ops.most_common(12))}
         print(f"eager step: {total} aten ops, {total - counter.views} not views", flush=True)
+        print(f"  most dispatched: {dict(counter.ops.most_common(16))}", flush=True)
+        if args.profile:
+            report["eager"]["gpu_kernels"] = profiled_kernels(lambda: FrameStep(compiled=False)(batch, args.rows, args.kv_len, params))
+            print(f"eager step on the GPU: {report['eager']['gpu_kernels']} kernels (torch.profiler)", flush=True)
+        if args.eager_only:
+            if args.json:
+                args.json.write_text(json.dumps(report, indent=2))
+            return
 
         step = FrameStep(compiled=True, whole=True)
         started = time.perf_counter()

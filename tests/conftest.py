@@ -1,7 +1,15 @@
 import json
+import os
 from pathlib import Path
 
 import pytest
+import torch
+
+# Without a GPU the Triton kernels' tests (tests/test_kernels.py) run them interpreted on CPU
+# tensors. Triton reads the flag as it is imported (by those tests, or by torch.compile's checks),
+# so it is set here, before any test runs.
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
 
 FIXTURES = Path(__file__).parent / "fixtures"
 PARITY = FIXTURES / "parity"

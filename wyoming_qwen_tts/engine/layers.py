@@ -13,6 +13,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import kernels
+from .kernels import apply_rope
+
 
 class RMSNorm(nn.Module):
     def __init__(self, dim: int, eps: float) -> None:
@@ -21,10 +24,7 @@ class RMSNorm(nn.Module):
         self.eps = eps
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        dtype = x.dtype
-        x32 = x.float()
-        x32 = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps)
-        return self.weight * x32.to(dtype)
+        return kernels.rms_norm(x, self.weight, self.eps)
 
 
 def rope_cos_sin(positions: torch.Tensor, head_dim: int, theta: float,
@@ -41,13 +41,24 @@ def rope_cos_sin(positions: torch.Tensor, head_dim: int, theta: float,
     return emb.cos().to(dtype), emb.sin().to(dtype)
 
 
-def _rotate_half(x: torch.Tensor) -> torch.Tensor:
-    half = x.shape[-1] // 2
-    return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+# The code predictor's positions are 0..16 in every frame: their cos/sin are computed once.
+ROPE_TABLE_LEN = 64
+_rope_tables: dict[tuple, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
 
 
-def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    return x * cos + _rotate_half(x) * sin
+def _capturing(x: torch.Tensor) -> bool:
+    """Whether a CUDA graph is being captured: a table first made then would hold nothing until a replay."""
+    return x.is_cuda and torch.cuda.is_current_stream_capturing()
+
+
+def rope_table(head_dim: int, theta: float, dtype: torch.dtype,
+               device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """positions (ROPE_TABLE_LEN,) int64 and their cos/sin (ROPE_TABLE_LEN, head_dim), made once."""
+    key = (head_dim, theta, dtype, device)
+    if key not in _rope_tables:
+        positions = torch.arange(ROPE_TABLE_LEN, device=device)
+        _rope_tables[key] = (positions, *rope_cos_sin(positions, head_dim, theta, dtype))
+    return _rope_tables[key]
 
 
 class Attention(nn.Module):
@@ -68,6 +79,19 @@ class Attention(nn.Module):
             self.k_norm = RMSNorm(head_dim, qk_norm_eps)
         else:
             self.q_norm = self.k_norm = None
+
+    def fuse_weights(self) -> None:
+        """q/k/v in one (H + 2 KV) * D x hidden weight: one matmul reads them all."""
+        if hasattr(self, "qkv_proj"):
+            return
+        self.qkv_proj = _concatenated(self.q_proj, self.k_proj, self.v_proj)
+        del self.q_proj, self.k_proj, self.v_proj
+
+    def qkv(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, T, (H + 2 KV) * D)."""
+        if hasattr(self, "qkv_proj"):
+            return self.qkv_proj(x)
+        return torch.cat((self.q_proj(x), self.k_proj(x), self.v_proj(x)), dim=-1)
 
     def project(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """q (B, H, T, D), k and v (B, KV, T, D), RoPE applied."""
@@ -92,35 +116,27 @@ class Attention(nn.Module):
 
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, k_cache: torch.Tensor,
                 v_cache: torch.Tensor, at: "int | RowPositions") -> torch.Tensor:
-        """Write this step's keys into the static cache and attend causally.
+        """Write this step's keys and values into the static cache and attend causally.
 
-        at=start (int): every row writes [start, start+T). at=RowPositions: one new position
-        per row (T == 1), each row at its own place, as in a continuous batch."""
-        q, k, v = self.project(x, cos, sin)
-        if isinstance(at, RowPositions):
-            rows = torch.arange(x.shape[0], device=x.device)
-            k_cache[rows, :, at.positions] = k[:, :, 0]
-            v_cache[rows, :, at.positions] = v[:, :, 0]
-            keys, values = k_cache[:, :, : at.kv_len], v_cache[:, :, : at.kv_len]
-            visible = causal_mask(at.positions[:, None], torch.arange(at.kv_len, device=x.device))  # (R, 1, kv_len)
-            return self.attend(q, keys, values, visible[:, None], causal=False)
-        start = at
-        end = start + x.shape[1]
-        k_cache[:, :, start:end] = k
-        v_cache[:, :, start:end] = v
-        keys, values = k_cache[:, :, :end], v_cache[:, :, :end]
-        steps = x.shape[1]
-        if steps == 1 or start == 0:
-            return self.attend(q, keys, values, None, causal=steps > 1)
-        positions = torch.arange(end, device=x.device)
-        mask = causal_mask(positions[start:], positions)
-        return self.attend(q, keys, values, mask, causal=False)
+        at=start (int): every row writes [start, start+T). at=RowPositions: positions (R,) (one
+        new position per row, T == 1, each row at its own place, as in a continuous batch) or (R, T).
+        cos/sin: (T, D) or (R, T, D). Needs q/k norms (Qwen3)."""
+        batch, steps, _ = x.shape
+        if not isinstance(at, RowPositions):
+            at = RowPositions(torch.arange(at, at + steps, device=x.device)[None], at + steps)
+        positions = at.positions[:, None] if at.positions.dim() == 1 else at.positions
+        positions = positions.expand(batch, steps)  # (B, T)
+        q = kernels.qk_rope_cache(self.qkv(x), self.q_norm.weight, self.k_norm.weight, self.q_norm.eps,
+                                  cos if cos.dim() == 3 else cos[None], sin if sin.dim() == 3 else sin[None],
+                                  k_cache, v_cache, positions, self.num_heads)  # (B, T, H, D)
+        return self.o_proj(kernels.cache_attention(q, k_cache, v_cache, positions, at.kv_len))
 
 
 @dataclass
 class RowPositions:
-    """Where each row of a decode step writes (positions (R,) on the device) and how many cache
-    positions attention reads (kv_len > every position; larger is only slower)."""
+    """Where each row of a decode step writes (positions (R,) on the device, or (R, T) / (1, T) for
+    several) and how many cache positions attention reads (kv_len > every position; larger is only
+    slower)."""
 
     positions: torch.Tensor
     kv_len: int
@@ -141,12 +157,33 @@ def causal_mask(query_positions: torch.Tensor, key_positions: torch.Tensor,
 class GatedMLP(nn.Module):
     def __init__(self, hidden: int, intermediate: int) -> None:
         super().__init__()
+        self.intermediate = intermediate
         self.gate_proj = nn.Linear(hidden, intermediate, bias=False)
         self.up_proj = nn.Linear(hidden, intermediate, bias=False)
         self.down_proj = nn.Linear(intermediate, hidden, bias=False)
 
+    def fuse_weights(self) -> None:
+        """gate and up in one 2I x hidden weight: one matmul reads both."""
+        if hasattr(self, "gate_up_proj"):
+            return
+        self.gate_up_proj = _concatenated(self.gate_proj, self.up_proj)
+        del self.gate_proj, self.up_proj
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
+        if hasattr(self, "gate_up_proj"):
+            gate_up = self.gate_up_proj(x)  # (..., 2I)
+            gate, up = gate_up[..., : self.intermediate], gate_up[..., self.intermediate :]
+        else:
+            gate, up = self.gate_proj(x), self.up_proj(x)
+        return self.down_proj(kernels.silu_mul(gate, up))
+
+
+def _concatenated(*linears: nn.Linear) -> nn.Linear:
+    """One nn.Linear whose output is the linears' outputs side by side (same input, no bias)."""
+    weight = torch.cat([linear.weight.detach() for linear in linears], dim=0)
+    fused = nn.Linear(weight.shape[1], weight.shape[0], bias=False, device="meta")
+    fused.weight = nn.Parameter(weight, requires_grad=linears[0].weight.requires_grad)
+    return fused
 
 
 class DecoderLayer(nn.Module):
@@ -162,8 +199,21 @@ class DecoderLayer(nn.Module):
 
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, k_cache: torch.Tensor,
                 v_cache: torch.Tensor, at: "int | RowPositions") -> torch.Tensor:
-        x = x + self.self_attn(self.input_layernorm(x), cos, sin, k_cache, v_cache, at)
-        return x + self.mlp(self.post_attention_layernorm(x))
+        attended = self.self_attn(self.input_layernorm(x), cos, sin, k_cache, v_cache, at)
+        norm = self.post_attention_layernorm
+        x, normed = kernels.add_rms_norm(x, attended, norm.weight, norm.eps)
+        return x + self.mlp(normed)
+
+
+def fuse_weights(module: nn.Module) -> nn.Module:
+    """Concatenate q/k/v and gate/up of every decoder layer under module (after its checkpoint,
+    whose official names name them apart, is loaded; before int8, whose per-row scales are the
+    same either way). A step then makes 4 matmuls per layer instead of 7, with fewer, longer reads."""
+    for layer in module.modules():
+        if isinstance(layer, DecoderLayer):
+            layer.self_attn.fuse_weights()
+            layer.mlp.fuse_weights()
+    return module
 
 
 def decoder_stack(cfg) -> nn.ModuleList:
@@ -233,10 +283,17 @@ def block_step(layers: nn.ModuleList, x: torch.Tensor, cache: KVCache, rows: sli
                head_dim: int) -> torch.Tensor:
     """x (B, T, H) at positions [start, start+T) of cache rows `rows`; the caller keeps cache.lengths
     (so a compiled step can run it: no host state is read or written)."""
-    positions = torch.arange(start, start + x.shape[1], device=x.device)
-    cos, sin = rope_cos_sin(positions, head_dim, theta, x.dtype)
+    steps = x.shape[1]
+    end = start + steps
+    if end <= ROPE_TABLE_LEN and not torch.compiler.is_compiling() and not _capturing(x):
+        table, cos, sin = rope_table(head_dim, theta, x.dtype, x.device)
+        positions, cos, sin = table[start:end], cos[start:end], sin[start:end]
+    else:
+        positions = torch.arange(start, end, device=x.device)
+        cos, sin = rope_cos_sin(positions, head_dim, theta, x.dtype)
+    at = RowPositions(positions[None], end)
     for index, layer in enumerate(layers):
-        x = layer(x, cos, sin, cache.keys[index, rows], cache.values[index, rows], start)
+        x = layer(x, cos, sin, cache.keys[index, rows], cache.values[index, rows], at)
     return x
 
 

@@ -18,7 +18,8 @@ from typing import Any, NamedTuple
 
 import torch
 
-MASK32 = 0xFFFFFFFF
+from . import kernels
+from .kernels import MASK32, _mul32, gumbel_noise, hash32  # noqa: F401 (re-exported)
 
 
 @dataclass(frozen=True)
@@ -107,34 +108,9 @@ def apply_repetition_penalty(logits: torch.Tensor, seen: torch.Tensor, penalty: 
     return torch.where(seen, penalized, logits)
 
 
-def _mul32(x: torch.Tensor, constant: int) -> torch.Tensor:
-    """(x * constant) mod 2**32 for 0 <= x < 2**32 without leaving int64's range."""
-    low = x * (constant & 0xFFFF)
-    high = ((x * (constant >> 16)) & 0xFFFF) << 16
-    return (low + high) & MASK32
-
-
-def hash32(x: torch.Tensor) -> torch.Tensor:
-    """A 32-bit integer hash with good avalanche (lowbias32), on int64 tensors."""
-    x = x & MASK32
-    x = x ^ (x >> 16)
-    x = _mul32(x, 0x7FEB352D)
-    x = x ^ (x >> 15)
-    x = _mul32(x, 0x846CA68B)
-    return x ^ (x >> 16)
-
-
-def draw_keys(seeds: torch.Tensor, draw_index: torch.Tensor) -> torch.Tensor:
-    """One key per row for one draw: a function of the row's seed and how many draws it made."""
-    return hash32(hash32(seeds) ^ hash32(draw_index + 0x9E3779B9))
-
-
-def gumbel_noise(keys: torch.Tensor, vocab: int) -> torch.Tensor:
-    """(R, vocab) Gumbel(0, 1) noise, a pure function of the (R,) keys."""
-    codes = torch.arange(vocab, device=keys.device, dtype=torch.int64)
-    cells = hash32(keys[:, None] + _mul32(codes, 0x61C88647)[None, :])
-    uniform = ((cells.float() + 0.5) / 4294967296.0).clamp(1e-7, 1.0 - 1e-7)
-    return -torch.log(-torch.log(uniform))
+# The noise and the key derivation live with the other custom ops (engine/kernels.py); they are
+# re-exported here, where the draws are described.
+draw_keys = kernels.draw_keys
 
 
 def keep_mask(scaled: torch.Tensor, rows: RowParams) -> torch.Tensor:
@@ -151,10 +127,30 @@ def keep_mask(scaled: torch.Tensor, rows: RowParams) -> torch.Tensor:
 
 def choose(logits: torch.Tensor, rows: RowParams, keys: torch.Tensor) -> torch.Tensor:
     """One code per row of (R, V) float32 logits that already carry penalties and bans."""
+    return _choose(logits, rows.inv_temperature, rows.top_k, rows.top_p, rows.do_sample, keys)
+
+
+def choose_reference(logits: torch.Tensor, inv_temperature: torch.Tensor, top_k: torch.Tensor, top_p: torch.Tensor,
+                     do_sample: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
+    rows = RowParams(do_sample=do_sample, inv_temperature=inv_temperature, top_k=top_k, top_p=top_p, penalty=top_p)
     scaled = logits * rows.inv_temperature
     filtered = scaled.masked_fill(~keep_mask(scaled, rows), float("-inf"))
-    noise = gumbel_noise(keys, logits.shape[-1]) * rows.do_sample
-    return (filtered + noise).argmax(dim=-1)
+    return kernels.gumbel_argmax(filtered, keys, rows.do_sample)
+
+
+# One op per draw: the filter's few ops (sort, softmax, cumsum) and one noise + argmax kernel.
+@torch.library.custom_op("qwen_tts::choose", mutates_args=())
+def _choose_op(logits: torch.Tensor, inv_temperature: torch.Tensor, top_k: torch.Tensor, top_p: torch.Tensor,
+               do_sample: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
+    return choose_reference(logits, inv_temperature, top_k, top_p, do_sample, keys)
+
+
+@_choose_op.register_fake
+def _(logits, inv_temperature, top_k, top_p, do_sample, keys):
+    return logits.new_empty(logits.shape[:-1], dtype=torch.int64)
+
+
+_choose = kernels._op(_choose_op, choose_reference)
 
 
 class DrawPlan(NamedTuple):
@@ -201,5 +197,4 @@ def choose_planned(logits: torch.Tensor, rows: RowParams, keys: torch.Tensor, pl
         else:
             keep = scaled >= kth
         scaled = scaled.masked_fill(~keep, float("-inf"))
-    noise = gumbel_noise(keys, logits.shape[-1]) * rows.do_sample
-    return (scaled + noise).argmax(dim=-1)
+    return kernels.gumbel_argmax(scaled, keys, rows.do_sample)
