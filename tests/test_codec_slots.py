@@ -175,3 +175,32 @@ def test_graph_replays_equal_the_eager_decode():
         owned = [slots.acquire(b) for b in range(3)]
         slots.result = torch.cat([slots.decode(owned, codes[:, :4]), slots.decode(owned, codes[:, 4:])], dim=1)
     assert float((graphs.result - eager.result).abs().max()) <= WAVE_TOLERANCE
+
+
+@pytest.mark.parametrize("codec", ["thread", "inline"])
+def test_the_scheduler_gives_every_slot_back(base_tts, icl_voice, xvector_voice, codec):
+    """More requests than rows (so more streams than slots over time, and in thread mode a stream
+    may wait for a slot whose end marker is still on its way): all finish, every slot comes back."""
+    import threading
+
+    from wyoming_qwen_tts.engine import SamplingConfig
+    from wyoming_qwen_tts.engine.scheduler import BatchScheduler
+
+    scheduler = BatchScheduler(base_tts, max_rows=2, max_len=256, codec=codec)
+    results = [None] * 5
+
+    def run(index):
+        chunks = list(scheduler.stream("Hello there.", [icl_voice, xvector_voice][index % 2], max_frames=4 + index,
+                                       min_frames=4 + index, sampling=SamplingConfig.greedy(), max_chunk_frames=2))
+        results[index] = sum(c.codes.shape[0] for c in chunks)
+
+    try:
+        threads = [threading.Thread(target=run, args=(i,)) for i in range(5)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=300)
+        assert results == [4, 5, 6, 7, 8]
+        assert scheduler._codec_slots.free == 2
+    finally:
+        scheduler.close()
