@@ -54,7 +54,7 @@ class _Shape:
     index: torch.Tensor  # (R,) int64: the pool slot of each row
     work: DecoderState  # (R, ...)
     audio: torch.Tensor  # (R, F * samples_per_frame)
-    graph: "torch.cuda.CUDAGraph | None" = None
+    graph: torch.cuda.CUDAGraph | None = None
 
 
 class CodecSlots:
@@ -86,7 +86,7 @@ class CodecSlots:
         self._shapes: dict[tuple[int, int], _Shape] = {}
 
     @classmethod
-    def for_device(cls, decoder: CodecDecoder, slots: int, max_group: int = MAX_GROUP_ROWS) -> "CodecSlots":
+    def for_device(cls, decoder: CodecDecoder, slots: int, max_group: int = MAX_GROUP_ROWS) -> CodecSlots:
         """Buckets and CUDA graphs on a GPU; exact shapes, eagerly, elsewhere."""
         if decoder.output_weight().device.type == "cuda":
             return cls(decoder, slots, max_group=max_group, row_buckets=ROW_BUCKETS, frame_buckets=FRAME_BUCKETS,

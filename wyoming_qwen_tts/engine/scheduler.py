@@ -23,7 +23,6 @@ from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-import numpy as np
 import torch
 
 from .codec_slots import CodecSlots, read_to_host
