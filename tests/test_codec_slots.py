@@ -204,3 +204,8 @@ def test_the_scheduler_gives_every_slot_back(base_tts, icl_voice, xvector_voice,
         assert scheduler._codec_slots.free == 2
     finally:
         scheduler.close()
+
+
+def test_no_shape_is_made_for_more_rows_than_slots(base_tts):
+    slots = CodecSlots(base_tts.codec.decoder, 3, row_buckets=ROW_BUCKETS, frame_buckets=FRAME_BUCKETS)
+    assert slots.max_group == 3 and slots.row_buckets == (1, 2, 3)

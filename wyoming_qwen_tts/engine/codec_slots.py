@@ -76,7 +76,7 @@ class CodecSlots:
         self.pool = decoder.new_state(slots + 1)
         self.scratch = slots
         self.owners: list[object | None] = [None] * slots
-        self.max_group = max_group
+        self.max_group = max_group = min(max_group, slots)  # no graph for a group that cannot happen
         self.row_buckets = None if row_buckets is None else tuple(sorted({min(b, max_group) for b in row_buckets}
                                                                          | {max_group}))
         self.frame_buckets = frame_buckets
