@@ -209,3 +209,30 @@ def test_the_scheduler_gives_every_slot_back(base_tts, icl_voice, xvector_voice,
 def test_no_shape_is_made_for_more_rows_than_slots(base_tts):
     slots = CodecSlots(base_tts.codec.decoder, 3, row_buckets=ROW_BUCKETS, frame_buckets=FRAME_BUCKETS)
     assert slots.max_group == 3 and slots.row_buckets == (1, 2, 3)
+
+
+def test_a_shape_s_computation_reads_no_host_value_and_takes_none(base_tts):
+    """What a CUDA graph cannot hold: a value read back to the host (.item(), a data-dependent
+    shape) or host data copied in (torch.tensor(list), as the positions were before), which a
+    graph would freeze at its capture. Recorded at the operator level, so the CPU shows what CUDA
+    would run (.tolist() does not pass through it: none is in codec.py or codec_slots.py's _compute)."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class Operators(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.names = set()
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            self.names.add(func.__name__.split(".")[0])
+            return func(*args, **(kwargs or {}))
+
+    slots = bucketed(base_tts.codec.decoder)
+    owned = [slots.acquire(b) for b in range(3)]
+    slots.decode(owned, random_codes(3, 2, 12))  # the shape made; its codes, slots and state set
+    shape = slots._shapes[(4, 2)]
+    with torch.inference_mode(), Operators() as seen:
+        slots._replay(shape)
+    assert {"conv1d", "scaled_dot_product_attention", "index_select", "index_copy_"} <= seen.names
+    host = {"item", "_local_scalar_dense", "nonzero", "masked_select", "unique", "lift_fresh"}
+    assert not seen.names & host, seen.names & host
