@@ -2,8 +2,10 @@
 from the published shapes with the engine's own classes on the meta device (nothing allocated):
 the weights the loader places on the device, the codec decoder and its tables, the batch (KV
 caches of the talker and the code predictor for every row, the step buffers of a graph runner),
-and the codec states of every row plus the primed states of cloned voices. The GPU run
-(benchmarks/gpu_run.sh check) measures the real peak, CUDA graphs included."""
+the codec's slots (a decoder state per row, the static buffers of every graph shape) plus the
+primed states of cloned voices, and what one codec decode of the largest group at least holds
+while it runs (its largest layer's input and output). The GPU run (benchmarks/gpu_run.sh check)
+measures the real peak, CUDA graphs included."""
 
 import inspect
 import json
@@ -13,7 +15,8 @@ import pytest
 import torch
 
 from wyoming_qwen_tts.engine.checkpoint import parse_codec_config, parse_model_config
-from wyoming_qwen_tts.engine.codec import SpeechCodec
+from wyoming_qwen_tts.engine.codec import CodecDecoder, SpeechCodec
+from wyoming_qwen_tts.engine.codec_slots import FRAME_BUCKETS, MAX_GROUP_ROWS, ROW_BUCKETS, CodecSlots
 from wyoming_qwen_tts.engine.engine import HOST, codec_placement, model_placement
 from wyoming_qwen_tts.engine.engine import SOLO_MIN_LEN
 from wyoming_qwen_tts.engine.generate import DecodeBatch
@@ -54,6 +57,26 @@ def _bytes(tensors) -> int:
     return sum(tensor.numel() * tensor.element_size() for tensor in tensors)
 
 
+def codec_decode_bytes(decoder: CodecDecoder, rows: int, frames: int) -> int:
+    """At least what a decode of (rows, frames) holds at once: the largest input plus output of one
+    layer (the graph's memory pool holds that and more). Meta tensors: nothing is allocated."""
+    largest = 0
+
+    def record(_module, args, out) -> None:
+        nonlocal largest
+        largest = max(largest, _bytes([a for a in args if isinstance(a, torch.Tensor)] + [out]))
+
+    hooks = [m.register_forward_hook(record) for m in decoder.modules() if not list(m.children())]
+    try:
+        with torch.inference_mode():
+            decoder(torch.zeros(rows, frames, decoder.cfg.num_quantizers, dtype=torch.int64, device="meta"),
+                    decoder.new_state(rows))
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return largest
+
+
 def gpu_bytes(config_name: str = "1.7B-Base", rows: int = ROWS) -> dict[str, int]:
     dtype, codec_dtype = torch.bfloat16, torch.float32  # QwenTTS's defaults on a GPU
     max_len = inspect.signature(BatchScheduler).parameters["max_len"].default
@@ -76,15 +99,21 @@ def gpu_bytes(config_name: str = "1.7B-Base", rows: int = ROWS) -> dict[str, int
     # server's warm-up at its smallest size; a longer sentence grows it (up to SOLO_MAX_LEN).
     solo = DecodeBatch(talker, 1, SOLO_MIN_LEN)
     solo.runner = BucketedRunner(solo)
-    codec.decoder.quantizer.build_tables()
-    states = [codec.decoder.new_state(rows)] + [codec.decoder.new_state(1) for _ in range(PRIMED_VOICES)]
+    codec.decoder.build_tables()
+    # The scheduler's CodecSlots on a GPU (CodecSlots.for_device, without the CUDA graph handle).
+    slots = CodecSlots(codec.decoder, rows, max_group=MAX_GROUP_ROWS, row_buckets=ROW_BUCKETS,
+                       frame_buckets=FRAME_BUCKETS)
+    slots.allocate()
+    primed = [codec.decoder.new_state(1) for _ in range(PRIMED_VOICES)]
     return {
         "model weights": placed(model, model_placement),
         "codec weights": placed(codec, codec_placement),
         "codebook tables": _bytes([codec.decoder.quantizer.rvq_first.tables, codec.decoder.quantizer.rvq_rest.tables]),
         "talker KV cache": _bytes(_tensors(batch.cache)),
         "batch buffers": _bytes(_tensors(batch)) - _bytes(_tensors(batch.cache)),
-        "codec states": _bytes(_tensors(states)),
+        "codec slots": _bytes(_tensors(slots)),
+        "primed voices": _bytes(_tensors(primed)),
+        "codec decode": codec_decode_bytes(codec.decoder, min(rows, MAX_GROUP_ROWS), max(FRAME_BUCKETS)),
         "single-stream batch": _bytes(_tensors(solo)),
     }
 

@@ -26,16 +26,27 @@ class DecoderState:
     """Everything a batch of streams' decoders remember between chunks; row b is stream b.
 
     Allocated whole by CodecDecoder.new_state (zeros = nothing heard yet), so the states of
-    different streams stack into one batch and split back without special cases."""
+    different streams stack into one batch and split back without special cases. A decode updates
+    every tensor in place (never rebinds one), and positions live on the device: a state's tensors
+    are the same buffers from call to call, with no host value read, which is what a CUDA graph of
+    the decode needs (codec_slots.py)."""
 
     history: dict[int, torch.Tensor]  # id(module) -> (B, C, context) last inputs of a causal conv
     keys: list[torch.Tensor]  # per transformer layer, (B, KV, window-1, D): the last window-1 keys
     values: list[torch.Tensor]
-    positions: list[int]  # frames each stream has decoded
+    positions: torch.Tensor  # (B,) int64: frames each stream has decoded (a list is taken too)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.positions, torch.Tensor):
+            self.positions = torch.tensor(self.positions, dtype=torch.int64)
+
+    def tensors(self) -> list[torch.Tensor]:
+        """Every tensor of the state, in a fixed order (rows first in each)."""
+        return [*self.history.values(), *self.keys, *self.values, self.positions]
 
     def clone(self) -> "DecoderState":
         return DecoderState({k: v.clone() for k, v in self.history.items()}, [k.clone() for k in self.keys],
-                            [v.clone() for v in self.values], list(self.positions))
+                            [v.clone() for v in self.values], self.positions.clone())
 
     @staticmethod
     def stack(states: "list[DecoderState]") -> "DecoderState":
@@ -44,21 +55,22 @@ class DecoderState:
             {key: torch.cat([s.history[key] for s in states]) for key in first.history},
             [torch.cat([s.keys[i] for s in states]) for i in range(len(first.keys))],
             [torch.cat([s.values[i] for s in states]) for i in range(len(first.values))],
-            [p for s in states for p in s.positions],
+            torch.cat([s.positions for s in states]),
         )
 
     def split(self) -> "list[DecoderState]":
         return [DecoderState({k: v[b:b + 1] for k, v in self.history.items()}, [k[b:b + 1] for k in self.keys],
-                             [v[b:b + 1] for v in self.values], [self.positions[b]])
-                for b in range(len(self.positions))]
+                             [v[b:b + 1] for v in self.values], self.positions[b:b + 1])
+                for b in range(self.positions.shape[0])]
 
 
 def _with_history(module: nn.Module, x: torch.Tensor, length: int, state: DecoderState) -> torch.Tensor:
     """x preceded by the module's last `length` input steps; the state keeps the new last ones."""
     if length == 0:
         return x
-    joined = torch.cat((state.history[id(module)], x), dim=-1)
-    state.history[id(module)] = joined[..., -length:]
+    kept = state.history[id(module)]
+    joined = torch.cat((kept, x), dim=-1)
+    kept.copy_(joined[..., -length:])
     return joined
 
 
@@ -281,7 +293,7 @@ class PreTransformer(nn.Module):
         """x (B, T, latent) continuing each row's stream at its own position."""
         cfg = self.cfg
         steps, kept = x.shape[1], cfg.sliding_window - 1
-        starts = torch.tensor(state.positions, device=x.device)[:, None]
+        starts = state.positions[:, None]
         query_pos = starts + torch.arange(steps, device=x.device)  # (B, T)
         key_pos = starts - kept + torch.arange(kept + steps, device=x.device)  # (B, window-1+T)
         visible = causal_mask(query_pos, key_pos, cfg.sliding_window) & (key_pos >= 0)[:, None, :]
@@ -294,7 +306,8 @@ class PreTransformer(nn.Module):
             v = torch.cat((state.values[index], v), dim=2)
             x = x + layer.self_attn_layer_scale(attn.attend(q, k, v, visible[:, None], causal=False))
             x = x + layer.mlp_layer_scale(layer.mlp(layer.post_attention_layernorm(x)))
-            state.keys[index], state.values[index] = k[:, :, -kept:], v[:, :, -kept:]
+            state.keys[index].copy_(k[:, :, -kept:])
+            state.values[index].copy_(v[:, :, -kept:])
         return self.output_proj(self.norm(x))
 
 
@@ -400,7 +413,8 @@ class CodecDecoder(nn.Module):
         cfg = self.cfg
         window = param.new_zeros(batch, cfg.num_kv_heads, cfg.sliding_window - 1, cfg.head_dim)
         return DecoderState(history, [window.clone() for _ in range(cfg.num_layers)],
-                            [window.clone() for _ in range(cfg.num_layers)], [0] * batch)
+                            [window.clone() for _ in range(cfg.num_layers)],
+                            torch.zeros(batch, dtype=torch.int64, device=param.device))
 
     def output_weight(self) -> torch.Tensor:
         return self.decoder[-1].conv.weight
@@ -415,7 +429,7 @@ class CodecDecoder(nn.Module):
             hidden = convnext(transconv(hidden, state), state)
         for layer in self.decoder:
             hidden = layer(hidden) if isinstance(layer, SnakeBeta) else layer(hidden, state)
-        state.positions = [p + codes.shape[1] for p in state.positions]
+        state.positions.add_(codes.shape[1])
         return hidden.clamp(min=-1.0, max=1.0).squeeze(1)
 
 

@@ -23,10 +23,9 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
-import numpy as np
 import torch
 
-from .codec import DecoderState
+from .codec_slots import CodecSlots, read_to_host
 from .engine import AudioChunk, PromptTooLong, QwenTTS, resolve_runner  # noqa: F401 (PromptTooLong: raised from here)
 from .generate import MIN_FRAMES_BEFORE_EOS, DecodeBatch, FrameChunks, Row
 from .prompt import TextMode, VoicePrompt
@@ -84,12 +83,13 @@ class CodesChunk:
 
 @dataclass(eq=False)
 class StreamAudio:
-    """A request's audio side: its voice, frames not yet decoded, where chunks go. The codec
-    state is made by the codec thread at the first decode (see the module's docstring)."""
+    """A request's audio side: its voice, frames not yet decoded, where chunks go. Its codec state
+    lives in a slot of the scheduler's CodecSlots, taken by the codec thread at the first decode
+    (see the module's docstring) and given back at the end."""
 
     voice: VoicePrompt
     frames: FrameChunks
-    state: DecoderState | None = None
+    slot: int | None = None
     chunks: queue.SimpleQueue = field(default_factory=queue.SimpleQueue)
     decoded_frames: int = 0
     jobs: deque = field(default_factory=deque)  # CodesChunks, then _END; codec thread only
@@ -127,6 +127,7 @@ class BatchScheduler:
         self.codec = resolve_codec_mode(codec)
         self._codec_jobs: queue.SimpleQueue = queue.SimpleQueue()
         self._inline_waiting: deque[StreamAudio] = deque()  # streams with audio to decode (codec "inline")
+        self._codec_slots: CodecSlots | None = None  # made by whichever thread decodes, at its first decode
         # Seconds from a chunk's codes made to its audio decoded, the latest chunks': first audio
         # through the batch came far later than for one stream alone (BENCHMARKS.md, "First GPU
         # run"), so the benchmarks report where that time is spent.
@@ -353,40 +354,66 @@ class BatchScheduler:
         audio.jobs.append(item)
 
     def _decode_all(self, waiting: deque[StreamAudio]) -> None:
-        while waiting:
-            self._decode_round(waiting)
+        while waiting and self._decode_round(waiting):
+            pass
 
-    def _decode_round(self, waiting: deque[StreamAudio]) -> None:
-        """Each waiting stream's next job: end markers go out, equal-length chunks decode together."""
+    def _decode_round(self, waiting: deque[StreamAudio]) -> bool:
+        """Each waiting stream's next job: end markers go out (the stream's codec slot with them),
+        equal-length chunks decode together. False when nothing could move: every slot is held,
+        and a stream that needs one waits for an end marker that has not come in yet."""
+        try:
+            slots = self._slots()
+        except Exception as err:  # e.g. out of memory capturing the codec's graphs
+            _LOGGER.exception("Making the codec's slots failed; failing %d streams", len(waiting))
+            for audio in waiting:
+                audio.fail(err)
+                audio.jobs.clear()
+            waiting.clear()
+            return False
+        slots.reclaim(lambda audio: audio.failed)  # a failed stream may never see its end marker
+        free, moved = slots.free, False
         by_length: dict[int, list[StreamAudio]] = {}
         for audio in list(waiting):
             head = audio.jobs[0]
-            if head is _END:
+            if head is _END or audio.failed:
                 audio.jobs.popleft()
-                if not audio.failed:
-                    audio.chunks.put(_END)
-            else:
+                moved = True
+                if head is _END:
+                    if audio.slot is not None:
+                        slots.release(audio.slot, audio)
+                        audio.slot = None
+                    if not audio.failed:
+                        audio.chunks.put(_END)
+            elif audio.slot is not None or free > 0:
+                free -= audio.slot is None
                 by_length.setdefault(head.codes.shape[0], []).append(audio)
         for group in by_length.values():
-            codes = [audio.jobs.popleft() for audio in group]
-            live = [(a, c) for a, c in zip(group, codes) if not a.failed]
-            if live:
-                self._decode_group(live)
+            self._decode_group([(audio, audio.jobs.popleft()) for audio in group])
+            moved = True
         for audio in list(waiting):
             if not audio.jobs:
                 waiting.remove(audio)
+        return moved
+
+    def _slots(self) -> CodecSlots:
+        """The codec's slots, made (on a GPU: every graph captured) by the first decode, which the
+        server's warm-up makes, on the decoding thread's stream."""
+        if self._codec_slots is None:
+            slots = CodecSlots.for_device(self.tts.codec.decoder, self.max_rows)
+            slots.prepare()
+            self._codec_slots = slots
+        return self._codec_slots
 
     @torch.inference_mode()
     def _decode_group(self, group: list[tuple[StreamAudio, CodesChunk]]) -> None:
-        decoder = self.tts.codec.decoder
+        slots = self._slots()
         try:
             for audio, _ in group:
-                if audio.state is None:  # made here, on the codec thread's stream
-                    audio.state = self.tts.decoder_state(audio.voice)
-            state = group[0][0].state if len(group) == 1 else DecoderState.stack([a.state for a, _ in group])
-            audio_out = decoder(torch.stack([chunk.usable_here() for _, chunk in group]), state)
-            states = [state] if len(group) == 1 else state.split()
-            samples = audio_out.float().cpu().numpy()
+                if audio.slot is None:  # its state made here, on the codec thread's stream
+                    audio.slot = slots.acquire(audio, self.tts.decoder_state(audio.voice))
+            codes = torch.stack([chunk.usable_here() for _, chunk in group])  # (N, n, Q)
+            audio_out = slots.decode([audio.slot for audio, _ in group], codes)  # (N, n * 1920)
+            samples, host_codes = read_to_host(audio_out.float(), codes)
             decoded_at = time.perf_counter()
             self.codec_lag_s.extend(decoded_at - chunk.made_at for _, chunk in group)
         except Exception as err:
@@ -394,9 +421,7 @@ class BatchScheduler:
             for audio, _ in group:
                 audio.fail(err)
             return
-        for index, ((audio, chunk), new_state) in enumerate(zip(group, states)):
-            codes = chunk.codes
-            audio.state = new_state
-            audio.chunks.put(AudioChunk(samples=np.ascontiguousarray(samples[index]), codes=codes.cpu().numpy(),
+        for index, (audio, _) in enumerate(group):
+            audio.chunks.put(AudioChunk(samples=samples[index], codes=host_codes[index],
                                         first_frame=audio.decoded_frames))
-            audio.decoded_frames += codes.shape[0]
+            audio.decoded_frames += host_codes.shape[1]
