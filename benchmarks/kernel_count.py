@@ -125,7 +125,7 @@ def main() -> None:
     sampling = (SamplingConfig(talker=SamplingParams(temperature=0.9, top_k=50, repetition_penalty=1.05),
                                predictor=SamplingParams(temperature=0.9, top_k=50))
                 if args.sampling == "default" else SamplingConfig.greedy())
-    batch = DecodeBatch(talker, max_rows=args.rows, max_len=args.kv_len)
+    batch = DecodeBatch(talker, max_rows=args.rows, max_len=args.kv_len, capacity=args.kv_len)  # steps read kv_len
     runner = BucketedRunner(batch, row_buckets=(args.rows,), len_buckets=(args.kv_len,))
     params = (runner.params[0].rows(args.rows), runner.params[1].rows(args.rows))
     batch._plan = step_plan_of(talker, sampling)  # the plan of a batch of such rows

@@ -78,7 +78,8 @@ def frame_split(tts, voice, clock: Clock, repeats: int = 20) -> dict:
 
     talker = tts.model.talker
     prefill = tts.prompts.build(TEXT, voice, "english")
-    batch = DecodeBatch(talker, 1, prefill.embeds.shape[1] + repeats * 3 + 8)
+    positions = prefill.embeds.shape[1] + repeats * 3 + 8
+    batch = DecodeBatch(talker, 1, positions, capacity=positions)  # the timed steps write past admission's need
     batch.admit(Row(prefill, tts.default_sampling, 0, repeats * 3 + 4))
     params = RowParams.stack([tts.default_sampling.predictor], talker.code_predictor.cfg.vocab_size, tts.device)
     seeds = torch.zeros(1, dtype=torch.int64, device=tts.device)

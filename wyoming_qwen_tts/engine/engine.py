@@ -269,17 +269,21 @@ class QwenTTS:
 
     def _solo_batch(self, positions: int) -> DecodeBatch:
         """The single-row batch, with room for `positions`: made (its runner prepared: graphs
-        captured, steps compiled) on first use, and again larger when a longer request comes."""
+        captured, steps compiled) on first use, and again larger when a longer request comes. Its
+        cache is allocated whole: the sentences it serves are the long ones."""
         if self._solo is None or self._solo.max_len < positions:
             self._solo = None  # free the smaller one's caches and graphs first
-            self._solo = self.new_batch(1, max(SOLO_MIN_LEN, 1 << (positions - 1).bit_length()))
+            length = max(SOLO_MIN_LEN, 1 << (positions - 1).bit_length())
+            self._solo = self.new_batch(1, length, capacity=length)
         return self._solo
 
     @torch.inference_mode()  # no autograd state in the batch's tensors, nor in the graphs captured
-    def new_batch(self, max_rows: int, max_len: int, runner: str | None = None) -> DecodeBatch:
+    def new_batch(self, max_rows: int, max_len: int, runner: str | None = None,
+                  capacity: int | None = None) -> DecodeBatch:
         """An empty batch whose steps run as `runner` says (this model's runner when None), the
-        runner prepared (graphs captured, steps compiled) for this model's default sampling."""
-        batch = DecodeBatch(self.model.talker, max_rows, max_len)
+        runner prepared (graphs captured, steps compiled) for this model's default sampling, up to
+        the cache capacity it starts with (DecodeBatch)."""
+        batch = DecodeBatch(self.model.talker, max_rows, max_len, capacity=capacity)
         batch.runner = make_runner(runner or self.runner, batch, self.compile_steps,
                                    warm_plans=(step_plan_of(self.model.talker, self.default_sampling),))
         batch.runner.prepare(batch)

@@ -16,10 +16,11 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch._dynamo
 
 from .codec import DecoderState, SpeechCodec
 from .prompt import Prefill
-from .layers import KVCache, RowPositions
+from .layers import KVCache, RowPositions, widened
 from .options import SpeechOptions
 from .sampling import DrawPlan, RowParams, SamplingConfig, apply_repetition_penalty, choose_planned, draw_keys
 from .talker import Talker
@@ -29,6 +30,25 @@ MIN_FRAMES_BEFORE_EOS = 2  # the official generate() passes min_new_tokens=2
 FRAMES_CAP = 2048  # ~164 s: no request, however long its text, runs past this
 BUDGET_BASE_FRAMES = 24  # ~2 s of slack for very short texts
 BUDGET_FRAMES_PER_TOKEN = 12  # ~3x a normal speaking rate per text token
+# A batch's buffers start small and grow at admission, a step at a time (doubling, then max_len):
+# the KV cache's positions per row (an ICL prompt plus a sentence's frame budget mostly fits 512)
+# and the staged text table's columns (a sentence's text tokens).
+KV_STEP, KV_START = 256, 512
+TEXT_STEP, TEXT_START = 64, 64
+
+
+def size_steps(first: int, limit: int) -> tuple[int, ...]:
+    """first, 2 first, 4 first ... below limit, then limit: the sizes a buffer grows through."""
+    steps = []
+    while first < limit:
+        steps.append(first)
+        first *= 2
+    return (*steps, limit)
+
+
+def step_for(need: int, steps: tuple[int, ...]) -> int:
+    """The smallest step that holds `need` (the last one if none does: admission refuses more)."""
+    return next((step for step in steps if step >= need), steps[-1])
 
 
 def frame_budget(text_tokens: int, cap: int = FRAMES_CAP) -> int:
@@ -103,7 +123,7 @@ STEP_COLUMNS = 5
 
 def step_inputs(ints: torch.Tensor, text_table: torch.Tensor) -> StepInputs:
     """StepInputs of rows 0..R-1 from their packed integers (R, STEP_COLUMNS) and the texts staged
-    on the device at admission (R, L, H): no host value is read."""
+    on the device at admission (max_rows, L, H), whole: no host value is read."""
     rows = torch.arange(ints.shape[0], device=ints.device)
     return StepInputs(seeds=ints[:, SEED], frame_index=ints[:, FRAME_INDEX], hold_eos=ints[:, HOLD_EOS] != 0,
                       texts=text_table[rows, ints[:, TEXT_INDEX]], positions=ints[:, POSITION])
@@ -157,22 +177,32 @@ def frame_step(talker: Talker, hidden: torch.Tensor, seen: torch.Tensor, ints: t
 class DecodeBatch:
     """Live rows sharing static caches; step() makes one frame for each of them."""
 
-    def __init__(self, talker: Talker, max_rows: int, max_len: int, runner: Any = None) -> None:
-        """runner: how step() runs the frame step (runners.py); None calls it at the exact shapes."""
+    def __init__(self, talker: Talker, max_rows: int, max_len: int, runner: Any = None,
+                 capacity: int | None = None) -> None:
+        """runner: how step() runs the frame step (runners.py); None calls it at the exact shapes.
+        max_len: the most positions a row may need (admission refuses more); capacity: the cache
+        positions per row allocated now (default the first kv_steps one holding KV_START), grown
+        through kv_steps as admitted rows need it."""
         weight = talker.model.norm.weight  # in the model dtype even when linears hold int8
         self.talker = talker
         self.device, self.dtype = weight.device, weight.dtype
         self.max_rows, self.max_len = max_rows, max_len
         self.eos = talker.cfg.codec_eos_id
         vocab = talker.cfg.vocab_size
-        self.cache = talker.new_cache(max_rows, max_len, self.device, self.dtype)
+        self.kv_steps = size_steps(KV_STEP, max_len)
+        self.text_steps = size_steps(TEXT_STEP, max_len)
+        start = step_for(min(KV_START if capacity is None else capacity, max_len), self.kv_steps)
+        self.cache = talker.new_cache(max_rows, start, self.device, self.dtype)
         self.predictor_cache = talker.code_predictor.new_cache(max_rows, self.device, self.dtype)
         self.banned = suppressed_codes(talker, self.device)[None, :]
         self.eos_column = (torch.arange(vocab, device=self.device) == self.eos)[None, :]
         self.hidden = torch.zeros(max_rows, talker.cfg.hidden_size, device=self.device, dtype=self.dtype)
         self.seen = torch.zeros(max_rows, vocab, dtype=torch.bool, device=self.device)
         # Each row's texts for its frames (Row.texts), staged at admission; a frame picks its own.
-        self.text_table = torch.zeros(max_rows, max_len, talker.cfg.hidden_size, device=self.device, dtype=self.dtype)
+        # (max_rows, columns, H), columns grown through text_steps.
+        self.text_table = torch.zeros(max_rows, step_for(TEXT_START, self.text_steps), talker.cfg.hidden_size,
+                                      device=self.device, dtype=self.dtype)
+        self._mark_dynamic()
         self.step_ints = torch.zeros(max_rows, STEP_COLUMNS, dtype=torch.int64, device=self.device)
         on_cuda = self.device.type == "cuda"
         self._host_ints = torch.zeros(max_rows, STEP_COLUMNS, dtype=torch.int64, pin_memory=on_cuda)
@@ -200,6 +230,7 @@ class DecodeBatch:
                 raise ValueError(f"no room: the request needs {row.positions_needed}/{self.max_len} positions")
         if not rows:
             return
+        self._make_room(rows)
         first = len(self.rows)
         for row in rows:
             row.prefill.wait_here()
@@ -218,6 +249,38 @@ class DecodeBatch:
             self.rows.append(row)
         self._params = self._plan = None
 
+    def _make_room(self, joining: list[Row]) -> None:
+        """The cache and the text table grown to the steps that hold the live rows and those joining."""
+        rows = self.rows + joining
+        self.grow(step_for(max(row.positions_needed for row in rows), self.kv_steps),
+                  step_for(max(row.text_length + 1 for row in rows), self.text_steps))
+
+    def grow(self, positions: int, columns: int) -> None:
+        """At least `positions` cache positions and `columns` text columns per row, live rows
+        keeping theirs. The runner drops what holds the old buffers (CUDA graphs) first."""
+        if positions <= self.cache.capacity and columns <= self.text_table.shape[1]:
+            return
+        if self.runner is not None:
+            self.runner.buffers_changing(self)
+        try:
+            if positions > self.cache.capacity:
+                self.cache.grow(positions, len(self.rows))
+            if columns > self.text_table.shape[1]:
+                self.text_table = widened(self.text_table, 1, columns, len(self.rows))
+        finally:
+            self._mark_dynamic()
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()  # the old buffers' blocks are too small for what comes next
+
+    def _mark_dynamic(self) -> None:
+        """The text table's columns vary: a compiled step traces them as a size, so that its growth
+        does not recompile the step in the middle of somebody's sentence. The cache's capacity is
+        kept a constant: the whole step compiled with it symbolic made other codes than the eager
+        step (CPU, torch 2.13), so each capacity compiles its own (at most len(kv_steps))."""
+        for tensor in (self.cache.keys, self.cache.values):
+            torch._dynamo.mark_static(tensor, 3)
+        torch._dynamo.maybe_mark_dynamic(self.text_table, 1)
+
     def row_params(self) -> tuple[RowParams, RowParams]:
         if self._params is None:
             vocab, predictor_vocab = self.talker.cfg.vocab_size, self.talker.code_predictor.cfg.vocab_size
@@ -235,7 +298,8 @@ class DecodeBatch:
 
     def step_args(self, rows: int, params: tuple[RowParams, RowParams]) -> tuple:
         """frame_step's arguments up to the caches, over rows 0..rows-1 of the buffers."""
-        return (self.talker, self.hidden[:rows], self.seen[:rows], self.step_ints[:rows], self.text_table[:rows],
+        # The text table whole: a slice would be a new tensor each step, without _mark_dynamic's mark.
+        return (self.talker, self.hidden[:rows], self.seen[:rows], self.step_ints[:rows], self.text_table,
                 params[0].fields(), params[1].fields(), self.banned, self.eos_column)
 
     def eager_step(self, rows: int, kv_len: int, params: tuple[RowParams, RowParams]) -> torch.Tensor:
@@ -312,7 +376,7 @@ def generate_frames(talker: Talker, row: Row, batch: DecodeBatch | None = None) 
     on), row.max_frames, or row.should_stop(). In `batch` (an empty one, kept for reuse: its graphs
     or compiled steps are ready), else in a fresh eager batch of its own."""
     if batch is None:
-        batch = DecodeBatch(talker, max_rows=1, max_len=row.positions_needed)
+        batch = DecodeBatch(talker, max_rows=1, max_len=row.positions_needed, capacity=row.positions_needed)
     batch.admit(row)
     try:
         while batch.rows:

@@ -251,11 +251,40 @@ class KVCache:
     def capacity(self) -> int:
         return self.keys.shape[3]
 
+    def grow(self, capacity: int, rows: int) -> None:
+        """Room for `capacity` positions per row, rows 0..rows-1 keeping what they hold (lengths
+        too). New tensors: whatever captured the old ones (a CUDA graph) must not run again. Keys
+        are moved before values are made, so at most the old pair and one new half live at once;
+        if the values do not fit, the keys go back to the old size (keys and values must match)."""
+        old = self.capacity
+        if capacity < old:
+            raise ValueError(f"a cache of {old} positions cannot grow to {capacity}")
+        self.keys = widened(self.keys, 3, capacity, rows, row_dim=1)
+        try:
+            self.values = widened(self.values, 3, capacity, rows, row_dim=1)
+        except BaseException:
+            self.keys = self.keys[:, :, :, :old].contiguous()
+            raise
+
     def move_row(self, source: int, target: int) -> None:
         """Copy one row's keys/values over another (to keep a batch's live rows contiguous)."""
         self.keys[:, target] = self.keys[:, source]
         self.values[:, target] = self.values[:, source]
         self.lengths[target] = self.lengths[source]
+
+
+def widened(tensor: torch.Tensor, dim: int, size: int, rows: int, row_dim: int = 0) -> torch.Tensor:
+    """A zeroed copy of `tensor`, `size` long along `dim`, holding what rows 0..rows-1 (along
+    row_dim) held. Zeros, not empty memory: attention still multiplies masked positions' values by
+    their zero weights, and 0 x NaN is NaN."""
+    shape = list(tensor.shape)
+    shape[dim] = size
+    with torch.inference_mode(tensor.is_inference()):  # the same kind: a compiled step's guards check it
+        grown = torch.zeros(shape, device=tensor.device, dtype=tensor.dtype)
+    kept = [slice(None)] * tensor.dim()
+    kept[row_dim], kept[dim] = slice(0, rows), slice(0, tensor.shape[dim])
+    grown[tuple(kept)] = tensor[tuple(kept)]
+    return grown
 
 
 def _check_room(cache: KVCache, end: int) -> None:

@@ -93,6 +93,10 @@ class StepRunner:
     def prepare(self, batch: DecodeBatch) -> None:
         """Called once on the empty batch, before any row is admitted."""
 
+    def buffers_changing(self, batch: DecodeBatch) -> None:
+        """The batch is about to grow its cache or text table: new tensors in place of those a
+        step has run on."""
+
 
 class EagerRunner(StepRunner):
     """A step function at the batch's exact shapes (a batch without a runner calls FrameStep's
@@ -122,7 +126,8 @@ class BucketedRunner(StepRunner):
         rows, device = batch.max_rows, batch.device
         self.row_buckets = tuple(sorted({min(b, rows) for b in row_buckets} | {rows}))
         lengths = len_buckets or tuple(128 * 2 ** i for i in range(12))
-        self.len_buckets = tuple(sorted({min(b, batch.max_len) for b in lengths} | {batch.max_len}))
+        # Each cache capacity a bucket: a step's kv_len bucket then never exceeds the cache.
+        self.len_buckets = tuple(sorted({min(b, batch.max_len) for b in lengths} | set(batch.kv_steps)))
         self.step = step or FrameStep()
         self.warm_plans = warm_plans
         greedy = SamplingConfig.greedy()
@@ -144,15 +149,17 @@ class BucketedRunner(StepRunner):
         return self.execute(batch, rows, length)[:count]
 
     def prepare(self, batch: DecodeBatch) -> None:
-        """Every bucket once, so that a CUDA graph runner captures them all now (at start-up) and not
-        in the middle of somebody's sentence. No row is live: what the steps write into the caches
-        and the row buffers is overwritten when a row is admitted. Largest first: the smaller graphs
-        then fit in the memory the larger ones' captures freed in the shared pool."""
+        """Every bucket the cache holds now once, so that a CUDA graph runner captures them all now
+        (at start-up) and not in the middle of somebody's sentence (lengths past the cache come
+        after it grows, and are captured when first used). No row is live: what the steps write into
+        the caches and the row buffers is overwritten when a row is admitted. Largest first: the
+        smaller graphs then fit in the memory the larger ones' captures freed in the shared pool."""
+        lengths = [length for length in self.len_buckets if length <= batch.cache.capacity]
         try:
             for plan in self.warm_plans or (None,):
                 batch._plan = plan
                 for rows in reversed(self.row_buckets):
-                    for length in reversed(self.len_buckets):
+                    for length in reversed(lengths):
                         self.execute(batch, rows, length)
         finally:
             batch._plan = None
@@ -192,6 +199,11 @@ class CudaGraphRunner(BucketedRunner):
             static_frames = super().execute(batch, rows, kv_len)
         self.graphs[key] = (graph, static_frames)
         return frames
+
+    def buffers_changing(self, batch: DecodeBatch) -> None:
+        """Every graph replays on the cache and text table about to be freed (their memory then
+        reused): drop them all; each bucket is captured again on its next use, on the new buffers."""
+        self.graphs.clear()
 
 
 def step_plan_of(talker: Talker, sampling: SamplingConfig) -> tuple[DrawPlan, DrawPlan]:
