@@ -68,7 +68,7 @@ fi
 # graphs in 14 s, one stream makes 40 frames in ~1 s.
 declare -A LIMIT=(
     [gpu]=10 [wheels]=30 [requires]=10 [imports]=30
-    [check]=75 [serving]=90 [profile]=70 [socket]=60 [faster]=55 [official]=70
+    [check]=75 [serving]=85 [profile]=65 [socket]=60 [faster]=65 [official]=70
     [checkpoint]=60
     [compiled]=300 [int8]=120 [codec-thread]=90
 )
