@@ -332,3 +332,35 @@ def test_the_profile_step_runs_on_cpu_and_writes_its_json(tmp_path, monkeypatch)
         assert loop["steps"] >= 3 and loop["decode_groups"] >= 2 and loop["step_s"] > 0 and loop["decode_s"] > 0
     assert 0 < inline["decode_share_of_batch_thread"] < 1 and inline["decode_overlapping_steps_s"] == 0
     assert thread["decode_share_of_batch_thread"] is None and "gpu_kernels" not in thread
+
+
+def test_the_profiles_stream_figures_from_raw_profiler_events():
+    """What gpu_profile reads from torch.profiler on a GPU, from stand-in events: copies and sets
+    left out of the kernels, the steps' stream the busiest, the codec thread's stream the busiest
+    other one, and how much of it overlaps a step kernel."""
+    from types import SimpleNamespace
+
+    from torch.autograd import DeviceType
+
+    from benchmarks.gpu_profile import gpu_kernels, stream_figures
+
+    def event(name, start, duration, stream, device=DeviceType.CUDA):
+        return SimpleNamespace(device_type=lambda: device, name=lambda: name, start_ns=lambda: start,
+                               duration_ns=lambda: duration, device_resource_id=lambda: stream,
+                               is_user_annotation=lambda: False)
+
+    events = [event("step_kernel", 0, 100, 7), event("step_kernel", 150, 100, 7), event("step_kernel", 300, 100, 7),
+              event("conv_kernel", 80, 40, 20), event("conv_kernel", 260, 30, 20),  # 20 overlapping, 30 not
+              event("prompt_kernel", 500, 5, 30), event("Memcpy HtoD (Pinned -> Device)", 10, 5, 7),
+              event("Memset (Device)", 20, 5, 7), event("aten::mm", 0, 1000, 0, DeviceType.CPU)]
+    prof = SimpleNamespace(profiler=SimpleNamespace(kineto_results=SimpleNamespace(events=lambda: events)))
+    kernels, others = gpu_kernels(prof)
+    assert len(kernels) == 6 and others == {"Memcpy": 1, "Memset": 1}
+    thread = stream_figures(prof, "thread")
+    assert thread["steps_stream"] == 7 and thread["codec_stream"] == 20
+    assert thread["codec_busy_ms"] == 70 / 1e6 and thread["codec_overlapping_steps_ms"] == 20 / 1e6
+    assert abs(thread["codec_overlap_fraction"] - 20 / 70) < 1e-12
+    assert thread["by_stream"]["30"] == {"kernels": 1, "busy_ms": 5 / 1e6, "overlapping_steps_ms": 0.0}
+    assert thread["gpu_busy_ms"] == (300 + 30 + 5) / 1e6 + 20 / 1e6 and thread["gpu_span_ms"] == 505 / 1e6
+    inline = stream_figures(prof, "inline")
+    assert "codec_overlap_fraction" not in inline and inline["steps_stream"] == 7
