@@ -181,6 +181,50 @@ with open(os.path.join(work, "results.lock"), "w") as lock:
         failed = [name for name, step in steps.items() if step["status"] != "ok"]
         results["failed_steps"] = failed
         print("failed steps:", " ".join(failed) or "none")
+
+        def get(value, *keys):  # None where any key is missing
+            for key in keys:
+                if isinstance(value, dict):
+                    value = value.get(key)
+                elif isinstance(value, list) and isinstance(key, int) and -len(value) <= key < len(value):
+                    value = value[key]
+                else:
+                    return None
+            return value
+
+        def show(label, *figures):  # figures: (name, value, format)
+            shown = [name + " " + format(value, spec) for name, value, spec in figures if value is not None]
+            if shown:
+                print("  " + label + ": " + ", ".join(shown))
+
+        serving = results.get("serving", {})
+        print("headline (results.json has the rest):")
+        show("check", ("ok", get(results, "check", "ok"), ""), ("failures", get(results, "check", "failures"), "d"))
+        show("one stream", ("first audio p50 ms", get(serving, "single_stream", "first_audio_ms_p50"), ".0f"),
+             ("x real time", get(serving, "single_stream", "x_realtime"), ".2f"),
+             ("ms per frame", get(serving, "single_stream", "ms_per_frame"), ".1f"))
+        for level in serving.get("sweep") or []:
+            show("%d streams" % level["streams"], ("first audio p50 ms", level.get("first_audio_ms_p50"), ".0f"),
+                 ("p95 ms", level.get("first_audio_ms_p95"), ".0f"), ("slowest x real time", level.get("x_realtime_min"), ".2f"))
+        show("memory GiB", ("8-row server peak", get(serving, "server_defaults_memory", "peak_allocated_gib"), ".2f"),
+             ("reserved", get(serving, "server_defaults_memory", "peak_reserved_gib"), ".2f"),
+             ("run peak", serving.get("peak_gpu_memory_gib"), ".2f"),
+             ("server process (nvidia-smi) MiB", get(results, "socket", "gpu_memory", "server_process_mib"), "d"))
+        for step in get(results, "profile", "step") or []:
+            show("step at %d rows" % step["rows"], ("kernels per replay", step.get("kernels_per_replay"), ".0f"),
+                 ("operators (CPU)", step.get("kernel_ops_per_step"), "d"),
+                 ("replay ms", step.get("replay_ms"), ".2f"), ("ungraphed ms", step.get("ungraphed_step_ms"), ".1f"))
+        for loop in get(results, "profile", "loop") or []:
+            show("loop, codec " + loop.get("codec", "?"), ("decode share", loop.get("decode_share_of_batch_thread"), ".2f"),
+                 ("codec overlapping steps", loop.get("codec_overlap_fraction"), ".2f"),
+                 ("GPU busy ms", loop.get("gpu_busy_ms"), ".0f"), ("of span ms", loop.get("gpu_span_ms"), ".0f"))
+        show("socket", ("first audio p50 ms", get(results, "socket", "sequential", "first_audio_ms_p50"), ".0f"),
+             ("%s clients p95 ms" % get(results, "socket", "concurrent", -1, "clients"),
+              get(results, "socket", "concurrent", -1, "first_audio_ms_p95"), ".0f"))
+        for peers in ("faster", "official"):
+            for row in get(results, peers, "rows") or []:
+                show(row["engine"], ("first audio ms", row.get("first_audio_ms"), ".0f"),
+                     ("x real time", row.get("speed_x_realtime"), ".2f"))
     with open(path + ".partial", "w") as f:
         json.dump(results, f, indent=1)
     os.replace(path + ".partial", path)

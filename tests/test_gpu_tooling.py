@@ -364,3 +364,34 @@ def test_the_profiles_stream_figures_from_raw_profiler_events():
     assert thread["gpu_busy_ms"] == (300 + 30 + 5) / 1e6 + 20 / 1e6 and thread["gpu_span_ms"] == 505 / 1e6
     inline = stream_figures(prof, "inline")
     assert "codec_overlap_fraction" not in inline and inline["steps_stream"] == 7
+
+
+def test_the_runs_summary_prints_the_headline_figures(tmp_path):
+    """The device call returns the end of its output: the summary ends it with each step's status
+    and the goals' figures from results.json, whatever steps are missing."""
+    code = re.search(r"RESULTS_PY='(.*?)\n'\n", GPU_RUN.read_text(), re.DOTALL).group(1)
+    out, work = tmp_path / "out", tmp_path / "work"
+    out.mkdir()
+    work.mkdir()
+    (work / "serving.json").write_text(json.dumps({
+        "single_stream": {"first_audio_ms_p50": 61.9, "x_realtime": 3.49, "ms_per_frame": 22.9},
+        "sweep": [{"streams": 32, "first_audio_ms_p50": 90.0, "first_audio_ms_p95": 120.4, "x_realtime_min": 1.91}],
+        "server_defaults_memory": {"peak_allocated_gib": 4.71, "peak_reserved_gib": 5.2}, "peak_gpu_memory_gib": 11.05}))
+    (work / "socket.json").write_text(json.dumps({"sequential": {"first_audio_ms_p50": 70.2},
+                                                  "concurrent": [{"clients": 8, "first_audio_ms_p95": 150.0}]}))
+
+    def results(*args: str) -> str:
+        return subprocess.run([sys.executable, "-c", code, str(out), str(work), *args], capture_output=True, text=True,
+                              check=True).stdout
+
+    results("step", "serving", "ok", "50", "85")
+    results("step", "socket", "timed-out", "60", "60")
+    results("step", "profile", "skipped", "0", "65")
+    summary = results("summary")
+    assert "serving" in summary and "timed-out" in summary and "failed steps: socket profile" in summary
+    assert "one stream: first audio p50 ms 62, x real time 3.49, ms per frame 22.9" in summary
+    assert "32 streams: first audio p50 ms 90, p95 ms 120, slowest x real time 1.91" in summary
+    assert "memory GiB: 8-row server peak 4.71, reserved 5.20, run peak 11.05" in summary
+    assert "socket: first audio p50 ms 70, 8 clients p95 ms 150" in summary
+    saved = json.loads((out / "results.json").read_text())
+    assert saved["failed_steps"] == ["socket", "profile"] and saved["serving"]["peak_gpu_memory_gib"] == 11.05
