@@ -119,7 +119,8 @@ def gpu_profile(cuda: bool):
 
 # -- 1. the step ------------------------------------------------------------------------------------
 
-def step_figures(tts, rows_list: list[int], kv_len: int, replays: int, timed: int, save) -> list[dict]:
+def step_figures(tts, rows_list: list[int], kv_len: int, replays: int, timed: int, results: list, save) -> None:
+    """Each row count's figures appended to `results` as they come, save() called after each."""
     import torch
 
     from benchmarks.kernel_count import OpCounter
@@ -138,7 +139,6 @@ def step_figures(tts, rows_list: list[int], kv_len: int, replays: int, timed: in
     with torch.inference_mode():
         runner.prepare(batch)  # on CUDA: every (rows, kv_len) graph captured, as at a server's warm-up
     prepared_s = time.perf_counter() - started
-    results = []
     batch._plan = plan  # the step plan of rows that sample as the model's default (what was captured)
     try:
         for rows in rows_list:
@@ -166,7 +166,6 @@ def step_figures(tts, rows_list: list[int], kv_len: int, replays: int, timed: in
             save()
     finally:
         batch._plan = None
-    return results
 
 
 def host_ms(fn, repeats: int) -> float:
@@ -391,7 +390,7 @@ def main() -> int:
           f"{report['load_s']:.1f} s", flush=True)
     save()
     report["step"] = []
-    report["step"] = step_figures(tts, rows_list, args.kv_len, args.replays, args.timed, save)
+    step_figures(tts, rows_list, args.kv_len, args.replays, args.timed, report["step"], save)
     save()
     with tempfile.TemporaryDirectory() as tmp:
         ref = Path(tmp) / "reference.wav"
