@@ -10,7 +10,9 @@ local_files_only) loads a local directory through qwen_tts.Qwen3TTSModel.from_pr
 backend, CUDA graphs captured on the first generation); generate_voice_clone_streaming(text,
 language, ref_audio, ref_text, max_new_tokens, min_new_tokens, ..., chunk_size) yields
 (audio chunk, sample rate, timing dict) every chunk_size frames, with EOS suppressed while fewer
-than min_new_tokens frames are made. Its streaming decode re-decodes the reference codes and all
+than min_new_tokens frames are made; it caches the voice prompt per (ref_audio, ref_text), so after
+the warm-up, as for ours (its voice cloned once), the reference is not encoded again in the timed
+runs. Its streaming decode re-decodes the reference codes and all
 frames so far for the first 25 frames, then a 25-frame window per chunk: small chunks cost it
 decoding time, so a second chunk size can be timed in the same process (FASTER_RUNNER_MORE_CHUNKS).
 
