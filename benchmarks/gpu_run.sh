@@ -1,154 +1,385 @@
 #!/usr/bin/env bash
 # Run ON the GPU machine (device tool), from the repository root, with .whl carried along
-# (gathered and checked here first by benchmarks/gpu_wheels.sh):
-#   bash benchmarks/gpu_run.sh [preflight|check|bench|all]
-# preflight: installs every carried wheel group into /tmp/site-GROUP, checks the requirements of
-#            what is really installed, and imports everything the later modes import; seconds.
-#            check and bench run it first when it has not passed yet.
-# check:     tools/gpu_check.py on the tiny checkpoint, float32 (TF32 off) with the graphs alone,
-#            then bfloat16 with the compiled fused step (--compile true): graphs equal their ungraphed step bit for
-#            bit, single stream and batch agree up to near ties; prints the attention backend and
-#            the memory after prepare. The graphs' check takes a minute; the compiled one, minutes.
-# bench:     ONE full-size 1.7B Base random checkpoint build, then frames per request capped:
-#            serving_bench (one stream, frame split, sweep 1/4/8/16/32/64, peak memory), ours vs
-#            the official qwen-tts vs faster-qwen3-tts, and first audio at the Wyoming socket
-#            through the real server. Under 5 minutes.
-# all:       preflight + check + bench, one device call, ended by a deadline (GPU_RUN_SECONDS, 540):
-#            the graphs' check, then bench (serving figures, socket, codec thread, peers, int8), then the compiled
-#            check (the slowest to start: the first run, 2026-11-29, found compiling takes minutes).
-# Every step runs under `timeout`. Results and logs go to $OUT (or ./gpu-results), at most 8 files:
-# preflight.log check.log bench.log server.log serving.json compare.json socket.json.
+# (gathered and checked here first by benchmarks/gpu_wheels.sh), as ONE device call:
+#   GPU_RUN_COMMIT=<this checkout's short hash> bash benchmarks/gpu_run.sh all
+#   (run's timeout_s 600, carry [".whl"]; the device copy's git HEAD may be stale, so the hash is
+#   given literally and recorded in results.json)
+# `all` runs these steps in this order, each under `timeout` with its limit (LIMIT, below), and the
+# whole run ends by a deadline (GPU_RUN_SECONDS, default 540 s: a 600 s command with room to copy
+# the results back): a step's limit is cut to what is left, a step with under 20 s left is skipped.
+#   gpu        nvidia-smi, torch and CUDA versions
+#   wheels     each carried wheel group into /tmp/site-GROUP (the groups in parallel)
+#   requires   what got installed meets every requirement (benchmarks/wheel_requirements.py)
+#   imports    what the later steps import: ours and the server, the official qwen-tts,
+#              faster-qwen3-tts (in parallel); a group that fails drops only the steps needing it
+#   checkpoint (in the background from the wheels on, beside requires, imports and check) the
+#              full-size 1.7B Base random checkpoint, drawn on the GPU in bfloat16 (make_checkpoint.py
+#              --device cuda)
+#   check      tools/gpu_check.py on the tiny checkpoint, float32 (TF32 off), the graphs alone:
+#              graphs = their ungraphed step bit for bit, batch vs single, the scheduler (codec
+#              inline and thread), no synchronising call (set_sync_debug_mode("error")) building
+#              prompts, in steady-state steps or in the step after a row joins, stream vs whole decode
+#   serving    serving_bench, 1.7B bf16, ICL voice, 40 frames a request with EOS held off: one
+#              stream (first audio, x real time, ms per frame), the frame split, the memory of the
+#              server's default scheduler (8 rows), the sweep 1/8/32 (first audio p50/p95,
+#              per-stream x real time), the peak memory
+#   profile    benchmarks/gpu_profile.py: kernels and GPU time per replay of the step's graph at 1
+#              and 32 rows, and whether codec kernels overlap the steps (codec inline, thread)
+#   socket     first audio at the Wyoming socket through the real server (its default 8 rows), and
+#              the GPU memory nvidia-smi sees the server hold
+#   faster     bench_engine: ours vs faster-qwen3-tts 0.5.4 (chunk 1, then 12, its default)
+#   official   bench_engine: ours vs the official qwen-tts 0.1.1 (no streaming)
+# Each step merges its status and figures into $OUT/results.json as it ends, so a run cut short
+# still returns everything finished before. Not in `all`, each by its name: compiled (gpu_check with
+# the fused step compiled: minutes of compiling), int8 (the uncompiled int8 path converts every
+# weight on each call on CUDA: off there until it has a real int8 kernel), codec-thread (the sweep
+# with the codec thread). Other modes: preflight, check, bench (checkpoint, serving, profile, socket,
+# faster, official), or one step's name; each runs the preflight first unless it passed already.
+# Results in $OUT (or ./gpu-results), at most 8 files: results.json preflight.log check.log
+# bench.log server.log.
+# GPU_RUN_DRY=1 (tests/test_gpu_tooling.py): nothing runs; every command a step would run is written
+# to $work/dry-run.txt (arguments ended by \037, commands by \036), each python3 one checked there
+# against its script's argument parser.
 set -uo pipefail
+self="$(cd "$(dirname "$0")" && pwd)/$(basename "$0")"
 cd "$(dirname "$0")/.."
 what="${1:-all}"
 out="${OUT:-gpu-results}"
-mkdir -p "$out"
+work=${GPU_RUN_WORK:-/tmp/gpu-run}  # the steps' own JSON before it is merged, and the preflight's marks
+ckpt=${GPU_RUN_CHECKPOINT:-/tmp/bench-checkpoints/1.7B-Base}
+wheels=${GPU_RUN_WHEELS:-.whl}
+mkdir -p "$out" "$work"
 export PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1
 export PYTHONPATH="/tmp/site-ours:$PWD${PYTHONPATH:+:$PYTHONPATH}"
-ckpt=/tmp/bench-checkpoints/1.7B-Base
-preflight_done=/tmp/gpu-preflight-ok
-failed=0
+GROUPS_=(ours server official faster)
+if [ -n "${GPU_RUN_DRY:-}" ]; then  # record, never run (exported: the internal modes' shells see them too)
+    dry() { local line; line=$(printf '%s\037' "$@"); printf '%s\036' "$line" >>"$work/dry-run.txt"; }  # one write
+    python3() { dry python3 "$@"; }
+    nvidia-smi() { dry nvidia-smi "$@"; }
+    env() ( while [[ "${1:-}" == *=* ]]; do export "${1?}"; shift; done; "$@" )
+    timeout() { shift 2; "$@"; }  # timeout --kill-after=10 LIMIT COMMAND...
+    export -f dry python3 nvidia-smi env timeout
+fi
 
-# The whole run ends by this deadline (GPU_RUN_SECONDS, default 540: a 600 s device command with
-# room to copy the results back): each step's limit is cut to what is left, and a step with under
-# 20 s left is skipped and counted as failed, so the last steps lose time, never the whole output.
-deadline=$(( $(date +%s) + ${GPU_RUN_SECONDS:-540} ))
+# Seconds each step may take. `all` runs ALL in order; their limits sum to 510 s, 30 s under the
+# deadline (the checkpoint builds in the background from the wheels on, beside requires, imports and
+# check, 125 s: not on the sum). Measured on the H200 (2026-11-29): the graphs' check ~50 s, the
+# 1.7B checkpoint 28 s drawn on the CPU, the model loads in 4 s and captures the 32-row batch's
+# graphs in 14 s, one stream makes 40 frames in ~1 s.
+declare -A LIMIT=(
+    [gpu]=10 [wheels]=30 [requires]=10 [imports]=30
+    [check]=85 [serving]=85 [profile]=65 [socket]=60 [faster]=65 [official]=70
+    [checkpoint]=60
+    [compiled]=300 [int8]=120 [codec-thread]=90
+)
+ALL=(gpu wheels requires imports check serving profile socket faster official)
 
-step() {  # step SECONDS LOG COMMAND...: one step under timeout, its output in $out/LOG; failures counted
-    local limit=$1 log=$2 left
-    shift 2
-    left=$(( deadline - $(date +%s) - 5 ))
-    if [ "$left" -lt 20 ]; then
-        echo "== SKIPPED (out of time, ${left}s left): $*" | tee -a "$out/$log"
-        failed=$((failed + 1))
-        return 1
-    fi
-    [ "$limit" -le "$left" ] || limit=$left
-    echo "== $(date -u +%H:%M:%S) $* (limit ${limit}s)" | tee -a "$out/$log"
-    if timeout --kill-after=10 "$limit" "$@" 2>&1 | tee -a "$out/$log"; then
-        return 0
-    fi
-    echo "== FAILED (exit ${PIPESTATUS[0]}): $*" | tee -a "$out/$log"
-    failed=$((failed + 1))
-    return 1
-}
+# -- internal modes: what one step runs (bash "$self" _NAME), in a shell of its own under timeout --
 
-preflight() {
-    local before=$failed
-    step 30 preflight.log nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
-    for group in ours server official faster; do
-        if [ ! -d ".whl/$group" ]; then
-            echo "missing .whl/$group: run benchmarks/gpu_wheels.sh here first and carry .whl" | tee -a "$out/preflight.log"
-            failed=$((failed + 1))
-            return
-        fi
-        step 60 preflight.log python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-            --target "/tmp/site-$group" .whl/"$group"/*.whl
-    done
-    step 30 preflight.log python3 -c "import sys, torch; print(sys.version); print('torch', torch.__version__, 'cuda', torch.version.cuda, torch.cuda.get_device_name(0))"
-    # what is really installed meets every requirement, for each way a mode puts groups on the path
-    step 30 preflight.log env PYTHONPATH="/tmp/site-server:$PYTHONPATH" \
-        python3 benchmarks/wheel_requirements.py installed --ours /tmp/site-ours /tmp/site-server
-    step 30 preflight.log env PYTHONPATH="/tmp/site-official:$PYTHONPATH" \
-        python3 benchmarks/wheel_requirements.py installed /tmp/site-official
-    step 30 preflight.log env PYTHONPATH="/tmp/site-faster:$PYTHONPATH" \
-        python3 benchmarks/wheel_requirements.py installed /tmp/site-faster
-    # everything the later modes import, before anything heavy runs
-    step 60 preflight.log env PYTHONPATH="/tmp/site-server:$PYTHONPATH" python3 -c "
+case "$what" in
+    _gpu)
+        nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv || exit
+        python3 -c "
+import json, sys, torch
+found = dict(python=sys.version.split()[0], torch=torch.__version__, cuda=torch.version.cuda,
+             device=torch.cuda.get_device_name(0), memory_gib=torch.cuda.get_device_properties(0).total_memory / 2**30)
+print(found); json.dump(found, open('$work/gpu.json', 'w'))"
+        exit ;;
+    _wheels)  # every carried group into /tmp/site-GROUP, in parallel
+        status=0 pids=()
+        for group in "${GROUPS_[@]}"; do
+            if [ ! -d "$wheels/$group" ]; then
+                echo "missing .whl/$group: run benchmarks/gpu_wheels.sh here first and carry .whl"
+                status=1
+                continue
+            fi
+            python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+                --target "/tmp/site-$group" "$wheels/$group"/*.whl &
+            pids+=($!)
+        done
+        for pid in "${pids[@]}"; do wait "$pid" || status=1; done
+        exit $status ;;
+    _requires)  # what is really installed meets every requirement, for each way a step puts groups on the path
+        status=0
+        env PYTHONPATH="/tmp/site-server:$PYTHONPATH" python3 benchmarks/wheel_requirements.py installed \
+            --ours /tmp/site-ours /tmp/site-server || status=1
+        env PYTHONPATH="/tmp/site-official:$PYTHONPATH" python3 benchmarks/wheel_requirements.py installed \
+            /tmp/site-official || status=1
+        env PYTHONPATH="/tmp/site-faster:$PYTHONPATH" python3 benchmarks/wheel_requirements.py installed \
+            /tmp/site-faster || status=1
+        exit $status ;;
+    _imports)  # each group's imports and our scripts' command lines, all in parallel; a mark in $work
+               # for each group that works
+        rm -f "$work"/ok-* "$work"/bad-*
+        ours="/tmp/site-server:$PYTHONPATH"
+        (env PYTHONPATH="$ours" python3 -c "
 import soundfile, soxr, transformers, wyoming, zeroconf
 import fastapi, uvicorn, multipart, emoji, markdown_it
 import wyoming_qwen_tts.__main__, wyoming_qwen_tts.synthesis, wyoming_qwen_tts.engine.scheduler
 import wyoming_qwen_tts.http_api, wyoming_qwen_tts.markdown_speech
-import tools.gpu_check, benchmarks.make_checkpoint, benchmarks.serving_bench, benchmarks.bench_engine, benchmarks.socket_bench
-print('ours and the server import')"
-    step 90 preflight.log env PYTHONPATH="/tmp/site-official:$PYTHONPATH" python3 benchmarks/official_runner.py --help
-    step 90 preflight.log env PYTHONPATH="/tmp/site-faster:$PYTHONPATH" python3 -c "
-import faster_qwen3_tts, soundfile; print('faster_qwen3_tts', getattr(faster_qwen3_tts, '__version__', '?'), 'imports')"
-    if [ "$failed" -eq "$before" ]; then touch "$preflight_done"; fi
+import tools.gpu_check, benchmarks.make_checkpoint, benchmarks.serving_bench, benchmarks.bench_engine
+import benchmarks.socket_bench, benchmarks.gpu_profile, benchmarks.kernel_count
+print('ours and the server import')" || touch "$work/bad-ours") &
+        for script in tools/gpu_check.py benchmarks/make_checkpoint.py benchmarks/serving_bench.py \
+                benchmarks/gpu_profile.py benchmarks/socket_bench.py benchmarks/bench_engine.py; do
+            (env PYTHONPATH="$ours" python3 "$script" --help >/dev/null \
+                || { echo "$script --help failed"; touch "$work/bad-ours"; }) &
+        done
+        (env PYTHONPATH="/tmp/site-official:$PYTHONPATH" python3 benchmarks/official_runner.py --help >/dev/null \
+            && echo "the official qwen-tts imports" && touch "$work/ok-official") &
+        (env PYTHONPATH="/tmp/site-faster:$PYTHONPATH" python3 -c "
+import faster_qwen3_tts, soundfile, torch, transformers
+from faster_qwen3_tts import FasterQwen3TTS
+from qwen_tts import Qwen3TTSModel  # its fork of the official code, which loads the model for it
+Qwen3TTSModel.from_pretrained('tests/fixtures/tiny-base', device_map='cpu', dtype=torch.float32)
+print('faster_qwen3_tts', faster_qwen3_tts.__version__, 'imports, and its qwen_tts loads a checkpoint under'
+      ' transformers', transformers.__version__)" \
+            && env PYTHONPATH="/tmp/site-faster:$PYTHONPATH" python3 benchmarks/faster_runner.py --help >/dev/null \
+            && touch "$work/ok-faster") &
+        wait
+        [ -f "$work/bad-ours" ] || touch "$work/ok-ours"
+        ls "$work"/ok-* 2>/dev/null
+        [ -f "$work/ok-ours" ] && [ -f "$work/ok-official" ] && [ -f "$work/ok-faster" ]
+        exit ;;
+    _checkpoint)  # drawn on the GPU; on the CPU (28 s on the H200's host) if that fails
+        python3 benchmarks/make_checkpoint.py --config 1.7B-Base --device cuda --out "$ckpt" \
+            || python3 benchmarks/make_checkpoint.py --config 1.7B-Base --out "$ckpt"
+        exit ;;
+esac
+
+# -- results.json: each step's status and figures, merged as the step ends ------------------------
+
+RESULTS_PY='
+import fcntl, json, os, sys
+out, work, action, *rest = sys.argv[1:]
+path = os.path.join(out, "results.json")
+with open(os.path.join(work, "results.lock"), "w") as lock:
+    fcntl.flock(lock, fcntl.LOCK_EX)  # the background checkpoint step records too
+    try:
+        with open(path) as f:
+            results = json.load(f)
+    except (OSError, ValueError):
+        results = {}
+    steps = results.setdefault("steps", {})
+    if action == "meta":
+        mode, commit, deadline, *limits = rest
+        results.update(mode=mode, commit=commit, deadline_s=int(deadline),
+                       limits={k: int(v) for k, v in (item.split("=") for item in limits)})
+    elif action == "step":
+        name, status, seconds, limit = rest
+        steps[name] = {"status": status, "seconds": int(seconds), "limit": int(limit)}
+        try:
+            with open(os.path.join(work, name + ".json")) as f:
+                results[name] = json.load(f)
+        except FileNotFoundError:
+            pass
+        except ValueError as err:
+            results[name] = {"unreadable": str(err)}
+    elif action == "summary":
+        for name, step in steps.items():
+            print("  %-12s %10s %4d s of %4d" % (name, step["status"], step["seconds"], step["limit"]))
+        failed = [name for name, step in steps.items() if step["status"] != "ok"]
+        results["failed_steps"] = failed
+        print("failed steps:", " ".join(failed) or "none")
+
+        def get(value, *keys):  # None where any key is missing
+            for key in keys:
+                if isinstance(value, dict):
+                    value = value.get(key)
+                elif isinstance(value, list) and isinstance(key, int) and -len(value) <= key < len(value):
+                    value = value[key]
+                else:
+                    return None
+            return value
+
+        def show(label, *figures):  # figures: (name, value, format)
+            shown = [name + " " + format(value, spec) for name, value, spec in figures if value is not None]
+            if shown:
+                print("  " + label + ": " + ", ".join(shown))
+
+        serving = results.get("serving", {})
+        print("headline (results.json has the rest):")
+        show("check", ("ok", get(results, "check", "ok"), ""), ("failures", get(results, "check", "failures"), "d"))
+        show("one stream", ("first audio p50 ms", get(serving, "single_stream", "first_audio_ms_p50"), ".0f"),
+             ("x real time", get(serving, "single_stream", "x_realtime"), ".2f"),
+             ("ms per frame", get(serving, "single_stream", "ms_per_frame"), ".1f"))
+        for level in serving.get("sweep") or []:
+            show("%d streams" % level["streams"], ("first audio p50 ms", level.get("first_audio_ms_p50"), ".0f"),
+                 ("p95 ms", level.get("first_audio_ms_p95"), ".0f"), ("slowest x real time", level.get("x_realtime_min"), ".2f"))
+        show("memory GiB", ("8-row server peak", get(serving, "server_defaults_memory", "peak_allocated_gib"), ".2f"),
+             ("reserved", get(serving, "server_defaults_memory", "peak_reserved_gib"), ".2f"),
+             ("run peak", serving.get("peak_gpu_memory_gib"), ".2f"),
+             ("server process (nvidia-smi) MiB", get(results, "socket", "gpu_memory", "server_process_mib"), "d"))
+        for step in get(results, "profile", "step") or []:
+            show("step at %d rows" % step["rows"], ("kernels per replay", step.get("kernels_per_replay"), ".0f"),
+                 ("operators (CPU)", step.get("kernel_ops_per_step"), "d"),
+                 ("replay ms", step.get("replay_ms"), ".2f"), ("ungraphed ms", step.get("ungraphed_step_ms"), ".1f"))
+        for loop in get(results, "profile", "loop") or []:
+            show("loop, codec " + loop.get("codec", "?"), ("decode share", loop.get("decode_share_of_batch_thread"), ".2f"),
+                 ("codec overlapping steps", loop.get("codec_overlap_fraction"), ".2f"),
+                 ("GPU busy ms", loop.get("gpu_busy_ms"), ".0f"), ("of span ms", loop.get("gpu_span_ms"), ".0f"))
+        show("socket", ("first audio p50 ms", get(results, "socket", "sequential", "first_audio_ms_p50"), ".0f"),
+             ("%s clients p95 ms" % get(results, "socket", "concurrent", -1, "clients"),
+              get(results, "socket", "concurrent", -1, "first_audio_ms_p95"), ".0f"))
+        for peers in ("faster", "official"):
+            for row in get(results, peers, "rows") or []:
+                show(row["engine"], ("first audio ms", row.get("first_audio_ms"), ".0f"),
+                     ("x real time", row.get("speed_x_realtime"), ".2f"))
+    with open(path + ".partial", "w") as f:
+        json.dump(results, f, indent=1)
+    os.replace(path + ".partial", path)
+'
+results() { command python3 -c "$RESULTS_PY" "$out" "$work" "$@"; }
+
+deadline=$(( $(date +%s) + ${GPU_RUN_SECONDS:-540} ))
+
+step() {  # step NAME LOG COMMAND...: COMMAND under timeout (LIMIT[NAME], cut to the deadline), its
+          # output appended to $out/LOG; its status and $work/NAME.json then merged into results.json
+    local name=$1 log=$2 limit=${LIMIT[$1]} left started rc status
+    shift 2
+    rm -f "$work/$name.json"
+    left=$(( deadline - $(date +%s) - 5 ))
+    if [ "$left" -lt 20 ]; then
+        echo "== SKIPPED $name (out of time, ${left}s left): $*" | tee -a "$out/$log"
+        results step "$name" skipped 0 "$limit"
+        return 1
+    fi
+    [ "$limit" -le "$left" ] || limit=$left
+    echo "== $(date -u +%H:%M:%S) $name: $* (limit ${limit}s)" | tee -a "$out/$log"
+    started=$(date +%s)
+    timeout --kill-after=10 "$limit" "$@" 2>&1 | tee -a "$out/$log"
+    rc=${PIPESTATUS[0]}
+    case $rc in 0) status=ok ;; 124 | 137) status=timed-out ;; *) status="exit-$rc" ;; esac
+    results step "$name" "$status" $(( $(date +%s) - started )) "$limit"
+    [ "$rc" -eq 0 ] || { echo "== FAILED $name ($status)" | tee -a "$out/$log"; return 1; }
 }
 
-check_graphs() {  # the graphs alone first: fast, and it tells graph faults from compile faults
-    step 120 check.log python3 tools/gpu_check.py --dtype float32 --compile false
+preflight_ran=
+preflight() {  # the checkpoint starts building in the background once the wheels are in (`all`, bench)
+    preflight_ran=1
+    step gpu preflight.log bash "$self" _gpu
+    step wheels preflight.log bash "$self" _wheels
+    [ -z "${1:-}" ] || start_checkpoint
+    step requires preflight.log bash "$self" _requires
+    step imports preflight.log bash "$self" _imports
 }
 
-check_compiled() {  # the compiled fused step (--compile true): on 2026-11-29 it outlasted 150 s here
-    step 300 check.log python3 tools/gpu_check.py --dtype bfloat16 --compile true
+ours_ready() {  # the preflight found ours and the server importable (in this call or an earlier one)
+    [ -f "$work/ok-ours" ] || [ -n "$preflight_ran" ] || preflight "${1:-}"
+    [ -f "$work/ok-ours" ] || { echo "preflight failed: our steps not run" | tee -a "$out/preflight.log"; return 1; }
 }
 
-check() { check_graphs; check_compiled; }
-
-checkpoint() {
-    [ -d "$ckpt" ] || step 120 bench.log python3 benchmarks/make_checkpoint.py --config 1.7B-Base --out "$ckpt"
+checkpoint_pid=
+checkpoint_tried=
+start_checkpoint() {  # in the background; have_checkpoint waits for it
+    [ -f "$ckpt/config.json" ] || [ -n "$checkpoint_tried" ] || {
+        checkpoint_tried=1
+        step checkpoint bench.log bash "$self" _checkpoint &
+        checkpoint_pid=$!
+    }
 }
 
-bench_serving() {  # one stream, the frame split, the sweep, peak memory: the engine's headline figures
-    checkpoint || return
-    step 240 bench.log python3 benchmarks/serving_bench.py --checkpoint "$ckpt" --device cuda --dtype bfloat16 \
-        --runner cuda-graphs --frames 40 --runs 3 --sweep 1,4,8,16,32,64 --json "$out/serving.json"
+have_checkpoint() {  # have_checkpoint STEP: the 1.7B checkpoint, waited for, or built now if nobody
+                    # tried; false, and STEP recorded as not run, if there is none
+    if [ -n "$checkpoint_pid" ]; then
+        wait "$checkpoint_pid"
+        checkpoint_pid=
+    fi
+    if [ ! -f "$ckpt/config.json" ] && [ -z "$checkpoint_tried" ]; then
+        checkpoint_tried=1
+        step checkpoint bench.log bash "$self" _checkpoint
+    fi
+    [ -f "$ckpt/config.json" ] || not_run "$1" "no 1.7B checkpoint"
 }
 
-bench_socket() {  # first audio at the Wyoming socket, the server's default 8 rows (it logs its GPU memory)
-    checkpoint || return
-    step 150 bench.log env PYTHONPATH="/tmp/site-server:$PYTHONPATH" python3 benchmarks/socket_bench.py \
+not_run() {  # not_run STEP WHY: a step that cannot run, recorded as such (a failure)
+    echo "== NOT RUN $1: $2" | tee -a "$out/bench.log"
+    results step "$1" not-run 0 "${LIMIT[$1]}"
+    return 1
+}
+
+check() {  # the graphs alone, float32 with TF32 off: fast, and it tells graph faults from compile faults
+    step check check.log python3 tools/gpu_check.py --dtype float32 --compile false --json "$work/check.json"
+}
+
+compiled() {  # the compiled fused step (--compile true): on 2026-11-29 it outlasted 150 s on the tiny checkpoint
+    step compiled check.log python3 tools/gpu_check.py --dtype bfloat16 --compile true --json "$work/compiled.json"
+}
+
+serving() {  # the engine's headline figures: one stream, the frame split, 8-row memory, the sweep, peak memory
+    have_checkpoint serving || return
+    step serving bench.log python3 benchmarks/serving_bench.py --checkpoint "$ckpt" --device cuda --dtype bfloat16 \
+        --runner cuda-graphs --frames 40 --runs 3 --sweep 1,8,32 --server-rows 8 --json "$work/serving.json"
+}
+
+profile() {  # kernels per replay at 1 and 32 rows; codec kernels against the steps, codec inline and thread
+    have_checkpoint profile || return
+    step profile bench.log python3 benchmarks/gpu_profile.py --checkpoint "$ckpt" --device cuda --dtype bfloat16 \
+        --rows 1,32 --kv-len 256 --replays 3 --timed 20 --streams 8 --frames 12 --codec inline,thread \
+        --json "$work/profile.json"
+}
+
+socket() {  # first audio at the Wyoming socket, the server's default 8 rows (it logs its GPU memory)
+    have_checkpoint socket || return
+    step socket bench.log env PYTHONPATH="/tmp/site-server:$PYTHONPATH" python3 benchmarks/socket_bench.py \
         --checkpoint "$ckpt" --device cuda --frames 12 --runs 10 --concurrency 1,8 --max-batch 8 \
-        --server-log "$out/server.log" --json "$out/socket.json"
+        --server-log "$out/server.log" --json "$work/socket.json"
 }
 
-bench_peers() {  # ours vs the official qwen-tts vs faster-qwen3-tts, one stream each
-    checkpoint || return
-    step 120 bench.log python3 benchmarks/bench_engine.py --checkpoint "$ckpt" --device cuda --dtype bfloat16 \
-        --frames 40 --runs 2 --oracle-python python3 --oracle-site /tmp/site-official \
-        --faster-python python3 --faster-site /tmp/site-faster --json "$out/compare.json"
+faster() {  # ours vs faster-qwen3-tts, one stream each: its chunk 1 (first audio), then 12 (its default)
+    have_checkpoint faster || return
+    [ -f "$work/ok-faster" ] || { not_run faster "faster-qwen3-tts did not import"; return; }
+    step faster bench.log env FASTER_RUNNER_MORE_CHUNKS=12 python3 benchmarks/bench_engine.py --checkpoint "$ckpt" \
+        --device cuda --dtype bfloat16 --frames 40 --runs 2 --faster-python python3 --faster-site /tmp/site-faster \
+        --faster-chunk 1 --json "$work/faster.json"
 }
 
-bench_int8() {  # int8 weights on CUDA, graphs kept: one stream and a small sweep (figures in bench.log)
-    checkpoint || return
-    step 120 bench.log python3 benchmarks/serving_bench.py --checkpoint "$ckpt" --device cuda --dtype bfloat16 \
-        --runner cuda-graphs --quantize int8 --frames 40 --runs 2 --sweep 1,8
+official() {  # ours vs the official qwen-tts, one stream each (it cannot stream: its first audio is its whole clip)
+    have_checkpoint official || return
+    [ -f "$work/ok-official" ] || { not_run official "the official qwen-tts did not import"; return; }
+    step official bench.log python3 benchmarks/bench_engine.py --checkpoint "$ckpt" --device cuda --dtype bfloat16 \
+        --frames 40 --runs 2 --oracle-python python3 --oracle-site /tmp/site-official --json "$work/official.json"
 }
 
-bench_codec_thread() {  # the batch scheduler with its codec thread (the former default), to compare with inline
-    checkpoint || return
-    step 90 bench.log python3 benchmarks/serving_bench.py --checkpoint "$ckpt" --device cuda --dtype bfloat16 \
-        --runner cuda-graphs --codec thread --frames 40 --runs 1 --sweep 1,8
+int8() {  # int8 weights on CUDA: the uncompiled path converts every weight on each call; not in `all`
+    have_checkpoint int8 || return
+    step int8 bench.log python3 benchmarks/serving_bench.py --checkpoint "$ckpt" --device cuda --dtype bfloat16 \
+        --runner cuda-graphs --quantize int8 --frames 40 --runs 2 --sweep 1,8 --server-rows 0 --json "$work/int8.json"
 }
 
-bench() { bench_serving; bench_socket; bench_codec_thread; bench_peers; bench_int8; }
+codec_thread() {  # the batch scheduler with its codec thread, to compare with inline (serving's sweep)
+    have_checkpoint codec-thread || return
+    step codec-thread bench.log python3 benchmarks/serving_bench.py --checkpoint "$ckpt" --device cuda \
+        --dtype bfloat16 --runner cuda-graphs --codec thread --frames 40 --runs 1 --sweep 1,8,32 --server-rows 0 \
+        --json "$work/codec-thread.json"
+}
+
+bench() { serving; profile; socket; faster; official; }
+
+limits=()
+for name in "${!LIMIT[@]}"; do limits+=("$name=${LIMIT[$name]}"); done
+commit=${GPU_RUN_COMMIT:-}
+[ -n "$commit" ] || commit="$(git rev-parse --short HEAD 2>/dev/null || echo unknown) (the git HEAD here: may be stale)"
+results meta "$what" "$commit" "${GPU_RUN_SECONDS:-540}" "${limits[@]}"
 
 case "$what" in
-    preflight) preflight ;;
-    check | bench)
-        [ -f "$preflight_done" ] || preflight
-        if [ -f "$preflight_done" ]; then "$what"; else echo "preflight failed: $what not run"; fi ;;
-    all)
-        preflight
-        # most telling first: the graphs' correctness, the engine's figures, then the rest as time allows
-        if [ -f "$preflight_done" ]; then
-            check_graphs; bench; check_compiled
+    all)  # ALL's order; the checkpoint builds from the wheels on, beside requires, imports and check
+        preflight with-checkpoint
+        if ours_ready; then
+            check; serving; profile; socket; faster; official
         else
-            echo "preflight failed: check and bench not run"
+            for name in check serving profile socket faster official; do not_run "$name" "ours did not import"; done
         fi ;;
-    *) echo "usage: $0 [preflight|check|bench|all]"; exit 2 ;;
+    preflight) preflight ;;
+    bench) ours_ready with-checkpoint && bench ;;
+    check | compiled | serving | profile | socket | faster | official | int8)
+        ours_ready && "$what" ;;
+    codec-thread) ours_ready && codec_thread ;;
+    *) echo "usage: $0 [all|preflight|check|bench|serving|profile|socket|faster|official|compiled|int8|codec-thread]"
+       exit 2 ;;
 esac
-echo "== $what done: $failed failed steps; results in $out"
-[ "$failed" -eq 0 ]
+[ -z "$checkpoint_pid" ] || wait "$checkpoint_pid"
+echo "== $what done; results in $out:"
+results summary | tee -a "$out/preflight.log"
+ls "$out"
+command python3 -c "import json, sys; sys.exit(1 if json.load(open('$out/results.json'))['failed_steps'] else 0)"

@@ -6,22 +6,27 @@
 Reports, on one device and one checkpoint:
   - single stream: first audio p50/p95 (request -> first playable sample), x real time;
   - per-frame milliseconds split into talker step, code predictor (15 steps) and codec decode;
-  - peak GPU memory;
+  - peak GPU memory, and at the server's defaults (--server-rows rows, 1536 positions, CUDA graphs,
+    codec inline) on its own: allocated after the batch's warm-up and the peak while that many
+    streams run at once;
   - a concurrency sweep: N streams submitted together to the batch scheduler; first audio p50/p95
     across streams and each stream's speed (audio seconds per wall second, >1 = faster than real time).
 Random weights: EOS is held off (min_frames = frames) so every run has the same length.
-Runs on CPU too (slowly), which is how the script itself is tested.
+Runs on CPU too (slowly), which is how the script itself is tested. With --json the report is
+rewritten as each part ends, so a run cut short by a time limit keeps the parts it finished.
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import statistics
 import sys
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -64,7 +69,8 @@ def single_stream(tts, voice, frames: int, runs: int) -> dict:
             totals.append(total)
     audio_s = frames * 0.08
     return {"first_audio_ms_p50": 1000 * percentile(first, 50), "first_audio_ms_p95": 1000 * percentile(first, 95),
-            "x_realtime": audio_s / statistics.median(totals), "runs": runs}
+            "x_realtime": audio_s / statistics.median(totals), "ms_per_frame": 1000 * statistics.median(totals) / frames,
+            "runs": runs}
 
 
 def frame_split(tts, voice, clock: Clock, repeats: int = 20) -> dict:
@@ -127,7 +133,50 @@ def fused_codes_step(tts, batch) -> None:
                           step_plan_of(tts.model.talker, tts.default_sampling))
 
 
-def sweep(tts, voice, levels: list[int], frames: int, runner: str, codec: str = "auto") -> list[dict]:
+def server_memory(tts, voice, rows: int, frames: int) -> dict:
+    """GPU memory of a batch scheduler made as the server makes it (rows, its default 1536 positions,
+    the model's runner, codec auto), on top of what the model holds already (weights, its single-stream
+    batch): allocated once its warm-up request made the batch (graphs captured) and the codec's slots,
+    and the peak while `rows` streams of `frames` frames run at once."""
+    import torch
+
+    from wyoming_qwen_tts.engine.scheduler import BatchScheduler
+
+    gc.collect()
+    torch.cuda.empty_cache()
+    torch.cuda.reset_peak_memory_stats()
+    gib = 2**30
+    report = {"rows": rows, "model_and_single_stream_gib": torch.cuda.memory_allocated() / gib}
+    scheduler = BatchScheduler(tts, max_rows=rows)
+    try:
+        started = time.perf_counter()
+        list(scheduler.stream(TEXT, voice, max_frames=4, min_frames=4))  # as the server's warm-up
+        report["ready_s"] = time.perf_counter() - started
+        report["after_warm_up_gib"] = torch.cuda.memory_allocated() / gib
+
+        def run(index: int) -> None:
+            for _ in scheduler.stream(TEXT, voice, language="English", max_frames=frames, min_frames=frames,
+                                      seed=index):
+                pass
+
+        threads = [threading.Thread(target=run, args=(i,)) for i in range(rows)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        report["peak_allocated_gib"] = torch.cuda.max_memory_allocated() / gib
+        report["peak_reserved_gib"] = torch.cuda.max_memory_reserved() / gib
+    finally:
+        scheduler.close()
+    print(f"  server defaults ({rows} rows): {report['after_warm_up_gib']:.2f} GiB after warm-up, peak "
+          f"{report['peak_allocated_gib']:.2f} GiB allocated, {report['peak_reserved_gib']:.2f} GiB reserved",
+          flush=True)
+    return report
+
+
+def sweep(tts, voice, levels: list[int], frames: int, runner: str, codec: str = "auto",
+          ready: dict | None = None) -> Iterator[dict]:
+    """Each level's figures as it ends; ready["batch_ready_s"]: how long the batch took to make."""
     from wyoming_qwen_tts.engine.scheduler import BatchScheduler
     from wyoming_qwen_tts.engine.threads import release_thread_team
 
@@ -139,6 +188,8 @@ def sweep(tts, voice, levels: list[int], frames: int, runner: str, codec: str = 
         started = time.perf_counter()
         list(scheduler.stream(TEXT, voice, max_frames=4, min_frames=4))  # warm-up: caches, every CUDA graph
         warm_up_s = time.perf_counter() - started
+        if ready is not None:
+            ready["batch_ready_s"] = warm_up_s
         print(f"  batch of {max(levels)} rows ready (caches, graphs) in {warm_up_s:.1f} s", flush=True)
         for level in levels:
             first, speed = [None] * level, [None] * level
@@ -169,9 +220,9 @@ def sweep(tts, voice, levels: list[int], frames: int, runner: str, codec: str = 
                   f"p95 {results[-1]['first_audio_ms_p95']:.0f} ms, slowest stream {min(speed):.2f}x real time, "
                   f"codes -> audio p50 {results[-1].get('codec_lag_ms_p50', float('nan')):.0f} ms, "
                   f"max {results[-1].get('codec_lag_ms_max', float('nan')):.0f} ms", flush=True)
+            yield results[-1]
     finally:
         scheduler.close()
-    return results
 
 
 def main() -> None:
@@ -194,7 +245,10 @@ def main() -> None:
     parser.add_argument("--codec", default="auto", choices=("auto", "thread", "inline"),
                         help="where the batch scheduler decodes audio (auto: inline, on the batch thread)")
     parser.add_argument("--quantize", default="none", choices=("none", "int8"), help="the talker's weights")
-    parser.add_argument("--json", type=Path)
+    parser.add_argument("--server-rows", type=int, default=8,
+                        help="on CUDA, the memory of a scheduler of this many rows as the server makes it "
+                             "(its default --max-batch: 8); 0 skips it")
+    parser.add_argument("--json", type=Path, help="the report, rewritten as each part ends")
     args = parser.parse_args()
 
     if not args.checkpoint.exists():
@@ -221,21 +275,43 @@ def main() -> None:
               "runner": tts.runner, "compiled": tts.compile_steps, "quantize": tts.quantize, "threads": torch.get_num_threads()}
     print(f"{report['device']} {report['dtype']} {report['checkpoint']} commit {report['commit']}, runner "
           f"{tts.runner}, compiled {tts.compile_steps}, {report['threads']} threads", flush=True)
+    cuda = tts.device.type == "cuda"
+    peak = 0.0
+
+    def save() -> None:  # after each part: a run cut short keeps what it finished
+        if cuda:
+            report["peak_gpu_memory_gib"] = max(peak, torch.cuda.max_memory_allocated() / 2**30)
+        if args.json:
+            partial = args.json.with_name(args.json.name + ".partial")
+            partial.write_text(json.dumps(report, indent=2))
+            partial.replace(args.json)
+
     started = time.perf_counter()
     list(tts.stream(TEXT, voice, max_frames=2, min_frames=2))  # the single-stream batch: graphs, compiled steps
     report["start_up_s"] = {"load": load_s, "first_stream_ready": time.perf_counter() - started}
     print("start-up (s):", report["start_up_s"], flush=True)
+    save()
     report["single_stream"] = single_stream(tts, voice, args.frames, args.runs)
     print("single stream:", report["single_stream"], flush=True)
+    save()
     report["frame_split"] = frame_split(tts, voice, clock)
     print("per frame:", report["frame_split"], flush=True)
+    save()
+    if cuda and args.server_rows:
+        peak = torch.cuda.max_memory_allocated() / 2**30  # server_memory resets the peak: keep the run's
+        report["server_defaults_memory"] = server_memory(tts, voice, args.server_rows, args.frames)
+        gc.collect()  # that scheduler's batch and graphs gone before the sweep makes its own
+        torch.cuda.empty_cache()
+        save()
     levels = [int(v) for v in args.sweep.split(",") if v]
-    report["sweep"] = sweep(tts, voice, levels, args.frames, args.runner, args.codec) if levels else []
-    if tts.device.type == "cuda":
-        report["peak_gpu_memory_gib"] = torch.cuda.max_memory_allocated() / 2**30
+    report["sweep"] = []
+    if levels:
+        for result in sweep(tts, voice, levels, args.frames, args.runner, args.codec, report["start_up_s"]):
+            report["sweep"].append(result)
+            save()
+    save()
+    if cuda:
         print(f"peak GPU memory {report['peak_gpu_memory_gib']:.2f} GiB")
-    if args.json:
-        args.json.write_text(json.dumps(report, indent=2))
 
 
 if __name__ == "__main__":

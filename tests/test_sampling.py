@@ -35,6 +35,30 @@ def test_each_row_keeps_its_own_parameters():
     assert kept == [3, 10]
 
 
+ROW_PARAMS = [SamplingParams(temperature=0.7, top_k=3, top_p=0.9, repetition_penalty=1.05),
+              SamplingParams(do_sample=False), SamplingParams(top_k=0), SamplingParams(top_k=5000)]
+
+
+def test_row_params_hold_each_rows_values_exactly():
+    rows = _rows(ROW_PARAMS, 300)
+    def float32(*values):
+        return torch.tensor(values, dtype=torch.float64).float().tolist()
+
+    assert rows.do_sample[:, 0].tolist() == [1.0, 0.0, 1.0, 1.0]
+    assert rows.inv_temperature[:, 0].tolist() == float32(1 / 0.7, 1.0, 1 / 0.9, 1 / 0.9)
+    assert rows.top_k.tolist() == [3, 300, 300, 300] and rows.top_k.dtype == torch.int64
+    assert rows.top_p[:, 0].tolist() == float32(0.9, 2.0, 2.0, 2.0)
+    assert rows.penalty[:, 0].tolist() == float32(1.05, 1.0, 1.0, 1.0)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_row_params_on_cuda_equal_the_cpus():
+    """On CUDA the table goes through pinned memory without blocking (no host round-trip in the
+    step loop): the same values."""
+    cpu, cuda = _rows(ROW_PARAMS, 300), RowParams.stack(ROW_PARAMS, 300, torch.device("cuda"))
+    for ours, theirs in zip(cuda.fields(), cpu.fields()):
+        assert ours.is_cuda and ours.dtype == theirs.dtype and torch.equal(ours.cpu(), theirs)
+
 def test_repetition_penalty_matches_transformers():
     gen = torch.Generator().manual_seed(1)
     logits = torch.randn(1, 64, generator=gen)

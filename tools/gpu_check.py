@@ -12,15 +12,17 @@ TF32 is off, so float32 matrix products are float32.
 3. The scheduler (CUDA graphs, concurrent threads) likewise, with no request left waiting, its
    audio decoded inline and by its codec thread.
 4. torch.cuda.set_sync_debug_mode("error") raises nowhere while prompts are built, nor in
-   steady-state steps (the step's one read of its codes waits on an event, which is not counted).
+   steady-state steps, nor in the step after a row joined, which copies the new composition's
+   sampling parameters in (a step's one read of its codes waits on an event, which is not counted).
 5. The streamed audio equals a whole decode of its codes on the GPU (<= 1e-4).
 Prints the attention kernels a step runs (the SDPA backend) and the GPU memory after the batch is
-prepared. Exits non-zero on any failure.
+prepared. Exits non-zero on any failure. --json writes what it found, rewritten as each part ends.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import threading
 import time
@@ -175,36 +177,52 @@ def check_scheduler(tts, codec: str, requests: list[dict], singles: list, tolera
     return failures
 
 
-STEADY_STEPS = 8  # fewer than any check request's min_frames: no row ends, the composition stays
+STEADY_STEPS = 6  # with the steps around them, fewer than any check request's min_frames: no row ends
 
 
-def check_no_syncs(tts, requests: list[dict]) -> int:
-    """Failures of torch.cuda.set_sync_debug_mode("error") around building prompts (pinned copies
-    on the builder's side stream) and around steady-state steps of a CUDA-graph batch (after a
-    composition's first step, which copies its rows' parameters in): a step's only wait is the
-    event of its frames' pinned read-back, which the debug mode does not count."""
+def check_no_syncs(tts, requests: list[dict]) -> dict[str, bool]:
+    """Whether each part ran without a synchronising call under torch.cuda.set_sync_debug_mode("error"):
+    building prompts (pinned copies on the builder's side stream); steady-state steps of a CUDA-graph
+    batch of all requests but the last; then the step after the last one joined (a new composition:
+    its rows' sampling parameters stacked and copied in, RowParams.stack, pinned) and one more. A
+    step's only wait is the event of its frames' pinned read-back, which the debug mode does not count.
+    The requests must sample with the model's default sampling: the batch's graphs are captured for
+    that step plan at prepare, so no step here captures one (a capture synchronises)."""
     import torch
 
-    failures = 0
+    found = {}
     with torch.inference_mode():
         batch = tts.new_batch(len(requests), 512, "cuda-graphs")
         torch.cuda.synchronize()
         with sync_debug_mode_error() as failed:
             rows = [_prepare(tts, r) for r in requests]
-        failures += report_syncs("building prompts", failed)
+        found["building prompts"] = report_syncs("building prompts", failed)
         if failed:
             rows = [_prepare(tts, r) for r in requests]
-        for row in rows:
+        *first, last = rows
+        for row in first:
             batch.admit(row)
-        batch.step()
+        batch.step()  # the composition's first step, outside the check
         torch.cuda.synchronize()
         with sync_debug_mode_error() as failed:
-            for _ in range(STEADY_STEPS):
-                produced, finished = batch.step()
-                if len(produced) != len(requests) or finished:
-                    raise RuntimeError("a row ended during the steady-state steps: the check is mis-sized")
-        failures += report_syncs(f"{STEADY_STEPS} steady-state steps of {len(requests)} rows", failed)
-    return failures
+            _steps(batch, STEADY_STEPS)
+        label = f"{STEADY_STEPS} steady-state steps of {len(first)} rows"
+        found[label] = report_syncs(label, failed)
+        batch.admit(last)  # its prefill, outside the check
+        torch.cuda.synchronize()
+        with sync_debug_mode_error() as failed:
+            _steps(batch, 2)
+        label = f"the step after a row joined ({len(rows)} rows, new sampling parameters copied in) and one more"
+        found[label] = report_syncs(label, failed)
+    return found
+
+
+def _steps(batch, count: int) -> None:
+    rows = len(batch.rows)
+    for _ in range(count):
+        produced, finished = batch.step()
+        if len(produced) != rows or finished:
+            raise RuntimeError("a row ended during the checked steps: the check is mis-sized")
 
 
 @contextmanager
@@ -222,9 +240,10 @@ def sync_debug_mode_error():
         torch.cuda.set_sync_debug_mode("default")
 
 
-def report_syncs(label: str, failed: list) -> int:
+def report_syncs(label: str, failed: list) -> bool:
+    """True when there was no synchronising call."""
     print(f"{label}: " + (f"FAILED, a synchronising call: {failed[0]}" if failed else "no synchronising call"))
-    return 1 if failed else 0
+    return not failed
 
 
 def _prepare(tts, request: dict):
@@ -242,9 +261,20 @@ def main() -> int:
     parser.add_argument("--dtype", default="float32", choices=sorted(TIE_TOLERANCE))
     parser.add_argument("--compile", choices=("auto", "true", "false"), default="auto",
                         help="the fused step through torch.compile (auto: the engine's default, off); false checks the graphs alone")
+    parser.add_argument("--json", type=Path, help="what was found, rewritten as each part ends")
     args = parser.parse_args()
+    report: dict = {"checkpoint": Path(args.checkpoint).name, "dtype": args.dtype, "compile": args.compile}
+
+    def save() -> None:
+        if args.json:
+            partial = args.json.with_name(args.json.name + ".partial")
+            partial.write_text(json.dumps(report, indent=2))
+            partial.replace(args.json)
+
     if not torch.cuda.is_available():
         print("no CUDA device", file=sys.stderr)
+        report["error"] = "no CUDA device"
+        save()
         return 2
     torch.backends.cuda.matmul.allow_tf32 = False  # exact float32: differences then come from shapes alone
     torch.backends.cudnn.allow_tf32 = False
@@ -255,9 +285,13 @@ def main() -> int:
                   compile={"true": True, "false": False}.get(args.compile, "auto"))
     print(f"compiled steps: {tts.compile_steps}; loaded in {time.perf_counter() - started:.1f} s")
     print(f"GPU memory after loading: {gib(torch.cuda.memory_allocated())}")
+    report.update(device=torch.cuda.get_device_name(0), torch=torch.__version__, compiled=tts.compile_steps,
+                  load_s=time.perf_counter() - started)
     ref = REPO / "tests" / "fixtures" / "ref_16k_stereo.wav"
     voices = [tts.clone_voice(ref, "The quick brown fox."), tts.clone_voice(ref, x_vector_only=True)]
-    print("attention kernels of a step:", ", ".join(attention_kernels(tts)) or "none found")
+    report["attention_kernels"] = attention_kernels(tts)
+    print("attention kernels of a step:", ", ".join(report["attention_kernels"]) or "none found")
+    save()
     failures = 0
 
     def requests(sampling, seeded):
@@ -276,6 +310,10 @@ def main() -> int:
               f"{len(runner.graphs)} of {wanted}; memory after prepare {gib(prepared)} "
               f"({gib(prepared - before)} for this batch, its graphs included)")
         failures += (not same) + (len(runner.graphs) != wanted)
+        report.setdefault("graphs_equal_fused_step", {})[label] = {
+            "bit_equal": same, "captured_at_prepare": len(runner.graphs), "wanted": wanted,
+            "memory_after_prepare_gib": prepared / 2**30}
+        save()
         del batch, runner
 
     # 2. single stream vs batch, greedy, tolerant of near ties
@@ -288,17 +326,26 @@ def main() -> int:
         singles.append((single, margins, best))
     for runner in ("eager", "bucketed", "cuda-graphs"):
         batched, _, _ = run_batch(tts, runner, greedy)
-        for index, ((single, margins, best), got) in enumerate(zip(singles, batched)):
-            failures += not compare_to_single(f"greedy {runner:11s} batch vs single, request {index}",
-                                              single, got, margins, best, tolerance)
+        agreed = sum(compare_to_single(f"greedy {runner:11s} batch vs single, request {index}", single, got, margins,
+                                       best, tolerance)
+                     for index, ((single, margins, best), got) in enumerate(zip(singles, batched)))
+        failures += len(greedy) - agreed
+        report.setdefault("batch_vs_single_failures", {})[runner] = len(greedy) - agreed
+        save()
 
     # 3. the scheduler with CUDA graphs, requests from concurrent threads, audio decoded inline
     #    (the default) and by the codec thread on its own stream
     for codec in ("inline", "thread"):
-        failures += check_scheduler(tts, codec, greedy, singles, tolerance)
+        failed = check_scheduler(tts, codec, greedy, singles, tolerance)
+        failures += failed
+        report.setdefault("scheduler_failures", {})[codec] = failed
+        save()
 
-    # 4. no synchronising call while prompts are built, nor in steady-state steps
-    failures += check_no_syncs(tts, greedy)
+    # 4. no synchronising call while prompts are built, in steady-state steps, nor in the step after
+    #    a row joined; rows with the default sampling (the plan the graphs were captured for)
+    report["no_synchronising_call"] = check_no_syncs(tts, requests(None, True))
+    failures += sum(not ok for ok in report["no_synchronising_call"].values())
+    save()
 
     # 5. streamed audio vs a whole decode
     chunks = list(tts.stream(TEXTS[1], voices[0], sampling=SamplingConfig.greedy(), max_frames=30, min_frames=30))
@@ -309,6 +356,9 @@ def main() -> int:
     failures += error > 1e-4
     print(f"peak GPU memory {gib(torch.cuda.max_memory_allocated())}")
     print("OK" if not failures else f"{failures} FAILED")
+    report.update(stream_vs_whole_decode_max_abs=error, peak_gpu_memory_gib=torch.cuda.max_memory_allocated() / 2**30,
+                  failures=int(failures), ok=not failures, seconds=time.perf_counter() - started)
+    save()
     return 1 if failures else 0
 
 
