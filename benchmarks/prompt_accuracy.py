@@ -22,10 +22,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.bench_engine import REF_TEXT, write_reference  # noqa: E402
-from benchmarks.quant_accuracy import TEXT, greedy_codes, relative_error  # noqa: E402
-from wyoming_qwen_tts.engine import QwenTTS, VoicePrompt  # noqa: E402
-from wyoming_qwen_tts.engine.quantize import cpu_int8_matmul  # noqa: E402
+from benchmarks.bench_engine import REF_TEXT, write_reference
+from benchmarks.quant_accuracy import TEXT, greedy_codes, relative_error
+from wyoming_qwen_tts.engine import QwenTTS, VoicePrompt
+from wyoming_qwen_tts.engine.quantize import cpu_int8_matmul
 
 VARIANTS = {  # name: (dtype, quantize, int8_prompts)
     "float32-dense": ("float32", "int8", "off"),  # int8 weights, prompts on dequantized weights (before)

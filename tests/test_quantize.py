@@ -14,8 +14,7 @@ from benchmarks.quant_accuracy import compare
 from wyoming_qwen_tts.engine import QwenTTS, VoicePrompt, engine, quantize
 from wyoming_qwen_tts.engine.checkpoint import parse_codec_config, parse_model_config
 from wyoming_qwen_tts.engine.codec import SpeechCodec
-from wyoming_qwen_tts.engine.quantize import (Int8Embedding, Int8Linear, quantize_int8, resolve_quantize,
-                                              weight_bytes)
+from wyoming_qwen_tts.engine.quantize import Int8Embedding, Int8Linear, quantize_int8, resolve_quantize, weight_bytes
 from wyoming_qwen_tts.engine.talker import Qwen3TTSModel
 
 from .conftest import FIXTURES
@@ -328,7 +327,7 @@ def test_a_saturating_integer_matmul_is_found_and_prompts_stay_exact_with_7_bit_
         "print('ok', error)\n")
     env = {**os.environ, "ONEDNN_MAX_CPU_ISA": "AVX2", "ATEN_CPU_CAPABILITY": "avx2",
            "PYTHONPATH": str(FIXTURES.parents[1])}
-    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, env=env, timeout=120)
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, env=env, timeout=120, check=False)
     assert done.returncode == 0 and "ok" in done.stdout, done.stderr[-2000:]
 
 
