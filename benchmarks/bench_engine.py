@@ -324,29 +324,36 @@ def main() -> None:
             args.json.write_text(json.dumps({"header": header, "rows": rows, "raw": raw}, indent=2))
         return
 
-    with tempfile.TemporaryDirectory() as tmp:
-        ref = Path(tmp) / "reference.wav"
-        write_reference(ref)
-        raw = {"ours": bench_ours(args, ref)}
-        if args.oracle_python:
-            raw["official"] = bench_official(args, ref)
-        if args.faster_python:
-            raw["faster"] = run_peer("faster_runner.py", args.faster_python, args.faster_site, args, ref,
-                                     ["--chunk-size", str(args.faster_chunk)])
-    rows = [summarize("wyoming-qwen-tts (streaming)", raw["ours"])]
-    if "official" in raw:
-        rows.append(summarize("official qwen-tts 0.1.1", raw["official"]))
-    if "faster" in raw:
-        rows.append(summarize(f"faster-qwen3-tts (chunk {args.faster_chunk})", raw["faster"]))
     config = json.loads((args.checkpoint / "config.json").read_text())
     header = (f"checkpoint {args.checkpoint.name} (talker {config['talker_config']['num_hidden_layers']} layers, "
               f"hidden {config['talker_config']['hidden_size']}), {args.device} {args.dtype}, {args.frames} frames, "
               f"median of {args.runs} runs after a warm-up; {platform.processor() or platform.machine()}, "
               f"{date.today()}, commit {git_commit()}")
+    raw: dict = {}
+
+    def rows() -> list[dict]:
+        names = {"ours": "wyoming-qwen-tts (streaming)", "official": "official qwen-tts 0.1.1",
+                 "faster": f"faster-qwen3-tts (chunk {args.faster_chunk})"}
+        return [summarize(names[key], result) for key, result in raw.items()]
+
+    def save() -> None:  # after each engine: a run cut short (the GPU run's deadline) keeps what finished
+        if args.json:
+            args.json.write_text(json.dumps({"header": header, "rows": rows(), "raw": raw}, indent=2))
+
+    with tempfile.TemporaryDirectory() as tmp:
+        ref = Path(tmp) / "reference.wav"
+        write_reference(ref)
+        raw["ours"] = bench_ours(args, ref)
+        save()
+        if args.oracle_python:
+            raw["official"] = bench_official(args, ref)
+            save()
+        if args.faster_python:
+            raw["faster"] = run_peer("faster_runner.py", args.faster_python, args.faster_site, args, ref,
+                                     ["--chunk-size", str(args.faster_chunk)])
+            save()
     print(header)
-    print(markdown(rows))
-    if args.json:
-        args.json.write_text(json.dumps({"header": header, "rows": rows, "raw": raw}, indent=2))
+    print(markdown(rows()))
 
 
 if __name__ == "__main__":
