@@ -135,6 +135,10 @@ class QwenTTS:
         self.runner = resolve_runner(runner, self.device, self.compile_steps)
         self.quantize = resolve_quantize(quantize, self.device, self.dtype)
         self.int8_prompts = resolve_int8_prompts(int8_prompts, self.quantize, self.device)
+        if self.quantize == "int8" and self.device.type != "cpu":
+            _LOGGER.warning("int8 weights on %s have no int8 kernel: every call converts them to %s, which is "
+                            "slower than %s weights (--quantize auto keeps them off there)",
+                            self.device, self.dtype, self.dtype)
         self.checkpoint: Checkpoint = load_checkpoint(model, local_files_only=local_files_only, revision=revision)
         cfg = self.checkpoint.config
         self.model_type = cfg.model_type
