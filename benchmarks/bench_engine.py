@@ -13,7 +13,7 @@ bfloat16 and int8 weights (bfloat16 activations), each at 1 and 2 threads, each 
 
     python benchmarks/bench_engine.py --checkpoint bench-checkpoints/0.6B-Base --build 0.6B-Base \
         --cpu-table --threads 1,2 --frames 30 --runs 3 --oracle-python /work/oracle-venv/bin/python \
-        [--emulate-avx2] [--ggml-peer /tmp/ggml-peer] [--ggml-peer-avx2 /tmp/ggml-peer-avx2]
+        [--emulate-avx2] [--emulate-avx2-vnni] [--ggml-peer /tmp/ggml-peer] [--ggml-peer-avx2 /tmp/ggml-peer-avx2]
 
 --emulate-avx2 adds, on an AVX-512 machine, the rows of a CPU with AVX2 only (most home servers):
 every library capped at AVX2 by its own variable (AVX2_CAPS), the official code and ours in float32
@@ -21,6 +21,10 @@ and in what `--quantize auto` picks on such a CPU (int8 weights, bf16 kernel inp
 has only AVX2 the plain rows are those rows. --ggml-peer times qwen3-tts.cpp (GGML), built by
 benchmarks/ggml_peer/build.sh on the same checkpoint, whole and streamed, Q8_0 and F16; with
 --emulate-avx2, --ggml-peer-avx2 names its AVX2-only build (GGML reads no cap variable).
+--emulate-avx2-vnni adds the rows of an AVX2 CPU with AVX-VNNI (Intel N100/N305, consumer Intel since
+Alder Lake): the same caps, oneDNN's at AVX2_VNNI (needs a CPU with avx_vnni); ours only.
+Our int8 rows come with prompts through the CPU's integer matmul (--int8-prompts auto, now) and
+without (off, before).
 
 Definitions: first audio = from the request to the first audio sample the caller can play;
 frames/s = generated frames / total time; speed = seconds of audio per second of wall time
@@ -68,7 +72,8 @@ def bench_ours(args: argparse.Namespace, ref: Path) -> dict:
     from wyoming_qwen_tts.engine import QwenTTS
 
     started = time.perf_counter()
-    tts = QwenTTS(args.checkpoint, device=args.device, dtype=args.dtype, quantize=args.quantize)
+    tts = QwenTTS(args.checkpoint, device=args.device, dtype=args.dtype, quantize=args.quantize,
+                  int8_prompts=getattr(args, "int8_prompts", "auto"))
     load_s = time.perf_counter() - started
     voice = tts.clone_voice(ref, REF_TEXT)
 
@@ -94,12 +99,12 @@ def bench_ours(args: argparse.Namespace, ref: Path) -> dict:
 
 
 def run_peer(runner: str, python: str, site: str | None, args: argparse.Namespace, ref: Path,
-             extra: list[str] = (), threads: int | None = None, avx2: bool = False) -> dict:
+             extra: list[str] = (), threads: int | None = None, caps: dict[str, str] | None = None) -> dict:
     """Time another engine in its own interpreter (its dependencies clash with ours)."""
     command = [python, str(REPO / "benchmarks" / runner), "--checkpoint", str(args.checkpoint),
                "--ref-audio", str(ref), "--ref-text", REF_TEXT, "--text", TEXT, "--frames", str(args.frames),
                "--runs", str(args.runs), "--device", args.device, "--dtype", args.dtype, *extra]
-    env = thread_env(threads, avx2)
+    env = thread_env(threads, caps)
     if site:
         env["PYTHONPATH"] = site + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     out = subprocess.run(command, capture_output=True, text=True, check=False, env=env)
@@ -135,26 +140,33 @@ AVX2_CAPS = {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2", "MKL_E
              "FBGEMM_ENABLE_INSTRUCTIONS": "AVX2"}
 
 
-def thread_env(threads: int | None, avx2: bool = False) -> dict[str, str]:
+# ... and an AVX2 CPU with AVX-VNNI: oneDNN's integer matmul then adds int8 products in int32.
+AVX2_VNNI_CAPS = {**AVX2_CAPS, "ONEDNN_MAX_CPU_ISA": "AVX2_VNNI"}
+
+
+def thread_env(threads: int | None, caps: dict[str, str] | None = None) -> dict[str, str]:
     """The environment for a child process limited to `threads` compute threads (torch reads
     OMP_NUM_THREADS at start-up), capped at AVX2 if asked."""
     env = dict(os.environ)
     if threads:
         env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
-    if avx2:
-        env.update(AVX2_CAPS)
+    if caps:
+        env.update(caps)
     return env
 
 
-# (label, dtype, quantize) of our engine in the CPU table.
-CPU_VARIANTS = (("float32", "float32", "none"), ("bfloat16", "bfloat16", "none"),
-                ("int8 weights, bfloat16 activations", "bfloat16", "int8"))
+# (label, dtype, quantize, int8 prompts) of our engine in the CPU table.
+CPU_VARIANTS = (("float32", "float32", "none", "off"), ("bfloat16", "bfloat16", "none", "off"),
+                ("int8 weights, bfloat16 activations, dense prompts (before)", "bfloat16", "int8", "off"),
+                ("int8 weights, bfloat16 activations, int8 prompts (auto)", "bfloat16", "int8", "auto"))
 # ... and on a CPU with AVX2 only, where bf16 is emulated: float32, and what `--quantize auto` picks there.
-AVX2_VARIANTS = (("float32", "float32", "none"),
-                 ("int8 weights, bf16 kernel inputs (auto on AVX2)", "float32", "int8"))
+AVX2_VARIANTS = (("float32", "float32", "none", "off"),
+                 ("int8 weights, bf16 kernel inputs, dense prompts (before)", "float32", "int8", "off"),
+                 ("int8 weights, bf16 kernel inputs, int8 prompts (auto)", "float32", "int8", "auto"))
 
 
-def bench_ours_in_child(args: argparse.Namespace, dtype: str, quantize: str, threads: int, avx2: bool = False) -> dict:
+def bench_ours_in_child(args: argparse.Namespace, dtype: str, quantize: str, threads: int,
+                        caps: dict[str, str] | None = None, int8_prompts: str = "auto") -> dict:
     """One configuration of ours in a fresh interpreter: its own thread count and memory."""
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "result.json"
@@ -162,7 +174,8 @@ def bench_ours_in_child(args: argparse.Namespace, dtype: str, quantize: str, thr
                    "--frames", str(args.frames), "--runs", str(args.runs), "--max-chunk-frames",
                    str(args.max_chunk_frames), "--device", "cpu", "--dtype", dtype, "--quantize", quantize,
                    "--json", str(out)]
-        done = subprocess.run(command, capture_output=True, text=True, check=False, env=thread_env(threads, avx2))
+        command += ["--int8-prompts", int8_prompts]
+        done = subprocess.run(command, capture_output=True, text=True, check=False, env=thread_env(threads, caps))
         if done.returncode != 0:
             raise SystemExit(f"ours ({dtype}, {quantize}) failed:\n{done.stderr[-3000:]}")
         return json.loads(out.read_text())["raw"]["ours"]
@@ -174,30 +187,33 @@ def cpu_table(args: argparse.Namespace) -> tuple[list[dict], dict]:
     rows, raw = [], {}
     kinds = [("", False, CPU_VARIANTS, args.ggml_peer)]
     if args.emulate_avx2:
-        kinds.append((" (AVX2 emulated)", True, AVX2_VARIANTS, args.ggml_peer_avx2))
+        kinds.append((" (AVX2 emulated)", AVX2_CAPS, AVX2_VARIANTS, args.ggml_peer_avx2))
+    if args.emulate_avx2_vnni:
+        kinds.append((" (AVX2 + VNNI emulated)", AVX2_VNNI_CAPS, AVX2_VARIANTS, None))
     with tempfile.TemporaryDirectory() as tmp:
         ref = Path(tmp) / "reference.wav"
         write_reference(ref)
-        for suffix, avx2, variants, ggml_dir in kinds:
+        for suffix, caps, variants, ggml_dir in kinds:
             for threads in args.threads:
-                for key, row in cpu_rows(args, ref, threads, avx2, variants, ggml_dir):
+                for key, row in cpu_rows(args, ref, threads, caps, variants, ggml_dir):
                     raw[f"{key} {threads}t{suffix}"] = row.pop("raw")
                     rows.append({**row, "engine": row["engine"] + suffix, "threads": threads})
                     print(markdown(rows[-1:], threads=True), file=sys.stderr, flush=True)
     return rows, raw
 
 
-def cpu_rows(args: argparse.Namespace, ref: Path, threads: int, avx2: bool, variants, ggml_dir: Path | None):
+def cpu_rows(args: argparse.Namespace, ref: Path, threads: int, caps: dict[str, str] | None, variants,
+             ggml_dir: Path | None):
     """(key, row with its raw result) for one thread count on one kind of CPU, each timed as it comes."""
     if args.oracle_python:
         args.dtype = "float32"
         result = run_peer("official_runner.py", args.oracle_python, args.oracle_site, args, ref,
-                          threads=threads, avx2=avx2)
+                          threads=threads, caps=caps)
         for run in result["runs"]:
             run["first_audio_s"] = run["total_s"]  # no streaming: the first audio is the whole utterance
         yield "official float32", {**summarize("official qwen-tts 0.1.1, float32", result), "raw": result}
-    for label, dtype, quantize in variants:
-        result = bench_ours_in_child(args, dtype, quantize, threads, avx2)
+    for label, dtype, quantize, int8_prompts in variants:
+        result = bench_ours_in_child(args, dtype, quantize, threads, caps, int8_prompts)
         yield f"ours {label}", {**summarize(f"wyoming-qwen-tts, {label}", result), "raw": result}
     if ggml_dir:
         for quant in ("q8_0", "f16"):
@@ -265,6 +281,8 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtype", default="float32")
     parser.add_argument("--quantize", default="none", choices=["none", "int8"], help="our engine's weights")
+    parser.add_argument("--int8-prompts", default="auto", choices=["auto", "off"],
+                        help="our engine's prompts with int8 weights on a CPU: its integer matmul (auto) or not")
     parser.add_argument("--cpu-table", action="store_true",
                         help="the CPU table: official float32 (with --oracle-python) and ours in float32, "
                              "bfloat16 and int8, at each of --threads, each in a fresh process")
@@ -272,6 +290,8 @@ def main() -> None:
                         help="thread counts for --cpu-table (default 1,2)")
     parser.add_argument("--emulate-avx2", action="store_true",
                         help="--cpu-table: also the rows of an AVX2-only CPU, every library capped at AVX2")
+    parser.add_argument("--emulate-avx2-vnni", action="store_true",
+                        help="--cpu-table: also the rows of an AVX2 CPU with AVX-VNNI (oneDNN capped at AVX2_VNNI)")
     parser.add_argument("--ggml-peer", type=Path, help="--cpu-table: the GGML peer's build (ggml_peer/build.sh)")
     parser.add_argument("--ggml-peer-avx2", type=Path, help="--cpu-table --emulate-avx2: its AVX2-only build")
     parser.add_argument("--oracle-python", help="python of the oracle venv, to also time the official code")
@@ -296,36 +316,44 @@ def main() -> None:
         header = (f"checkpoint {args.checkpoint.name}, cpu, {args.frames} frames, median of {args.runs} runs after a "
                   f"warm-up, each configuration in a fresh process; {cpu_name()}, {os.cpu_count()} cores, "
                   f"{date.today()}, commit {git_commit()}, load average {os.getloadavg()[0]:.1f} at the start"
-                  + (f"; AVX2 emulated: {' '.join(f'{k}={v}' for k, v in AVX2_CAPS.items())}" if args.emulate_avx2 else ""))
+                  + (f"; AVX2 emulated: {' '.join(f'{k}={v}' for k, v in AVX2_CAPS.items())}" if args.emulate_avx2 else "")
+                  + ("; AVX2 + VNNI emulated: ONEDNN_MAX_CPU_ISA=AVX2_VNNI" if args.emulate_avx2_vnni else ""))
         print(header)
         print(markdown(rows, threads=True))
         if args.json:
             args.json.write_text(json.dumps({"header": header, "rows": rows, "raw": raw}, indent=2))
         return
 
-    with tempfile.TemporaryDirectory() as tmp:
-        ref = Path(tmp) / "reference.wav"
-        write_reference(ref)
-        raw = {"ours": bench_ours(args, ref)}
-        if args.oracle_python:
-            raw["official"] = bench_official(args, ref)
-        if args.faster_python:
-            raw["faster"] = run_peer("faster_runner.py", args.faster_python, args.faster_site, args, ref,
-                                     ["--chunk-size", str(args.faster_chunk)])
-    rows = [summarize("wyoming-qwen-tts (streaming)", raw["ours"])]
-    if "official" in raw:
-        rows.append(summarize("official qwen-tts 0.1.1", raw["official"]))
-    if "faster" in raw:
-        rows.append(summarize(f"faster-qwen3-tts (chunk {args.faster_chunk})", raw["faster"]))
     config = json.loads((args.checkpoint / "config.json").read_text())
     header = (f"checkpoint {args.checkpoint.name} (talker {config['talker_config']['num_hidden_layers']} layers, "
               f"hidden {config['talker_config']['hidden_size']}), {args.device} {args.dtype}, {args.frames} frames, "
               f"median of {args.runs} runs after a warm-up; {platform.processor() or platform.machine()}, "
               f"{date.today()}, commit {git_commit()}")
+    raw: dict = {}
+
+    def rows() -> list[dict]:
+        names = {"ours": "wyoming-qwen-tts (streaming)", "official": "official qwen-tts 0.1.1",
+                 "faster": f"faster-qwen3-tts (chunk {args.faster_chunk})"}
+        return [summarize(names[key], result) for key, result in raw.items()]
+
+    def save() -> None:  # after each engine: a run cut short (the GPU run's deadline) keeps what finished
+        if args.json:
+            args.json.write_text(json.dumps({"header": header, "rows": rows(), "raw": raw}, indent=2))
+
+    with tempfile.TemporaryDirectory() as tmp:
+        ref = Path(tmp) / "reference.wav"
+        write_reference(ref)
+        raw["ours"] = bench_ours(args, ref)
+        save()
+        if args.oracle_python:
+            raw["official"] = bench_official(args, ref)
+            save()
+        if args.faster_python:
+            raw["faster"] = run_peer("faster_runner.py", args.faster_python, args.faster_site, args, ref,
+                                     ["--chunk-size", str(args.faster_chunk)])
+            save()
     print(header)
-    print(markdown(rows))
-    if args.json:
-        args.json.write_text(json.dumps({"header": header, "rows": rows, "raw": raw}, indent=2))
+    print(markdown(rows()))
 
 
 if __name__ == "__main__":

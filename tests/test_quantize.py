@@ -1,6 +1,9 @@
 """Weight-only int8 (--quantize int8) and the dtype that `auto` picks."""
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -11,8 +14,7 @@ from benchmarks.quant_accuracy import compare
 from wyoming_qwen_tts.engine import QwenTTS, VoicePrompt, engine, quantize
 from wyoming_qwen_tts.engine.checkpoint import parse_codec_config, parse_model_config
 from wyoming_qwen_tts.engine.codec import SpeechCodec
-from wyoming_qwen_tts.engine.quantize import (Int8Embedding, Int8Linear, quantize_int8, resolve_quantize,
-                                              weight_bytes)
+from wyoming_qwen_tts.engine.quantize import Int8Embedding, Int8Linear, quantize_int8, resolve_quantize, weight_bytes
 from wyoming_qwen_tts.engine.talker import Qwen3TTSModel
 
 from .conftest import FIXTURES
@@ -226,3 +228,114 @@ def test_server_takes_compile_from_option_and_environment(monkeypatch, tmp_path)
     assert check_config(build_parser().parse_args(base))[2].compile == "false"
     with pytest.raises(SystemExit):
         build_parser().parse_args([*base, "--compile", "maybe"])
+
+
+def prompt_linear(width=256, out=384, dtype=torch.float32):
+    torch.manual_seed(0)
+    dense = nn.Linear(width, out, bias=True).to(dtype)
+    return dense, Int8Linear(dense, dtype, int8_prompts=True)
+
+
+needs_integer_matmul = pytest.mark.skipif(quantize.cpu_int8_matmul() == "none",
+                                          reason="this CPU has no vectorised integer matmul (no AVX2)")
+
+
+@needs_integer_matmul
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_prompt_rows_take_the_integer_matmul_close_to_the_dense_layer(monkeypatch, dtype):
+    dense, quantized = prompt_linear(dtype=dtype)
+    assert quantized.prompt_matmul
+    calls = []
+    monkeypatch.setattr(torch, "_int_mm", lambda *args: calls.append(args) or torch.ops.aten._int_mm(*args))
+    x = torch.randn(3, 20, 256, dtype=dtype)  # 60 rows: a prompt
+    with torch.inference_mode():
+        out, expected = quantized(x), dense(x)
+        few = quantized(x[:1, :8])  # a decode step's rows keep the int8 weight kernel
+    assert len(calls) == 1 and calls[0][0].dtype == torch.int8 and out.dtype == dtype
+    assert relative_error(out, expected) < 0.015
+    assert relative_error(few, expected[:1, :8]) < 0.015
+
+
+@needs_integer_matmul
+def test_each_prompt_row_gets_the_same_result_whatever_shares_the_call():
+    """Rows are quantized one by one and the sums are exact integers: a row's result does not
+    depend on the rows beside it (nor on whether a poorly quantizable row is among them)."""
+    _, quantized = prompt_linear()
+    x = torch.randn(40, 256)
+    x[7, 3] = 500.0  # a massive activation: this row takes the decode kernel
+    with torch.inference_mode():
+        together = quantized(x)
+        alone = torch.cat([quantized(torch.cat((x[i:i + 1], torch.randn(19, 256))))[:1] for i in range(40)])
+    assert torch.equal(together, alone)
+
+
+@needs_integer_matmul
+def test_rows_that_quantize_poorly_are_computed_as_decode_rows():
+    dense, quantized = prompt_linear()
+    x = torch.randn(40, 256)
+    outliers = [2, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 30]  # 18: two chunks
+    x[outliers, 5] = 300.0  # one channel ~20 times the others' rms x sqrt(width): per-row int8 would lose them
+    with torch.inference_mode():
+        out, expected = quantized(x), dense(x)
+        as_decode = torch.cat([quantized(x[i:i + 1]) for i in outliers])
+    assert torch.equal(out[outliers], as_decode)
+    assert relative_error(out, expected) < 0.015
+    _, _, poor = quantize.quantize_rows(x)
+    assert poor.nonzero()[:, 0].tolist() == outliers
+
+
+def test_int8_prompts_are_off_when_asked_and_never_on_the_predictor():
+    auto = QwenTTS(FIXTURES / "tiny-base", device="cpu", dtype="float32", quantize="int8")
+    off = QwenTTS(FIXTURES / "tiny-base", device="cpu", dtype="float32", quantize="int8", int8_prompts="off")
+    dense = QwenTTS(FIXTURES / "tiny-base", device="cpu", dtype="float32", quantize="none")
+    has_matmul = quantize.cpu_int8_matmul() != "none"
+    assert auto.int8_prompts is has_matmul and off.int8_prompts is False and dense.int8_prompts is False
+
+    def prompt_linears(tts):
+        return sorted(name for name, module in tts.model.talker.named_modules()
+                      if isinstance(module, Int8Linear) and module.prompt_matmul)
+
+    names = prompt_linears(auto)
+    assert (len(names) > 0) is has_matmul and prompt_linears(off) == []
+    assert all(name.startswith(("model.layers.", "text_projection.")) for name in names)
+    with pytest.raises(ValueError, match="int8_prompts"):
+        engine.resolve_int8_prompts("sometimes", "int8", torch.device("cpu"))
+
+
+@pytest.mark.skipif(not quantize.cpu_has_avx2(), reason="needs an x86 CPU with AVX2")
+def test_a_saturating_integer_matmul_is_found_and_prompts_stay_exact_with_7_bit_weights(tmp_path):
+    """Capped at AVX2 without VNNI, oneDNN adds pairs of u8 x s8 products in int16, which overflows
+    for int8 weights: the probe must see it, and the prompts' 7-bit weights must not overflow."""
+    script = tmp_path / "capped.py"
+    script.write_text(
+        "import torch\n"
+        "from torch import nn\n"
+        "from wyoming_qwen_tts.engine import quantize\n"
+        "assert quantize.cpu_int8_matmul() == 'saturating', quantize.cpu_int8_matmul()\n"
+        "a = torch.full((32, 512), 127, dtype=torch.int8)\n"
+        "w = torch.full((64, 512), 64, dtype=torch.int8)\n"
+        "w[1::2] = -64\n"
+        "assert torch.equal(torch._int_mm(a, w.t()).long(), a.long() @ w.long().t())\n"
+        "torch.manual_seed(0)\n"
+        "dense = nn.Linear(512, 256)\n"
+        "layer = quantize.Int8Linear(dense, torch.float32, int8_prompts=True)\n"
+        "assert layer.prompt_weight.abs().max() <= 64 and layer.prompt_weight.abs().max() >= 63\n"
+        "x = torch.randn(40, 512)\n"
+        "with torch.inference_mode():\n"
+        "    error = float((layer(x) - dense(x)).norm() / dense(x).norm())\n"
+        "assert error < 0.02, error\n"
+        "print('ok', error)\n")
+    env = {**os.environ, "ONEDNN_MAX_CPU_ISA": "AVX2", "ATEN_CPU_CAPABILITY": "avx2",
+           "PYTHONPATH": str(FIXTURES.parents[1])}
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, env=env, timeout=120, check=False)
+    assert done.returncode == 0 and "ok" in done.stdout, done.stderr[-2000:]
+
+
+def test_server_takes_int8_prompts_from_option_and_environment(monkeypatch, tmp_path):
+    from wyoming_qwen_tts.__main__ import build_parser, check_config
+
+    base = ["--model", str(FIXTURES / "tiny-base"), "--data-dir", str(tmp_path)]
+    assert check_config(build_parser().parse_args(base))[2].int8_prompts == "auto"
+    assert check_config(build_parser().parse_args([*base, "--int8-prompts", "off"]))[2].int8_prompts == "off"
+    monkeypatch.setenv("QWEN_TTS_INT8_PROMPTS", "off")
+    assert check_config(build_parser().parse_args(base))[2].int8_prompts == "off"

@@ -152,8 +152,14 @@ def build_parser() -> argparse.ArgumentParser:
            "float32 on other CPUs), float32, bfloat16, float16",
            choices=["auto", "float32", "bfloat16", "float16"], default=env_value("--dtype", "auto"))
     option("--quantize", "auto, none or int8: int8 weights for the talker and code predictor (half the memory "
-           "of bfloat16, faster where memory bandwidth bounds a step) (default auto: int8 on a CPU with native bf16, none elsewhere)",
+           "of bfloat16, faster where memory bandwidth bounds a step) (default auto: int8 on a CPU with native bf16 "
+           "or AVX2, none elsewhere)",
            choices=["auto", "none", "int8"], default=env_value("--quantize", "auto"))
+    option("--int8-prompts", "auto or off: with int8 weights on a CPU, run each prompt through the CPU's integer "
+           "matmul (int8 activations, a scale per row; first audio comes sooner). On CPUs with AVX2 but no VNNI it "
+           "keeps a 7-bit copy of the talker's weights (about 0.4 GB for the 0.6B, 1.4 GB for the 1.7B); off saves "
+           "that memory and runs prompts on dequantized weights (default auto)",
+           choices=["auto", "off"], default=env_value("--int8-prompts", "auto"))
     option("--compile", "auto, true or false: compile each frame step with torch.compile (fewer, fused kernels; "
            "costs minutes at start-up, longer on a first start without Inductor's cache) (default auto: off)",
            choices=["auto", "true", "false"], default=env_value("--compile", "auto"))
@@ -266,7 +272,8 @@ def check_config(args: argparse.Namespace):
                           "of cloned voices")
     settings = EngineSettings(model=args.model, design_model=design_model,
                               custom_model=optional_model(args.custom_model), data_dir=Path(args.data_dir).expanduser(), device=args.device, dtype=args.dtype,
-                              quantize=args.quantize, compile=args.compile, local_files_only=args.local_files_only,
+                              quantize=args.quantize, int8_prompts=args.int8_prompts, compile=args.compile,
+                              local_files_only=args.local_files_only,
                               max_batch=args.max_batch, threads=args.threads)
     for spec in catalog.voices.values():
         if problem := missing_model(spec, settings):

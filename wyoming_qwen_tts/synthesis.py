@@ -61,7 +61,8 @@ class EngineSettings:
     custom_model: str | None = None  # CustomVoice checkpoint, loaded only when a voice uses it
     device: str = "auto"
     dtype: str = "auto"
-    quantize: str = "auto"  # "int8" or "none": weights of the talker and code predictor; auto: int8 on a bf16 CPU
+    quantize: str = "auto"  # "int8" or "none": weights of the talker and code predictor; auto: int8 on a CPU
+    int8_prompts: str = "auto"  # "off": prompts on dequantized weights; auto: the CPU's integer matmul
     compile: str = "auto"  # "true"/"false": frame steps through torch.compile; auto: off (start-up time)
     local_files_only: bool = False
     max_batch: int = 8  # sentences generated together per model
@@ -529,7 +530,8 @@ def _load_model(settings: EngineSettings, model: str, role) -> QwenTTS:
     _LOGGER.info("Loading %s (%s) ...", model, option)
     try:
         tts = QwenTTS(model, device=settings.device, dtype=settings.dtype, quantize=settings.quantize,
-                      compile=settings.compile, local_files_only=settings.local_files_only)
+                      int8_prompts=settings.int8_prompts, compile=settings.compile,
+                      local_files_only=settings.local_files_only)
     except CheckpointError as err:
         raise VoiceSetupError(f"{option}: {err}") from err
     except (OSError, ValueError, KeyError, RuntimeError, SafetensorError) as err:  # damaged files, out of memory

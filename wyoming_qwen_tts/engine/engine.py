@@ -25,7 +25,8 @@ from .runners import RUNNERS, make_runner, step_plan_of
 from . import SAMPLE_RATE
 from .prompt import PromptBuilder, TextMode, VoicePrompt
 from .layers import fuse_weights
-from .quantize import cpu_has_fast_bf16, quantize_int8, resolve_quantize  # cpu_has_fast_bf16: resolve_dtype's
+from .quantize import (INT8_PROMPT_CHOICES, cpu_has_fast_bf16, cpu_int8_matmul,  # cpu_has_fast_bf16: resolve_dtype's
+                       quantize_int8, resolve_quantize)
 from .sampling import SamplingConfig
 from .speaker import log_mel
 from .talker import Qwen3TTSModel
@@ -123,19 +124,26 @@ class QwenTTS:
     def __init__(self, model: str | os.PathLike, *, device: str | None = "auto", dtype: str | torch.dtype | None = "auto",
                  codec_dtype: str | torch.dtype | None = "float32", local_files_only: bool = False,
                  revision: str | None = None, compile: bool | str = "auto", runner: str = "auto",
-                 quantize: str | None = "none") -> None:
+                 quantize: str | None = "none", int8_prompts: str = "auto") -> None:
         """compile: frame steps compiled by torch.compile (resolve_compile); runner: how a frame step
-        runs, for single streams here and BatchScheduler's "auto" (resolve_runner)."""
+        runs, for single streams here and BatchScheduler's "auto" (resolve_runner); int8_prompts:
+        auto or off, whether int8 weights on a CPU run prompts through its integer matmul
+        (resolve_int8_prompts)."""
         self.device = resolve_device(device)
         self.dtype = resolve_dtype(dtype, self.device)
         self.compile_steps = resolve_compile(compile, self.device)
         self.runner = resolve_runner(runner, self.device, self.compile_steps)
         self.quantize = resolve_quantize(quantize, self.device, self.dtype)
+        self.int8_prompts = resolve_int8_prompts(int8_prompts, self.quantize, self.device)
+        if self.quantize == "int8" and self.device.type != "cpu":
+            _LOGGER.warning("int8 weights on %s have no int8 kernel: every call converts them to %s, which is "
+                            "slower than %s weights (--quantize auto keeps them off there)",
+                            self.device, self.dtype, self.dtype)
         self.checkpoint: Checkpoint = load_checkpoint(model, local_files_only=local_files_only, revision=revision)
         cfg = self.checkpoint.config
         self.model_type = cfg.model_type
         self.model = _load_model(self.checkpoint, self.device, self.dtype)
-        _quantize_model(self.model, self.quantize, self.dtype)
+        _quantize_model(self.model, self.quantize, self.dtype, self.int8_prompts)
         self.codec = _load_codec(self.checkpoint, self.device, resolve_dtype(codec_dtype, self.device),
                                  with_encoder=cfg.model_type == "base")
         self.tokenizer = _load_tokenizer(self.checkpoint)
@@ -145,8 +153,9 @@ class QwenTTS:
         self._primed_lock = threading.Lock()
         self._solo: DecodeBatch | None = None  # single streams' batch, kept: its graphs are captured once
         self._solo_lock = threading.Lock()
-        _LOGGER.info("Loaded %s (%s) on %s as %s%s", self.checkpoint.path, cfg.model_type, self.device, self.dtype,
-                     "" if self.quantize == "none" else f", {self.quantize} weights")
+        _LOGGER.info("Loaded %s (%s) on %s as %s%s%s", self.checkpoint.path, cfg.model_type, self.device, self.dtype,
+                     "" if self.quantize == "none" else f", {self.quantize} weights",
+                     f", int8 prompts ({cpu_int8_matmul()} matmul)" if self.int8_prompts else "")
 
     # -- voices -------------------------------------------------------------------------------
 
@@ -359,6 +368,16 @@ MODEL_ON_HOST = ("talker.model.text_embedding.", "speaker_encoder.")
 CODEC_ON_HOST = ("encoder.",)
 
 
+def resolve_int8_prompts(int8_prompts: str | None, quantize: str, device: torch.device) -> bool:
+    """auto: prompts (many rows per linear) run int8 x int8 where the weights are int8 on a CPU with
+    an integer matmul (quantize.cpu_int8_matmul); off: a dense matmul on dequantized weights, as
+    before (and no 7-bit weight copy on CPUs whose integer matmul saturates)."""
+    value = "auto" if int8_prompts in (None, "") else str(int8_prompts).strip().lower()
+    if value not in INT8_PROMPT_CHOICES:
+        raise ValueError(f"int8_prompts must be one of {', '.join(INT8_PROMPT_CHOICES)}, not {int8_prompts!r}")
+    return value == "auto" and quantize == "int8" and device.type == "cpu" and cpu_int8_matmul() != "none"
+
+
 def model_placement(name: str, device: torch.device, dtype: torch.dtype) -> tuple[torch.device, torch.dtype]:
     """Where a model weight lives and in which dtype. The speaker encoder runs once per voice:
     float32, for the best embedding."""
@@ -392,11 +411,16 @@ def _load_model(checkpoint: Checkpoint, device: torch.device, dtype: torch.dtype
     return model.eval().requires_grad_(False)  # inference only: no step may record an autograd graph
 
 
-def _quantize_model(model: Qwen3TTSModel, quantize: str, dtype: torch.dtype) -> None:
+# The talker's linears that prompts go through (its decoder layers and the text projection); the
+# code predictor's see a few rows per step, so they never need prompt weights of their own.
+PROMPT_LINEARS = ("model.layers.", "text_projection.")
+
+
+def _quantize_model(model: Qwen3TTSModel, quantize: str, dtype: torch.dtype, int8_prompts: bool = False) -> None:
     """Weight-only int8 for the talker and its code predictor (what every frame reads); the speaker
     encoder, run once per voice, keeps its float32 weights."""
     if quantize == "int8":
-        quantize_int8(model.talker, dtype)
+        quantize_int8(model.talker, dtype, lambda name: int8_prompts and name.startswith(PROMPT_LINEARS))
 
 
 def _load_codec(checkpoint: Checkpoint, device: torch.device, dtype: torch.dtype, with_encoder: bool) -> SpeechCodec:
