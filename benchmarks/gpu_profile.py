@@ -39,7 +39,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from benchmarks.bench_engine import REF_TEXT, TEXT, git_commit, write_reference  # noqa: E402
+from benchmarks.bench_engine import REF_TEXT, TEXT, git_commit, write_reference
 
 NOT_KERNELS = ("Memcpy", "Memset", "Stream Sync", "Event Sync", "Context Sync", "Device Sync")
 
@@ -246,20 +246,22 @@ def timed_scheduler_class():
             self.decode_threads: set[str] = set()
             super().__init__(*args, **kwargs)
 
-        def _step(self, batch) -> None:
+        @contextmanager
+        def _timed(self, kind: str):
             start = time.perf_counter()
             try:
-                super()._step(batch)
+                yield
             finally:
-                self.spans["step"].append((start, time.perf_counter()))
+                self.spans[kind].append((start, time.perf_counter()))
+
+        def _step(self, batch) -> None:
+            with self._timed("step"):
+                super()._step(batch)
 
         def _decode_group(self, group) -> None:
-            start = time.perf_counter()
-            try:
+            with self._timed("decode"):
                 super()._decode_group(group)
-            finally:
-                self.spans["decode"].append((start, time.perf_counter()))
-                self.decode_threads.add(threading.current_thread().name)
+            self.decode_threads.add(threading.current_thread().name)
 
     return TimedScheduler
 

@@ -53,7 +53,12 @@ export PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1
 export PYTHONPATH="/tmp/site-ours:$PWD${PYTHONPATH:+:$PYTHONPATH}"
 GROUPS_=(ours server official faster)
 if [ -n "${GPU_RUN_DRY:-}" ]; then  # record, never run (exported: the internal modes' shells see them too)
-    dry() { local line; line=$(printf '%s\037' "$@"); printf '%s\036' "$line" >>"$work/dry-run.txt"; }  # one write
+    # Steps run side by side (the checkpoint in the background, the wheel groups in parallel) and a
+    # long command is more than one write: each record is appended under a lock, or two interleave.
+    dry() {
+        local line; line=$(printf '%s\037' "$@")
+        { flock 9; printf '%s\036' "$line" >>"$work/dry-run.txt"; } 9>>"$work/dry-run.lock"
+    }
     python3() { dry python3 "$@"; }
     nvidia-smi() { dry nvidia-smi "$@"; }
     env() ( while [[ "${1:-}" == *=* ]]; do export "${1?}"; shift; done; "$@" )

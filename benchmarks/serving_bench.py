@@ -204,7 +204,7 @@ def sweep(tts, voice, levels: list[int], frames: int, runner: str, codec: str = 
                         first[index] = time.perf_counter() - start
                 speed[index] = frames * 0.08 / (time.perf_counter() - start)
 
-            scheduler.codec_lag_s.clear()
+            scheduler.codec_lag_s = []
             threads = [threading.Thread(target=run, args=(i,)) for i in range(level)]
             for thread in threads:
                 thread.start()

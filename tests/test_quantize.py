@@ -194,17 +194,6 @@ def test_int8_kernel_with_bf16_inputs_is_close_to_float32(monkeypatch, rows):
     assert relative_error(fast, scalar) < 0.006  # bf16 rounding of inputs, scales and outputs
 
 
-def test_server_takes_quantize_from_option_and_environment(monkeypatch, tmp_path):
-    from wyoming_qwen_tts.__main__ import build_parser, check_config
-
-    base = ["--model", str(FIXTURES / "tiny-base"), "--data-dir", str(tmp_path)]
-    assert check_config(build_parser().parse_args(base))[2].quantize == "auto"
-    assert check_config(build_parser().parse_args([*base, "--quantize", "int8"]))[2].quantize == "int8"
-    assert check_config(build_parser().parse_args([*base, "--quantize", "none"]))[2].quantize == "none"
-    monkeypatch.setenv("QWEN_TTS_QUANTIZE", "int8")
-    assert check_config(build_parser().parse_args(base))[2].quantize == "int8"
-
-
 def test_compile_is_off_by_default_and_on_when_asked(monkeypatch):
     """auto is off on CUDA as on CPU: on the H200 the compile of a frame step outlasted minutes of
     start-up (BENCHMARKS.md), while the CUDA graphs alone need no compile."""
@@ -216,18 +205,6 @@ def test_compile_is_off_by_default_and_on_when_asked(monkeypatch):
         assert engine.resolve_compile(True, device) is True
     with pytest.raises(ValueError, match="true, false or auto"):
         engine.resolve_compile("sometimes", torch.device("cpu"))
-
-
-def test_server_takes_compile_from_option_and_environment(monkeypatch, tmp_path):
-    from wyoming_qwen_tts.__main__ import build_parser, check_config
-
-    base = ["--model", str(FIXTURES / "tiny-base"), "--data-dir", str(tmp_path)]
-    assert check_config(build_parser().parse_args(base))[2].compile == "auto"
-    assert check_config(build_parser().parse_args([*base, "--compile", "true"]))[2].compile == "true"
-    monkeypatch.setenv("QWEN_TTS_COMPILE", "false")
-    assert check_config(build_parser().parse_args(base))[2].compile == "false"
-    with pytest.raises(SystemExit):
-        build_parser().parse_args([*base, "--compile", "maybe"])
 
 
 def prompt_linear(width=256, out=384, dtype=torch.float32):
@@ -331,11 +308,20 @@ def test_a_saturating_integer_matmul_is_found_and_prompts_stay_exact_with_7_bit_
     assert done.returncode == 0 and "ok" in done.stdout, done.stderr[-2000:]
 
 
-def test_server_takes_int8_prompts_from_option_and_environment(monkeypatch, tmp_path):
+@pytest.mark.parametrize(("option", "value"), [("--quantize", "int8"), ("--quantize", "none"),
+                                               ("--compile", "true"), ("--int8-prompts", "off")])
+def test_server_takes_engine_options_from_option_and_environment(monkeypatch, tmp_path, option, value):
     from wyoming_qwen_tts.__main__ import build_parser, check_config
 
+    name = option[2:].replace("-", "_")
+
+    def setting(*words):
+        return getattr(check_config(build_parser().parse_args([*base, *words]))[2], name)
+
     base = ["--model", str(FIXTURES / "tiny-base"), "--data-dir", str(tmp_path)]
-    assert check_config(build_parser().parse_args(base))[2].int8_prompts == "auto"
-    assert check_config(build_parser().parse_args([*base, "--int8-prompts", "off"]))[2].int8_prompts == "off"
-    monkeypatch.setenv("QWEN_TTS_INT8_PROMPTS", "off")
-    assert check_config(build_parser().parse_args(base))[2].int8_prompts == "off"
+    assert setting() == "auto"
+    assert setting(option, value) == value
+    monkeypatch.setenv(f"QWEN_TTS_{name.upper()}", value)
+    assert setting() == value
+    with pytest.raises(SystemExit):
+        build_parser().parse_args([*base, option, "maybe"])

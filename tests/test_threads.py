@@ -90,13 +90,17 @@ class FakeMachine:
     """A clock and a count of the other work running, both set by the test."""
 
     def __init__(self, elsewhere: int = 0) -> None:
-        self.now, self.elsewhere, self.set_to = 0.0, elsewhere, []
+        from wyoming_qwen_tts.engine.threads import Sharers
 
-    def share(self, most: int = 2, cpus: int = 2):
+        self.now, self.elsewhere, self.set_to = 0.0, elsewhere, []
+        self.sharers = Sharers()  # this machine's process: its computing threads
+
+    def share(self, most: int = 2, cpus: int = 2, set_to: list | None = None):
         from wyoming_qwen_tts.engine.threads import ThreadShare
 
         return ThreadShare(most=most, cpus=cpus, count_elsewhere=lambda: self.elsewhere,
-                           set_threads=self.set_to.append, clock=lambda: self.now)
+                           set_threads=(self.set_to if set_to is None else set_to).append, clock=lambda: self.now,
+                           sharers=self.sharers)
 
     def steps(self, share, seconds: float, step_s: float = 0.1) -> None:
         for _ in range(round(seconds / step_s)):
@@ -145,6 +149,23 @@ def test_a_moment_of_other_work_changes_nothing():
     assert machine.set_to == [2]
 
 
+def test_two_computing_threads_of_one_process_share_the_cpus_and_the_survivor_takes_them_back():
+    """E.g. the batch and a sentence too long for a batch row, or two models' batches: the other-work
+    count leaves this process out, so each must leave out the other's threads itself."""
+    machine = FakeMachine(elsewhere=0)
+    batch_set, alone_set = [], []
+    batch, alone = machine.share(set_to=batch_set), machine.share(set_to=alone_set)
+    machine.steps(batch, 2)
+    assert batch.threads == 2
+    for _ in range(20):  # both step for 2 s
+        batch.before_step()
+        alone.before_step()
+        machine.now += 0.1
+    assert alone_set == [1] and batch.threads == 1
+    machine.steps(batch, 2 + 1.5)  # the sentence ended: once its last step is old, the batch takes both
+    assert batch_set == [2, 1, 2]
+
+
 def test_a_fixed_thread_count_is_set_on_the_batch_thread_and_kept():
     from wyoming_qwen_tts.engine.threads import thread_policy
 
@@ -181,3 +202,37 @@ def test_the_server_takes_threads_from_option_and_environment(monkeypatch, tmp_p
     for wrong in ("0", "many", "-2"):
         with pytest.raises(SystemExit):
             build_parser().parse_args([*base, "--threads", wrong])
+
+
+def test_a_stream_generated_alone_steps_like_a_batch_thread(base_tts, icl_voice):
+    """Its thread calls before_step before the prompt and before each frame step, as the batch
+    thread does (its thread count and the stall rule's progress)."""
+    calls = []
+    chunks = list(base_tts.stream("Hello there.", icl_voice, max_frames=3, min_frames=3,
+                                  before_step=lambda: calls.append(threading.get_ident())))
+    assert sum(chunk.codes.shape[0] for chunk in chunks) == 3
+    assert calls == [threading.get_ident()] * 4  # the prompt, then 3 steps
+
+
+def test_a_sentence_too_long_for_a_batch_row_gets_a_before_step_of_its_own(base_tts, icl_voice):
+    from types import SimpleNamespace
+
+    from wyoming_qwen_tts.engine.options import SpeechOptions
+    from wyoming_qwen_tts.engine.scheduler import PromptTooLong
+    from wyoming_qwen_tts.synthesis import _open_stream
+
+    class FullScheduler:
+        def stream(self, *args, **kwargs):
+            raise PromptTooLong("the prompt and text take more positions than a batch row holds: split the text")
+
+    made, steps = [], []
+
+    def alone_step():
+        made.append(threading.get_ident())
+        return lambda: steps.append(threading.get_ident())
+
+    voice = SimpleNamespace(model=base_tts, prompt=icl_voice)
+    chunks = list(_open_stream(voice, FullScheduler(), "Hello there.", "auto", threading.Event(),
+                               SpeechOptions(max_frames=2), alone_step))
+    assert sum(chunk.codes.shape[0] for chunk in chunks) >= 1
+    assert len(made) == 1 and len(steps) >= 2 and set(steps) == {threading.get_ident()}

@@ -276,9 +276,10 @@ class Synthesizer:
             return scheduler
 
     def _before_step(self, model: QwenTTS, progress: Progress) -> Callable[[], None]:
-        """What the model's batch thread does before each step: count the step before as progress
-        (the stall rule's; a chunk of up to 8 frames takes far longer on a CPU shared with other
-        work), and on a CPU set its thread count."""
+        """What the model's batch thread (or the thread of a sentence generated alone) does before
+        each step: count the step before as progress (the stall rule's; a chunk of up to 8 frames
+        takes far longer on a CPU shared with other work), and on a CPU set its thread count (its
+        own ThreadShare: torch's count is per thread)."""
         if model.device.type != "cpu":
             return progress.tick
         from .engine.threads import thread_policy
@@ -366,8 +367,9 @@ class Synthesizer:
         audio; the options' speed multiplies the voice's own."""
         handoff = Handoff(asyncio.get_running_loop(), PENDING_CHUNKS)
         scheduler = self._scheduler(voice.model)
-        self._executor.submit(_generate, voice, scheduler, text, language, handoff, self._progress[id(voice.model)],
-                              options)
+        progress = self._progress[id(voice.model)]
+        self._executor.submit(_generate, voice, scheduler, text, language, handoff, progress, options,
+                              lambda: self._before_step(voice.model, progress))
         try:
             while (item := await handoff.get()) is not _DONE:
                 if isinstance(item, BaseException):
@@ -383,15 +385,17 @@ class Synthesizer:
 
 
 def _open_stream(voice: ReadyVoice, scheduler: Any, text: str, language: str, cancel: threading.Event,
-                 options: SpeechOptions):
-    """The batch scheduler's stream; a sentence too long for a batch row runs on its own instead."""
+                 options: SpeechOptions, alone_step: Callable[[], Callable[[], None]]):
+    """The batch scheduler's stream; a sentence too long for a batch row runs on its own instead,
+    on this thread, which then steps as a batch thread does (alone_step() makes its before-step call)."""
     from .engine.scheduler import PromptTooLong
 
     try:
         return scheduler.stream(text, voice.prompt, language=language, cancel=cancel, options=options)
     except PromptTooLong as err:
         _LOGGER.debug("Sentence too long for a batch row, generating it alone: %s", err)
-        return voice.model.stream(text, voice.prompt, language=language, cancel=cancel, options=options)
+        return voice.model.stream(text, voice.prompt, language=language, cancel=cancel, options=options,
+                                  before_step=alone_step())
 
 
 class Progress:
@@ -463,7 +467,7 @@ class Handoff:
 
 
 def _generate(voice: ReadyVoice, scheduler: Any, text: str, language: str, handoff: Handoff,
-              progress: Progress, options: SpeechOptions) -> None:
+              progress: Progress, options: SpeechOptions, alone_step: Callable[[], Callable[[], None]]) -> None:
     """Runs on a worker thread, one per request."""
     try:
         if handoff.abandoned:
@@ -473,7 +477,7 @@ def _generate(voice: ReadyVoice, scheduler: Any, text: str, language: str, hando
         audio_seconds = 0.0
         stretch = SpeedChanger(voice.speed_with(options))
         model_seconds = 0.0  # of audio as the model made it, before the speed change
-        with closing(_open_stream(voice, scheduler, text, language, handoff.cancel, options)) as chunks:
+        with closing(_open_stream(voice, scheduler, text, language, handoff.cancel, options, alone_step)) as chunks:
             last_chunk_at = None
             for chunk in chunks:
                 progress.tick()

@@ -9,7 +9,7 @@ import secrets
 import shutil
 import threading
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -215,19 +215,21 @@ class QwenTTS:
                sampling: SamplingConfig | None = None, seed: int | None = None, max_frames: int | None = None,
                text_mode: TextMode | None = None, first_chunk_frames: int = 1, max_chunk_frames: int = 8,
                cancel: threading.Event | None = None, min_frames: int = MIN_FRAMES_BEFORE_EOS,
-               options: SpeechOptions | None = None) -> Iterator[AudioChunk]:
+               options: SpeechOptions | None = None,
+               before_step: Callable[[], None] | None = None) -> Iterator[AudioChunk]:
         """Audio chunks while frames are generated. Stops at EOS, at the length budget (derived from
         the text, capped at FRAMES_CAP, or max_frames), or between frames once cancel is set.
         EOS is not taken before min_frames (benchmarks set min_frames = max_frames for a fixed length).
         A request's options (seed, frame limit, sampling) come either as `options` or as the
-        separate sampling/seed/max_frames arguments.
+        separate sampling/seed/max_frames arguments. before_step: called on the generating thread
+        before the prompt and before each frame step (BatchScheduler's before_step, for one stream).
 
         Everything about the request is checked before the first chunk is produced."""
         row = self.prepare(text, voice, language=language, sampling=sampling, seed=seed, max_frames=max_frames,
                            text_mode=text_mode, cancel=cancel, min_frames=min_frames, options=options)
         chunks = FrameChunks(first_chunk_frames, max_chunk_frames)
         state = self.decoder_state(voice)
-        return self._chunks(decode_stream(self._frames(row), self.codec, state, chunks))
+        return self._chunks(decode_stream(self._frames(row, before_step), self.codec, state, chunks))
 
     def prepare(self, text: str, voice: VoicePrompt, *, language: str | None = "auto",
                 sampling: SamplingConfig | None = None, seed: int | None = None, max_frames: int | None = None,
@@ -263,16 +265,16 @@ class QwenTTS:
         return (self.default_sampling.with_overrides(**options.sampling.asked()), options.seed,
                 options.max_frames)
 
-    def _frames(self, row: Row) -> Iterator[torch.Tensor]:
+    def _frames(self, row: Row, before_step: Callable[[], None] | None = None) -> Iterator[torch.Tensor]:
         """A single stream's frames: in the kept single-row batch of self.runner (CUDA graphs on a
         GPU), or, while another stream holds it (or with the eager runner), in an eager batch of
         its own."""
         talker = self.model.talker
         if self.runner == "eager" or row.positions_needed > SOLO_MAX_LEN or not self._solo_lock.acquire(blocking=False):
-            yield from generate_frames(talker, row)
+            yield from generate_frames(talker, row, before_step=before_step)
             return
         try:
-            yield from generate_frames(talker, row, self._solo_batch(row.positions_needed))
+            yield from generate_frames(talker, row, self._solo_batch(row.positions_needed), before_step)
         finally:
             self._solo_lock.release()
 

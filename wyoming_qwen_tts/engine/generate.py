@@ -371,15 +371,21 @@ class DecodeBatch:
             self._params = self._plan = None
 
 
-def generate_frames(talker: Talker, row: Row, batch: DecodeBatch | None = None) -> Iterator[torch.Tensor]:
+def generate_frames(talker: Talker, row: Row, batch: DecodeBatch | None = None,
+                    before_step: Callable[[], None] | None = None) -> Iterator[torch.Tensor]:
     """One stream's frames of codes, (G,) int64 each, until EOS (allowed from frame row.min_frames
     on), row.max_frames, or row.should_stop(). In `batch` (an empty one, kept for reuse: its graphs
-    or compiled steps are ready), else in a fresh eager batch of its own."""
+    or compiled steps are ready), else in a fresh eager batch of its own. before_step: called on
+    this thread before the prefill and before each step (as a batch thread calls it)."""
     if batch is None:
         batch = DecodeBatch(talker, max_rows=1, max_len=row.positions_needed, capacity=row.positions_needed)
+    if before_step is not None:
+        before_step()
     batch.admit(row)
     try:
         while batch.rows:
+            if before_step is not None:
+                before_step()
             produced, _ = batch.step()
             for _, frame in produced:
                 yield frame

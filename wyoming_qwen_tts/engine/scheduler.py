@@ -128,10 +128,11 @@ class BatchScheduler:
         self._codec_jobs: queue.SimpleQueue = queue.SimpleQueue()
         self._inline_waiting: deque[StreamAudio] = deque()  # streams with audio to decode (codec "inline")
         self._codec_slots: CodecSlots | None = None  # made by whichever thread decodes, at its first decode
-        # Seconds from a chunk's codes made to its audio decoded, the latest chunks': first audio
-        # through the batch came far later than for one stream alone (BENCHMARKS.md, "First GPU
-        # run"), so the benchmarks report where that time is spent.
-        self.codec_lag_s: deque[float] = deque(maxlen=4096)
+        # Seconds from a chunk's codes made to its audio decoded, recorded while a benchmark has set
+        # this to a list: first audio through the batch came far later than for one stream alone
+        # (BENCHMARKS.md, "First GPU run"), so they report where that time is spent. None in a
+        # server: a record per chunk grew the heap of every soak.
+        self.codec_lag_s: list[float] | None = None
         self._threads = [threading.Thread(target=self._run, name="qwen-tts-batch", daemon=True)]
         if self.codec == "thread":
             self._threads.append(threading.Thread(target=self._run_codec, name="qwen-tts-codec", daemon=True))
@@ -415,7 +416,8 @@ class BatchScheduler:
             audio_out = slots.decode([audio.slot for audio, _ in group], codes)  # (N, n * 1920)
             samples, host_codes = read_to_host(audio_out.float(), codes)
             decoded_at = time.perf_counter()
-            self.codec_lag_s.extend(decoded_at - chunk.made_at for _, chunk in group)
+            if self.codec_lag_s is not None:
+                self.codec_lag_s.extend(decoded_at - chunk.made_at for _, chunk in group)
         except Exception as err:
             _LOGGER.exception("Decoding audio failed for %d streams", len(group))
             for audio, _ in group:

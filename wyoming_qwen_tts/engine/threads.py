@@ -120,6 +120,33 @@ def _running_here() -> int:
     return count
 
 
+# A computing thread counts as active for the others this long after its last step.
+ACTIVE_FOR_S = 2.0
+
+
+class Sharers:
+    """The computing threads of this process (a batch per model, a sentence generated alone) with
+    the thread counts they set: the other-work count leaves this process out, so each ThreadShare
+    also leaves out the threads of the others that computed lately."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._last: dict[int, tuple[float, int]] = {}  # id -> (when it last stepped, its threads)
+
+    def report(self, key: int, now: float, threads: int) -> None:
+        with self._lock:
+            self._last[key] = (now, threads)
+            for stale in [k for k, (at, _) in self._last.items() if now - at > 10 * ACTIVE_FOR_S]:
+                del self._last[stale]
+
+    def others(self, key: int, now: float) -> int:
+        with self._lock:
+            return sum(threads for k, (at, threads) in self._last.items() if k != key and now - at <= ACTIVE_FOR_S)
+
+
+PROCESS_SHARERS = Sharers()
+
+
 class ThreadShare:
     """The batch thread's intra-op threads follow the CPUs other work leaves free (from `most` down to
     one). An OpenMP team is only fast while each of its threads has a CPU to itself: the threads meet
@@ -129,12 +156,13 @@ class ThreadShare:
 
     Call `before_step` on the computing thread (torch's thread count is per thread): every
     SAMPLE_EVERY_S it counts the other work running, every DECIDE_EVERY_S it sets the thread count
-    to the CPUs the median count leaves free."""
+    to the CPUs the median count leaves free, less the threads of this process's other computing
+    threads (Sharers)."""
 
     def __init__(self, most: int, cpus: int | None = None, count_elsewhere=running_elsewhere,
-                 set_threads=None, clock=time.monotonic) -> None:
+                 set_threads=None, clock=time.monotonic, sharers: Sharers = PROCESS_SHARERS) -> None:
         self.most, self.cpus = most, cpus or os.cpu_count() or 1
-        self._count_elsewhere, self._clock = count_elsewhere, clock
+        self._count_elsewhere, self._clock, self._sharers = count_elsewhere, clock, sharers
         self._set_threads = set_threads or torch.set_num_threads
         self.threads: int | None = None  # as last set here
         self._samples: list[int] = []
@@ -148,12 +176,16 @@ class ThreadShare:
             if elsewhere is not None:
                 self._samples.append(elsewhere)
         if self.threads is None:  # the first step: from one sample, as a team on busy CPUs stalls at once
-            self._use(self.threads_for(self._samples[0]) if self._samples else self.most, now)
+            self._use(self.threads_for(self._samples[0] if self._samples else 0, now), now)
         elif now - self._decided_at >= DECIDE_EVERY_S and self._samples:
-            self._use(self.threads_for(statistics.median_low(self._samples)), now)
+            self._use(self.threads_for(statistics.median_low(self._samples), now), now)
+        self._sharers.report(id(self), now, self.threads)
 
-    def threads_for(self, elsewhere: int) -> int:
-        return max(1, min(self.most, self.cpus - elsewhere))
+    def threads_for(self, elsewhere: int, now: float | None = None) -> int:
+        """The threads to compute with beside `elsewhere` runnable threads of other processes and the
+        threads of this process's other computing threads (as of `now`)."""
+        ours = self._sharers.others(id(self), self._clock() if now is None else now)
+        return max(1, min(self.most, self.cpus - elsewhere - ours))
 
     def _use(self, threads: int, now: float) -> None:
         self._samples.clear()
