@@ -56,8 +56,8 @@ async def ask(server, text: str, voice: str = "ann"):
 def test_out_of_memory_in_one_request_leaves_the_others_speaking(synthesizer, monkeypatch):
     open_stream = synthesis._open_stream
 
-    def failing_mid_stream(voice, scheduler, text, language, cancel, options):
-        chunks = open_stream(voice, scheduler, text, language, cancel, options)
+    def failing_mid_stream(voice, scheduler, text, *rest):
+        chunks = open_stream(voice, scheduler, text, *rest)
         if "explode" not in text:
             return chunks
 
