@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from .codec import CodecDecoder, DecoderState
+from .devices import to_device
 
 ROW_BUCKETS = (1, 2, 4, 8, 16, 32)
 FRAME_BUCKETS = (1, 2, 4, 8)
@@ -133,7 +134,7 @@ class CodecSlots:
         device; the slots' states advance by n frames. One host-to-device copy (the slot ids)."""
         rows, frames = codes.shape[0], codes.shape[1]
         spf = self.decoder.cfg.samples_per_frame
-        ids = self._to_device(slots)
+        ids = to_device(torch.tensor(slots, dtype=torch.int64), self.device)
         out = torch.empty(rows, frames * spf, dtype=self.pool.keys[0].dtype, device=self.device)
         for start in range(0, rows, self.max_group):
             group = slice(start, min(start + self.max_group, rows))
@@ -142,12 +143,6 @@ class CodecSlots:
                 out[group, offset * spf:(offset + piece) * spf] = self._run(ids[group], codes[group, offset:offset + piece])
                 offset += piece
         return out
-
-    def _to_device(self, slots: list[int]) -> torch.Tensor:
-        ids = torch.tensor(slots, dtype=torch.int64)
-        if self.device.type == "cuda":
-            return ids.pin_memory().to(self.device, non_blocking=True)
-        return ids.to(self.device)
 
     def _run(self, ids: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
         """ids (n,) and codes (n, F, Q) -> audio (n, F * 1920), a view of the shape's static output."""

@@ -28,8 +28,9 @@ from typing import Literal
 import torch
 
 from .checkpoint import ModelConfig
+from .devices import to_device
 from .languages import normalize_language
-from .talker import Talker, to_device
+from .talker import Talker
 
 VoiceKind = Literal["icl", "xvector", "design", "speaker"]
 TextMode = Literal["per_frame", "prefill"]

@@ -19,6 +19,7 @@ from typing import Any, NamedTuple
 import torch
 
 from . import kernels
+from .devices import to_device
 from .kernels import MASK32, _mul32, gumbel_noise, hash32  # noqa: F401 (re-exported)
 
 
@@ -87,17 +88,13 @@ class RowParams:
     @classmethod
     def stack(cls, params: list[SamplingParams], vocab: int, device: torch.device) -> "RowParams":
         # One host-to-device copy for all five (float64 holds every value exactly, top_k included).
-        # Made when a batch's rows change, inside the step loop: on CUDA from pinned memory and
-        # without blocking (a pageable copy waits for the device; the caching host allocator keeps
-        # the pinned block until the copy is done), so the loop has no host round-trip here.
+        # Made when a batch's rows change, inside the step loop: to_device copies without blocking
+        # on CUDA, so the loop has no host round-trip here.
         table = torch.tensor([[1.0 if p.do_sample else 0.0, 1.0 / p.temperature if p.do_sample else 1.0,
                                min(p.top_k, vocab) if p.do_sample and p.top_k else vocab,
                                p.top_p if p.do_sample and p.top_p < 1.0 else 2.0, p.repetition_penalty]
                               for p in params], dtype=torch.float64).reshape(len(params), 5)
-        if torch.device(device).type == "cuda":
-            table = table.pin_memory().to(device, non_blocking=True)
-        else:
-            table = table.to(device)
+        table = to_device(table, device)
         floats = table.float()
         return cls(do_sample=floats[:, 0:1], inv_temperature=floats[:, 1:2], top_k=table[:, 2].long(),
                    top_p=floats[:, 3:4], penalty=floats[:, 4:5])

@@ -8,17 +8,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from .checkpoint import ModelConfig, TalkerConfig
+from .devices import to_device
 from .layers import KVCache, RMSNorm, RowPositions, decode_rows, decoder_stack, run_layers
 from .predictor import CodePredictor
 from .speaker import SpeakerEncoder
-
-
-def to_device(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
-    """`tensor` on `device`. From host to a GPU through pinned memory, asynchronously: a pageable
-    copy would make the host wait until the stream has run everything queued before it."""
-    if device.type != "cuda" or tensor.device.type != "cpu":
-        return tensor.to(device)
-    return tensor.pin_memory().to(device, non_blocking=True)
 
 
 class TextProjection(nn.Module):

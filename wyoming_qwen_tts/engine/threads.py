@@ -181,10 +181,10 @@ class ThreadShare:
             self._use(self.threads_for(statistics.median_low(self._samples), now), now)
         self._sharers.report(id(self), now, self.threads)
 
-    def threads_for(self, elsewhere: int, now: float | None = None) -> int:
+    def threads_for(self, elsewhere: int, now: float) -> int:
         """The threads to compute with beside `elsewhere` runnable threads of other processes and the
         threads of this process's other computing threads (as of `now`)."""
-        ours = self._sharers.others(id(self), self._clock() if now is None else now)
+        ours = self._sharers.others(id(self), now)
         return max(1, min(self.most, self.cpus - elsewhere - ours))
 
     def _use(self, threads: int, now: float) -> None:
