@@ -191,3 +191,22 @@ def test_cuda_graphs_captured_again_after_growth_replay_the_bucketed_codes(ref_w
     assert batch.runner.graphs  # growth dropped those of prepare(): these were captured after it
     for w, g in zip(want, got):
         np.testing.assert_array_equal(g, w)
+
+
+def test_cuda_graphs_dropped_for_growth_are_captured_again_into_a_fresh_pool(base_tts, monkeypatch):
+    """With every graph of its pool gone, a pool that still holds a live block (the cuBLAS workspace
+    of the first capture) is kept at use count 0, and a capture into it fails PyTorch's internal
+    assert (use_count > 0): the graphs captured after growth take a pool of their own. On the CPU
+    the pool handles are stand-ins."""
+    from itertools import count
+
+    from wyoming_qwen_tts.engine.runners import CudaGraphRunner
+
+    handles = count(1)
+    monkeypatch.setattr(torch.cuda, "graph_pool_handle", lambda: (0, next(handles)))
+    batch = DecodeBatch(base_tts.model.talker, max_rows=1, max_len=MAX_LEN)
+    runner = CudaGraphRunner(batch)
+    first = runner.pool
+    runner.graphs[(1, 128, batch.step_plan())] = (object(), torch.zeros(1, 16))
+    runner.buffers_changing(batch)
+    assert runner.graphs == {} and runner.pool != first

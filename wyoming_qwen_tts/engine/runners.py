@@ -202,8 +202,13 @@ class CudaGraphRunner(BucketedRunner):
 
     def buffers_changing(self, batch: DecodeBatch) -> None:
         """Every graph replays on the cache and text table about to be freed (their memory then
-        reused): drop them all; each bucket is captured again on its next use, on the new buffers."""
+        reused): drop them all; each bucket is captured again on its next use, on the new buffers,
+        into a fresh memory pool. Not the old one: with no graph left its use count is 0, and the
+        allocator keeps it while a block of it lives (the cuBLAS workspace the first capture on the
+        capture stream allocated there lives for ever), so a capture into it again fails PyTorch's
+        assert `use_count > 0` (CUDACachingAllocator create_or_incref_pool)."""
         self.graphs.clear()
+        self.pool = torch.cuda.graph_pool_handle()
 
 
 def step_plan_of(talker: Talker, sampling: SamplingConfig) -> tuple[DrawPlan, DrawPlan]:
