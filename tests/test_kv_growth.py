@@ -210,3 +210,21 @@ def test_cuda_graphs_dropped_for_growth_are_captured_again_into_a_fresh_pool(bas
     runner.graphs[(1, 128, batch.step_plan())] = (object(), torch.zeros(1, 16))
     runner.buffers_changing(batch)
     assert runner.graphs == {} and runner.pool != first
+
+
+def test_a_step_capture_holds_the_process_wide_capture_lock(base_tts, voice, monkeypatch):
+    """The step graphs' captures (and the device synchronisation before each) take the lock the
+    codec's captures take: one capture at a time on torch.cuda.graph's shared capture stream."""
+    from wyoming_qwen_tts.engine.devices import CAPTURE_LOCK
+    from wyoming_qwen_tts.engine.runners import CudaGraphRunner
+
+    from .test_codec_slots import fake_capture
+
+    seen: list = []
+    fake_capture(monkeypatch, seen)
+    batch = DecodeBatch(base_tts.model.talker, max_rows=1, max_len=MAX_LEN)
+    batch.runner = CudaGraphRunner(batch)
+    batch.admit(_short(base_tts, voice, GREEDY))
+    batch.step()
+    assert seen == [("synchronised, lock held", True), True]
+    assert not CAPTURE_LOCK.locked()

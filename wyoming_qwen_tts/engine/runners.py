@@ -18,6 +18,7 @@ from collections.abc import Callable
 import torch
 import torch._dynamo
 
+from .devices import CAPTURE_LOCK
 from .generate import DecodeBatch, frame_codes, frame_step, talker_decode
 from .sampling import DrawPlan, RowParams, SamplingConfig
 from .talker import Talker
@@ -192,11 +193,12 @@ class CudaGraphRunner(BucketedRunner):
             graph.replay()
             return frames.clone()  # the graph's output buffer is overwritten by the next replay
         frames = super().execute(batch, rows, kv_len)
-        torch.cuda.synchronize()
-        graph = torch.cuda.CUDAGraph()
-        # thread_local: the codec thread keeps allocating and launching while this thread captures
-        with torch.cuda.graph(graph, pool=self.pool, capture_error_mode="thread_local"):
-            static_frames = super().execute(batch, rows, kv_len)
+        with CAPTURE_LOCK:  # one capture at a time in the process (devices.CAPTURE_LOCK)
+            torch.cuda.synchronize()
+            graph = torch.cuda.CUDAGraph()
+            # thread_local: the codec thread keeps allocating and launching while this thread captures
+            with torch.cuda.graph(graph, pool=self.pool, capture_error_mode="thread_local"):
+                static_frames = super().execute(batch, rows, kv_len)
         self.graphs[key] = (graph, static_frames)
         return frames
 
