@@ -131,7 +131,7 @@ VOICES_KEPT = 64  # voices whose fixed prompt part stays on the device
 # The prompts' side stream of each device, one for the process, whichever builder asks: torch.cuda.Stream()
 # hands out PyTorch's pool of 32 streams in turn, so a stream made per builder (one per model load,
 # again after every idle unload) would in time be the very stream torch.cuda.graph captures on.
-_SIDE_STREAMS: dict[torch.device, "torch.cuda.Stream"] = {}
+_SIDE_STREAMS: dict[torch.device, torch.cuda.Stream] = {}
 _SIDE_STREAMS_LOCK = threading.Lock()
 
 
