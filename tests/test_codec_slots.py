@@ -240,3 +240,48 @@ def test_a_shape_s_computation_reads_no_host_value_and_takes_none(base_tts):
     assert {"conv1d", "scaled_dot_product_attention", "index_select", "index_copy_"} <= seen.names
     host = {"item", "_local_scalar_dense", "nonzero", "masked_select", "unique", "lift_fresh"}
     assert not seen.names & host, seen.names & host
+
+
+class _FakeGraph:
+    """torch.cuda.CUDAGraph on the CPU: replay() does nothing."""
+
+    def replay(self):
+        pass
+
+
+def fake_capture(monkeypatch, seen: list):
+    """torch.cuda's graph API stood in for on the CPU: each capture records whether
+    devices.CAPTURE_LOCK was held around it (and runs its body eagerly)."""
+    from contextlib import contextmanager
+
+    from wyoming_qwen_tts.engine.devices import CAPTURE_LOCK
+
+    @contextmanager
+    def graph(cuda_graph, pool=None, stream=None, capture_error_mode="global"):
+        seen.append(CAPTURE_LOCK.locked())
+        yield
+
+    class Stream:
+        def synchronize(self):
+            seen.append(("stream synchronised, lock held", CAPTURE_LOCK.locked()))
+
+    monkeypatch.setattr(torch.cuda, "graph_pool_handle", lambda: (0, 1))
+    monkeypatch.setattr(torch.cuda, "CUDAGraph", _FakeGraph)
+    monkeypatch.setattr(torch.cuda, "graph", graph)
+    monkeypatch.setattr(torch.cuda, "current_stream", lambda device=None: Stream())
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda device=None: seen.append(("synchronised, lock held",
+                                                                                     CAPTURE_LOCK.locked())))
+
+
+def test_a_codec_capture_holds_the_process_wide_capture_lock(base_tts, monkeypatch):
+    """torch.cuda.graph captures on one side stream for the whole process, and a stream already
+    capturing cannot begin another capture: the codec thread's captures (and the synchronisation
+    before each) take the lock the batch's step graphs take too."""
+    from wyoming_qwen_tts.engine.devices import CAPTURE_LOCK
+
+    seen: list = []
+    fake_capture(monkeypatch, seen)
+    slots = CodecSlots(base_tts.codec.decoder, 2, row_buckets=ROW_BUCKETS, frame_buckets=(1,), graphs=True)
+    slots.decode([slots.acquire("a")], random_codes(1, 1, 13))
+    assert seen == [("stream synchronised, lock held", True), True]
+    assert not CAPTURE_LOCK.locked()

@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 import soundfile as sf
+import torch
 
 from wyoming_qwen_tts.engine import ReferenceAudioError, SamplingConfig, VoicePrompt, normalize_language
 
@@ -104,3 +105,18 @@ def test_loading_something_else_as_a_voice_prompt_fails_clearly(tmp_path):
     path.write_bytes(b"\x00" * 64)
     with pytest.raises(ValueError, match="not a readable voice prompt|not a voice prompt"):
         VoicePrompt.load(path)
+
+
+def test_every_prompt_builder_shares_one_side_stream_per_device(monkeypatch):
+    """torch.cuda.Stream() hands out PyTorch's pool of 32 streams in turn: a side stream made per
+    builder (a model load, again after each idle unload) would in time be the stream CUDA graphs
+    are captured on. One per device for the process, whichever builder asks (stand-in streams here)."""
+    from wyoming_qwen_tts.engine import prompt
+
+    made = []
+    monkeypatch.setattr(prompt, "_SIDE_STREAMS", {})
+    monkeypatch.setattr(torch.cuda, "Stream", lambda device=None: made.append(device) or object())
+    cuda = torch.device("cuda")
+    first = prompt.PromptBuilder(None, None, None)._side_stream(cuda)
+    assert prompt.PromptBuilder(None, None, None)._side_stream(cuda) is first
+    assert made == [cuda]

@@ -191,3 +191,40 @@ def test_cuda_graphs_captured_again_after_growth_replay_the_bucketed_codes(ref_w
     assert batch.runner.graphs  # growth dropped those of prepare(): these were captured after it
     for w, g in zip(want, got):
         np.testing.assert_array_equal(g, w)
+
+
+def test_cuda_graphs_dropped_for_growth_are_captured_again_into_a_fresh_pool(base_tts, monkeypatch):
+    """With every graph of its pool gone, a pool that still holds a live block (the cuBLAS workspace
+    of the first capture) is kept at use count 0, and a capture into it fails PyTorch's internal
+    assert (use_count > 0): the graphs captured after growth take a pool of their own. On the CPU
+    the pool handles are stand-ins."""
+    from itertools import count
+
+    from wyoming_qwen_tts.engine.runners import CudaGraphRunner
+
+    handles = count(1)
+    monkeypatch.setattr(torch.cuda, "graph_pool_handle", lambda: (0, next(handles)))
+    batch = DecodeBatch(base_tts.model.talker, max_rows=1, max_len=MAX_LEN)
+    runner = CudaGraphRunner(batch)
+    first = runner.pool
+    runner.graphs[(1, 128, batch.step_plan())] = (object(), torch.zeros(1, 16))
+    runner.buffers_changing(batch)
+    assert runner.graphs == {} and runner.pool != first
+
+
+def test_a_step_capture_holds_the_process_wide_capture_lock(base_tts, voice, monkeypatch):
+    """The step graphs' captures (and the device synchronisation before each) take the lock the
+    codec's captures take: one capture at a time on torch.cuda.graph's shared capture stream."""
+    from wyoming_qwen_tts.engine.devices import CAPTURE_LOCK
+    from wyoming_qwen_tts.engine.runners import CudaGraphRunner
+
+    from .test_codec_slots import fake_capture
+
+    seen: list = []
+    fake_capture(monkeypatch, seen)
+    batch = DecodeBatch(base_tts.model.talker, max_rows=1, max_len=MAX_LEN)
+    batch.runner = CudaGraphRunner(batch)
+    batch.admit(_short(base_tts, voice, GREEDY))
+    batch.step()
+    assert seen == [("synchronised, lock held", True), True]
+    assert not CAPTURE_LOCK.locked()

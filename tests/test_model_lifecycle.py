@@ -132,3 +132,18 @@ def test_a_reload_may_take_as_long_as_the_last_load_plus_the_wait():
         return models
 
     assert asyncio.run(scenario()).loads == 2
+
+
+def test_freeing_gpu_memory_clears_cublas_workspaces_before_emptying_the_cache(monkeypatch):
+    """cuBLAS workspaces (one per thread's handle and stream, one of them inside the CUDA graphs'
+    memory pool) outlive the models unless cleared: an idle unload clears them, then empties the
+    cache. Stand-ins for both calls on the CPU."""
+    import torch
+
+    from wyoming_qwen_tts import synthesis
+
+    calls = []
+    monkeypatch.setattr(torch._C, "_cuda_clearCublasWorkspaces", lambda: calls.append("workspaces"), raising=False)
+    monkeypatch.setattr(torch.cuda, "empty_cache", lambda: calls.append("cache"))
+    synthesis._free_memory(torch.device("cuda"))
+    assert calls == ["workspaces", "cache"]

@@ -553,6 +553,12 @@ def _free_memory(device) -> None:
 
     gc.collect()
     if device is not None and device.type == "cuda":
+        # cuBLAS keeps a workspace per (thread's handle, stream) it ran on until told otherwise: one
+        # for each request thread's prompt stream, the batch thread's, and the one the first graph
+        # capture allocated in the graphs' own memory pool (which then cannot be freed either).
+        clear_workspaces = getattr(torch._C, "_cuda_clearCublasWorkspaces", None)
+        if clear_workspaces is not None:
+            clear_workspaces()
         torch.cuda.empty_cache()
     else:
         _return_heap_to_system()

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from .codec import CodecDecoder, DecoderState
-from .devices import to_device
+from .devices import CAPTURE_LOCK, to_device
 
 ROW_BUCKETS = (1, 2, 4, 8, 16, 32)
 FRAME_BUCKETS = (1, 2, 4, 8)
@@ -196,10 +196,11 @@ class CodecSlots:
         if shape.graph is None:
             # The first call runs for real (and warms the kernels up); the capture only records.
             self._compute(shape)
-            torch.cuda.current_stream(self.device).synchronize()
-            shape.graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(shape.graph, pool=self._graph_pool, capture_error_mode="thread_local"):
-                self._compute(shape)
+            with CAPTURE_LOCK:  # one capture at a time in the process (devices.CAPTURE_LOCK)
+                torch.cuda.current_stream(self.device).synchronize()
+                shape.graph = torch.cuda.CUDAGraph()
+                with torch.cuda.graph(shape.graph, pool=self._graph_pool, capture_error_mode="thread_local"):
+                    self._compute(shape)
             return
         shape.graph.replay()
 

@@ -1,8 +1,17 @@
-"""Copies from host memory to the device the model runs on."""
+"""Copies from host memory to the device the model runs on, and the lock CUDA graph captures take."""
 
 from __future__ import annotations
 
+import threading
+
 import torch
+
+# Held around every CUDA graph capture and the device-wide synchronisation before it (the step's
+# graphs in runners.py, the codec's in codec_slots.py). torch.cuda.graph captures on one side
+# stream shared by the whole process, and a stream already capturing cannot begin another capture
+# (cudaStreamBeginCapture), nor may a device be synchronised while a stream of it is capturing: the
+# batch thread, the codec thread and a single stream's thread each capture graphs of their own.
+CAPTURE_LOCK = threading.Lock()
 
 
 def to_device(tensor: torch.Tensor, device: torch.device | str) -> torch.Tensor:

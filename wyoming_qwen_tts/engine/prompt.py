@@ -128,6 +128,11 @@ class Prefill:
 
 
 VOICES_KEPT = 64  # voices whose fixed prompt part stays on the device
+# The prompts' side stream of each device, one for the process, whichever builder asks: torch.cuda.Stream()
+# hands out PyTorch's pool of 32 streams in turn, so a stream made per builder (one per model load,
+# again after every idle unload) would in time be the very stream torch.cuda.graph captures on.
+_SIDE_STREAMS: dict[torch.device, torch.cuda.Stream] = {}
+_SIDE_STREAMS_LOCK = threading.Lock()
 
 
 class PromptBuilder:
@@ -139,15 +144,15 @@ class PromptBuilder:
         self.talker = talker
         self.cfg = cfg
         self.tokenizer = tokenizer
-        self._streams: dict[torch.device, torch.cuda.Stream] = {}
         self._voices: OrderedDict[tuple, tuple[weakref.ref, torch.Tensor]] = OrderedDict()
         self._lock = threading.Lock()
 
-    def _side_stream(self, device: torch.device) -> "torch.cuda.Stream":
-        with self._lock:
-            if device not in self._streams:
-                self._streams[device] = torch.cuda.Stream(device=device)
-            return self._streams[device]
+    @staticmethod
+    def _side_stream(device: torch.device) -> "torch.cuda.Stream":
+        with _SIDE_STREAMS_LOCK:
+            if device not in _SIDE_STREAMS:
+                _SIDE_STREAMS[device] = torch.cuda.Stream(device=device)
+            return _SIDE_STREAMS[device]
 
     def _voice_part(self, voice: VoicePrompt, name: str, device: torch.device, make) -> torch.Tensor:
         """make() for this voice object, made once (per device) and kept for the next prompts."""

@@ -18,6 +18,7 @@ from collections.abc import Callable
 import torch
 import torch._dynamo
 
+from .devices import CAPTURE_LOCK
 from .generate import DecodeBatch, frame_codes, frame_step, talker_decode
 from .sampling import DrawPlan, RowParams, SamplingConfig
 from .talker import Talker
@@ -192,18 +193,24 @@ class CudaGraphRunner(BucketedRunner):
             graph.replay()
             return frames.clone()  # the graph's output buffer is overwritten by the next replay
         frames = super().execute(batch, rows, kv_len)
-        torch.cuda.synchronize()
-        graph = torch.cuda.CUDAGraph()
-        # thread_local: the codec thread keeps allocating and launching while this thread captures
-        with torch.cuda.graph(graph, pool=self.pool, capture_error_mode="thread_local"):
-            static_frames = super().execute(batch, rows, kv_len)
+        with CAPTURE_LOCK:  # one capture at a time in the process (devices.CAPTURE_LOCK)
+            torch.cuda.synchronize()
+            graph = torch.cuda.CUDAGraph()
+            # thread_local: the codec thread keeps allocating and launching while this thread captures
+            with torch.cuda.graph(graph, pool=self.pool, capture_error_mode="thread_local"):
+                static_frames = super().execute(batch, rows, kv_len)
         self.graphs[key] = (graph, static_frames)
         return frames
 
     def buffers_changing(self, batch: DecodeBatch) -> None:
         """Every graph replays on the cache and text table about to be freed (their memory then
-        reused): drop them all; each bucket is captured again on its next use, on the new buffers."""
+        reused): drop them all; each bucket is captured again on its next use, on the new buffers,
+        into a fresh memory pool. Not the old one: with no graph left its use count is 0, and the
+        allocator keeps it while a block of it lives (the cuBLAS workspace the first capture on the
+        capture stream allocated there lives for ever), so a capture into it again fails PyTorch's
+        assert `use_count > 0` (CUDACachingAllocator create_or_incref_pool)."""
         self.graphs.clear()
+        self.pool = torch.cuda.graph_pool_handle()
 
 
 def step_plan_of(talker: Talker, sampling: SamplingConfig) -> tuple[DrawPlan, DrawPlan]:
