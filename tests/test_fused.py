@@ -159,22 +159,48 @@ def test_requests_queued_together_are_prefilled_in_one_pass(base_tts, voices, mo
         np.testing.assert_array_equal(got, base_tts.synthesize(**request)[1])
 
 
-def test_single_streams_run_in_a_kept_bucketed_batch(base_tts, voices):
-    """QwenTTS.stream's path on a GPU (the single-row batch, there with CUDA graphs), bucketed here."""
+@pytest.fixture(scope="module")
+def solo_tts(base_tts):
     from wyoming_qwen_tts.engine import QwenTTS
 
-    tts = QwenTTS(base_tts.checkpoint.path, device="cpu", dtype="float32", runner="bucketed")
-    request = dict(text=TEXTS[0], voice=voices[0], sampling=GREEDY, max_frames=FRAMES, min_frames=FRAMES)
+    return QwenTTS(base_tts.checkpoint.path, device="cpu", dtype="float32", runner="bucketed")
+
+
+@pytest.mark.parametrize("voice", [0, 1], ids=["icl", "xvector"])
+def test_single_streams_run_in_a_kept_bucketed_batch_and_codec_slot(base_tts, solo_tts, voices, voice):
+    """QwenTTS.stream's path on a GPU (the single-row batch and the single codec slot, there with
+    CUDA graphs), bucketed here: the same codes and audio as the eager batch and eager decode."""
+    request = dict(text=TEXTS[0], voice=voices[voice], sampling=GREEDY, max_frames=FRAMES, min_frames=FRAMES)
     want = base_tts.synthesize(**request)
-    left_early = tts.stream(**request, first_chunk_frames=1, max_chunk_frames=1)
+    left_early = solo_tts.stream(**request, first_chunk_frames=1, max_chunk_frames=1)
     next(left_early)
-    left_early.close()  # the kept batch is emptied for the next stream
-    batch = tts._solo
+    left_early.close()  # the kept batch is emptied and the slot freed for the next stream
+    batch, slots = solo_tts._solo, solo_tts._solo_codec
     assert batch is not None and batch.rows == []
-    samples, codes = tts.synthesize(**request)
-    assert tts._solo is batch  # reused, not rebuilt
-    np.testing.assert_array_equal(codes, want[1])
-    np.testing.assert_allclose(samples, want[0], atol=1e-5)
+    assert slots is not None and slots.free == 1
+    streamed = list(solo_tts.stream(**request, first_chunk_frames=1, max_chunk_frames=4))
+    assert solo_tts._solo is batch and solo_tts._solo_codec is slots  # reused, not rebuilt
+    assert slots.free == 1
+    np.testing.assert_array_equal(np.concatenate([c.codes for c in streamed]), want[1])
+    # The slot's state starts primed with this voice's reference (ICL), not the left stream's.
+    np.testing.assert_allclose(np.concatenate([c.samples for c in streamed]), want[0], atol=1e-4)  # streamed vs whole
+
+
+def test_a_second_single_stream_meanwhile_runs_eagerly_alongside(base_tts, solo_tts, voices):
+    """While one stream holds the kept batch and codec slot, another runs in a batch and decoder
+    state of its own; neither disturbs the other."""
+    requests = [dict(text=TEXTS[index], voice=voices[index], sampling=GREEDY, max_frames=FRAMES, min_frames=FRAMES)
+                for index in range(2)]
+    holding = solo_tts.stream(**requests[0], first_chunk_frames=1, max_chunk_frames=1)
+    first = [next(holding)]
+    assert solo_tts._solo_codec.free == 0
+    meanwhile = list(solo_tts.stream(**requests[1], first_chunk_frames=1, max_chunk_frames=2))
+    held = first + list(holding)
+    for request, chunks in zip(requests, [held, meanwhile]):
+        samples, codes = base_tts.synthesize(**request)
+        np.testing.assert_array_equal(np.concatenate([c.codes for c in chunks]), codes)
+        np.testing.assert_allclose(np.concatenate([c.samples for c in chunks]), samples, atol=1e-4)  # streamed vs whole
+    assert solo_tts._solo_codec.free == 1
 
 
 class _HostReads(TorchDispatchMode):

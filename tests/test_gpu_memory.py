@@ -127,6 +127,10 @@ def gpu_bytes(config_name: str = "1.7B-Base", rows: int = ROWS, grown: bool = Fa
     slots = CodecSlots(codec.decoder, rows, max_group=MAX_GROUP_ROWS, row_buckets=ROW_BUCKETS,
                        frame_buckets=FRAME_BUCKETS)
     slots.allocate()
+    # Single streams decode in a codec slot of their own, with graphs in a pool of their own.
+    solo_slots = CodecSlots(codec.decoder, 1, max_group=MAX_GROUP_ROWS, row_buckets=ROW_BUCKETS,
+                            frame_buckets=FRAME_BUCKETS)
+    solo_slots.allocate()
     primed = [codec.decoder.new_state(1) for _ in range(PRIMED_VOICES)]
     parts = {
         "model weights": placed(model, model_placement),
@@ -138,6 +142,7 @@ def gpu_bytes(config_name: str = "1.7B-Base", rows: int = ROWS, grown: bool = Fa
         "primed voices": _bytes(_tensors(primed)),
         "codec decode": codec_decode_bytes(codec.decoder, min(rows, MAX_GROUP_ROWS), max(FRAME_BUCKETS)),
         "single-stream batch": _bytes(_tensors(solo)),
+        "single-stream codec": _bytes(_tensors(solo_slots)) + codec_decode_bytes(codec.decoder, 1, max(FRAME_BUCKETS)),
     }
     if grown:
         parts["growth, held at once"] = growth_bytes(batch)

@@ -14,7 +14,8 @@ TF32 is off, so float32 matrix products are float32.
 4. torch.cuda.set_sync_debug_mode("error") raises nowhere while prompts are built, nor in
    steady-state steps, nor in the step after a row joined, which copies the new composition's
    sampling parameters in (a step's one read of its codes waits on an event, which is not counted).
-5. The streamed audio equals a whole decode of its codes on the GPU (<= 1e-4).
+5. The streamed audio equals a whole decode of its codes on the GPU (<= 1e-4): a single stream,
+   its frames replayed in the kept single-row batch and its chunks in its codec slot's graphs.
 Prints the attention kernels a step runs (the SDPA backend) and the GPU memory after the batch is
 prepared. Exits non-zero on any failure. --json writes what it found, rewritten as each part ends.
 """

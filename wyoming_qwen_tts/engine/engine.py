@@ -18,6 +18,7 @@ import torch
 from .audio_io import read_audio, resample
 from .checkpoint import Checkpoint, CheckpointError, load_checkpoint, load_safetensors
 from .codec import DecoderState, SpeechCodec
+from .codec_slots import CodecSlots, read_to_host
 from .options import MAX_SEED, SpeechOptions
 from .generate import (FRAMES_CAP, MIN_FRAMES_BEFORE_EOS, DecodeBatch, FrameChunks, Row, decode_stream, frame_limits,
                        generate_frames)
@@ -152,6 +153,7 @@ class QwenTTS:
         self._primed: OrderedDict[str, DecoderState] = OrderedDict()
         self._primed_lock = threading.Lock()
         self._solo: DecodeBatch | None = None  # single streams' batch, kept: its graphs are captured once
+        self._solo_codec: CodecSlots | None = None  # single streams' codec slot, kept with it
         self._solo_lock = threading.Lock()
         _LOGGER.info("Loaded %s (%s) on %s as %s%s%s", self.checkpoint.path, cfg.model_type, self.device, self.dtype,
                      "" if self.quantize == "none" else f", {self.quantize} weights",
@@ -229,7 +231,7 @@ class QwenTTS:
                            text_mode=text_mode, cancel=cancel, min_frames=min_frames, options=options)
         chunks = FrameChunks(first_chunk_frames, max_chunk_frames)
         state = self.decoder_state(voice)
-        return self._chunks(decode_stream(self._frames(row, before_step), self.codec, state, chunks))
+        return self._chunks(self._decoded(row, state, chunks, before_step))
 
     def prepare(self, text: str, voice: VoicePrompt, *, language: str | None = "auto",
                 sampling: SamplingConfig | None = None, seed: int | None = None, max_frames: int | None = None,
@@ -265,16 +267,26 @@ class QwenTTS:
         return (self.default_sampling.with_overrides(**options.sampling.asked()), options.seed,
                 options.max_frames)
 
-    def _frames(self, row: Row, before_step: Callable[[], None] | None = None) -> Iterator[torch.Tensor]:
-        """A single stream's frames: in the kept single-row batch of self.runner (CUDA graphs on a
-        GPU), or, while another stream holds it (or with the eager runner), in an eager batch of
-        its own."""
+    def _decoded(self, row: Row, state: DecoderState, chunks: FrameChunks,
+                 before_step: Callable[[], None] | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """A single stream's (codes, audio) chunks: its frames in the kept single-row batch of
+        self.runner and its chunks decoded in the kept single codec slot (on a GPU both replayed as
+        CUDA graphs); while another stream holds them (or with the eager runner, or for a text
+        longer than SOLO_MAX_LEN), frames in an eager batch of its own, decoded eagerly from
+        `state`."""
         talker = self.model.talker
         if self.runner == "eager" or row.positions_needed > SOLO_MAX_LEN or not self._solo_lock.acquire(blocking=False):
-            yield from generate_frames(talker, row, before_step=before_step)
+            frames = generate_frames(talker, row, before_step=before_step)
+            yield from decode_stream(frames, lambda codes: self.codec.decoder(codes[None], state)[0], chunks)
             return
         try:
-            yield from generate_frames(talker, row, self._solo_batch(row.positions_needed), before_step)
+            frames = generate_frames(talker, row, self._solo_batch(row.positions_needed), before_step)
+            slots = self._solo_slots()
+            slot = slots.acquire(row, state)
+            try:
+                yield from decode_stream(frames, lambda codes: slots.decode([slot], codes[None])[0], chunks)
+            finally:
+                slots.release(slot, row)
         finally:
             self._solo_lock.release()
 
@@ -287,6 +299,14 @@ class QwenTTS:
             length = max(SOLO_MIN_LEN, 1 << (positions - 1).bit_length())
             self._solo = self.new_batch(1, length, capacity=length)
         return self._solo
+
+    def _solo_slots(self) -> CodecSlots:
+        """The single streams' codec slot, made (on a GPU: its graphs captured) on first use."""
+        if self._solo_codec is None:
+            slots = CodecSlots.for_device(self.codec.decoder, 1)
+            slots.prepare()
+            self._solo_codec = slots
+        return self._solo_codec
 
     @torch.inference_mode()  # no autograd state in the batch's tensors, nor in the graphs captured
     def new_batch(self, max_rows: int, max_len: int, runner: str | None = None,
@@ -304,7 +324,8 @@ class QwenTTS:
     def _chunks(decoded: Iterator[tuple[torch.Tensor, torch.Tensor]]) -> Iterator[AudioChunk]:
         first = 0
         for codes, audio in decoded:
-            yield AudioChunk(samples=audio.float().cpu().numpy(), codes=codes.cpu().numpy(), first_frame=first)
+            samples, host_codes = read_to_host(audio.float(), codes)
+            yield AudioChunk(samples=samples, codes=host_codes, first_frame=first)
             first += codes.shape[0]
 
     def synthesize(self, text: str, voice: VoicePrompt, **kwargs) -> tuple[np.ndarray, np.ndarray]:

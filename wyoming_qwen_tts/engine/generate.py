@@ -18,7 +18,6 @@ import numpy as np
 import torch
 import torch._dynamo
 
-from .codec import DecoderState, SpeechCodec
 from .prompt import Prefill
 from .layers import KVCache, RowPositions, widened
 from .options import SpeechOptions
@@ -415,12 +414,13 @@ class FrameChunks:
 
 
 @torch.inference_mode()
-def decode_stream(frames: Iterator[torch.Tensor], codec: SpeechCodec, state: DecoderState,
+def decode_stream(frames: Iterator[torch.Tensor], decode: Callable[[torch.Tensor], torch.Tensor],
                   chunks: FrameChunks) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """Decode each chunk as soon as it is full. Yields (codes (n, G), audio (n * 1920,)) per chunk."""
+    """Decode each chunk as soon as it is full, by decode (codes (n, G) -> audio (n * 1920,), the
+    stream's decoder state advancing). Yields (codes (n, G), audio (n * 1920,)) per chunk."""
     for frame in frames:
         chunks.pending.append(frame)
         if (codes := chunks.take_due(finished=False)) is not None:
-            yield codes, codec.decoder(codes[None], state)[0]
+            yield codes, decode(codes)
     if (codes := chunks.take_due(finished=True)) is not None:
-        yield codes, codec.decoder(codes[None], state)[0]
+        yield codes, decode(codes)
