@@ -120,3 +120,15 @@ def test_every_prompt_builder_shares_one_side_stream_per_device(monkeypatch):
     first = prompt.PromptBuilder(None, None, None)._side_stream(cuda)
     assert prompt.PromptBuilder(None, None, None)._side_stream(cuda) is first
     assert made == [cuda]
+
+
+def test_only_the_first_gpu_is_taken_and_another_is_pointed_to_cuda_visible_devices(monkeypatch):
+    """Streams, events and graph captures use each thread's current GPU (the first): cuda:1 would
+    capture nothing and run its steps twice, so it is refused with the way to pick that GPU."""
+    from wyoming_qwen_tts.engine.engine import resolve_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert resolve_device("cuda") == torch.device("cuda")
+    assert resolve_device("cuda:0") == torch.device("cuda:0")
+    with pytest.raises(ValueError, match="CUDA_VISIBLE_DEVICES=1"):
+        resolve_device("cuda:1")

@@ -48,6 +48,7 @@ def test_bad_voices_file_names_file_voice_and_field(tmp_path, yaml_text, voice, 
     (["--design-model", "none"], "the built-in voices are designed"),
     (["--zeroconf", "a.b"], "zeroconf name 'a.b'"),
     (["--device", "gpu"], "--device gpu"),
+    (["--device", "cuda:1"], "CUDA_VISIBLE_DEVICES=1"),
     (["--http", "localhost:http"], "--http localhost:http: give [HOST:]PORT"),
     (["--http", "10201", "--http-token", " "], "--http-token is empty"),
 ])

@@ -146,7 +146,7 @@ def build_parser() -> argparse.ArgumentParser:
     option("--zeroconf-host", "address to announce, and the interface to announce on "
            "(default: the --uri host, or this machine's LAN address when that is 0.0.0.0)",
            default=env_value("--zeroconf-host"))
-    option("--device", "auto, cpu, cuda or cuda:N (default auto: the GPU when there is one)",
+    option("--device", "auto, cpu or cuda (default auto: the GPU when there is one; pick another GPU with CUDA_VISIBLE_DEVICES)",
            default=env_value("--device", "auto"))
     option("--dtype", "model weights: auto (bfloat16 on a GPU and on CPUs with native bf16 (AVX512-BF16/AMX), "
            "float32 on other CPUs), float32, bfloat16, float16",
@@ -257,7 +257,12 @@ def check_config(args: argparse.Namespace):
     if args.http_token is not None and not args.http_token.strip():
         raise ConfigError("--http-token is empty: give a token, or leave the option out")
     if not DEVICE.match(args.device):
-        raise ConfigError(f"--device {args.device}: use auto, cpu, cuda or cuda:N")
+        raise ConfigError(f"--device {args.device}: use auto, cpu, cuda or cuda:0")
+    if args.device.startswith("cuda:") and int(args.device[5:]) != 0:
+        # The engine's streams, events and graph captures use each thread's current GPU, which is
+        # the first one: another GPU is chosen by making it the only one the process sees.
+        raise ConfigError(f"--device {args.device}: choose the GPU with CUDA_VISIBLE_DEVICES={args.device[5:]} "
+                          "(docker compose: the device's device_ids) and --device cuda")
     design_model = optional_model(args.design_model)
     if args.zeroconf:
         if listen.scheme != "tcp":

@@ -44,7 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=int)
     parser.add_argument("--max-new-tokens", type=int, help="talker token limit as in the official code (N -> <= N-1 frames)")
     parser.add_argument("--text-mode", choices=["per_frame", "prefill"], help="override the voice type's default")
-    parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default)")
+    parser.add_argument("--device", default="auto", help="cpu, cuda or auto (default); another GPU than the first: CUDA_VISIBLE_DEVICES=N")
     parser.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"])
     parser.add_argument("--quantize", default="none", choices=["none", "int8"],
                         help="int8 weights for the talker and code predictor (default none)")

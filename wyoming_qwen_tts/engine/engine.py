@@ -71,6 +71,10 @@ def resolve_device(device: str | None) -> torch.device:
     resolved = torch.device(device)
     if resolved.type == "cuda" and not torch.cuda.is_available():
         raise CheckpointError("--device cuda was asked for, but PyTorch sees no CUDA GPU")
+    if resolved.type == "cuda" and resolved.index not in (None, 0):
+        # Streams, events and graph captures here use each thread's current GPU, the first one.
+        raise ValueError(f"device {device}: only the first GPU is supported; make another the first with "
+                         f"CUDA_VISIBLE_DEVICES={resolved.index}")
     return resolved
 
 
