@@ -107,19 +107,21 @@ def test_loading_something_else_as_a_voice_prompt_fails_clearly(tmp_path):
         VoicePrompt.load(path)
 
 
-def test_every_prompt_builder_shares_one_side_stream_per_device(monkeypatch):
+def test_side_streams_are_one_per_purpose_and_device_for_the_process(monkeypatch):
     """torch.cuda.Stream() hands out PyTorch's pool of 32 streams in turn: a side stream made per
-    builder (a model load, again after each idle unload) would in time be the stream CUDA graphs
-    are captured on. One per device for the process, whichever builder asks (stand-in streams here)."""
-    from wyoming_qwen_tts.engine import prompt
+    model load (again after each idle unload) would in time be the stream CUDA graphs are captured
+    on. One per purpose and device for the process, whoever asks (stand-in streams here)."""
+    from wyoming_qwen_tts.engine import devices
 
     made = []
-    monkeypatch.setattr(prompt, "_SIDE_STREAMS", {})
+    monkeypatch.setattr(devices, "_SIDE_STREAMS", {})
     monkeypatch.setattr(torch.cuda, "Stream", lambda device=None: made.append(device) or object())
     cuda = torch.device("cuda")
-    first = prompt.PromptBuilder(None, None, None)._side_stream(cuda)
-    assert prompt.PromptBuilder(None, None, None)._side_stream(cuda) is first
-    assert made == [cuda]
+    prompts = devices.side_stream("prompts", cuda)
+    assert devices.side_stream("prompts", "cuda") is prompts
+    assert devices.side_stream("codec", cuda) is not prompts
+    assert devices.side_stream("codec", cuda) is devices.side_stream("codec", cuda)
+    assert made == [cuda, cuda]
 
 
 def test_only_the_first_gpu_is_taken_and_another_is_pointed_to_cuda_visible_devices(monkeypatch):

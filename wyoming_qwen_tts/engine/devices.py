@@ -1,4 +1,5 @@
-"""Copies from host memory to the device the model runs on, and the lock CUDA graph captures take."""
+"""Copies from host memory to the device the model runs on, the process's side streams, and the
+lock CUDA graph captures take."""
 
 from __future__ import annotations
 
@@ -12,6 +13,21 @@ import torch
 # (cudaStreamBeginCapture), nor may a device be synchronised while a stream of it is capturing: the
 # batch thread, the codec thread and a single stream's thread each capture graphs of their own.
 CAPTURE_LOCK = threading.Lock()
+
+# The side streams of each device, one per purpose for the whole process: torch.cuda.Stream() hands
+# out PyTorch's pool of 32 streams in turn, so a stream made per model load (again after every idle
+# unload) would in time be the very stream torch.cuda.graph captures on.
+_SIDE_STREAMS: dict[tuple[str, torch.device], torch.cuda.Stream] = {}
+_SIDE_STREAMS_LOCK = threading.Lock()
+
+
+def side_stream(purpose: str, device: torch.device) -> torch.cuda.Stream:
+    """The process's CUDA stream for `purpose` ("prompts", "codec") on `device`, made once."""
+    key = (purpose, torch.device(device))
+    with _SIDE_STREAMS_LOCK:
+        if key not in _SIDE_STREAMS:
+            _SIDE_STREAMS[key] = torch.cuda.Stream(device=device)
+        return _SIDE_STREAMS[key]
 
 
 def to_device(tensor: torch.Tensor, device: torch.device | str) -> torch.Tensor:

@@ -28,7 +28,7 @@ from typing import Literal
 import torch
 
 from .checkpoint import ModelConfig
-from .devices import to_device
+from .devices import side_stream, to_device
 from .languages import normalize_language
 from .talker import Talker
 
@@ -128,12 +128,6 @@ class Prefill:
 
 
 VOICES_KEPT = 64  # voices whose fixed prompt part stays on the device
-# The prompts' side stream of each device, one for the process, whichever builder asks: torch.cuda.Stream()
-# hands out PyTorch's pool of 32 streams in turn, so a stream made per builder (one per model load,
-# again after every idle unload) would in time be the very stream torch.cuda.graph captures on.
-_SIDE_STREAMS: dict[torch.device, torch.cuda.Stream] = {}
-_SIDE_STREAMS_LOCK = threading.Lock()
-
 
 class PromptBuilder:
     """Prefills from text and voices. On CUDA a prompt is built on a side stream of its own, with
@@ -146,13 +140,6 @@ class PromptBuilder:
         self.tokenizer = tokenizer
         self._voices: OrderedDict[tuple, tuple[weakref.ref, torch.Tensor]] = OrderedDict()
         self._lock = threading.Lock()
-
-    @staticmethod
-    def _side_stream(device: torch.device) -> "torch.cuda.Stream":
-        with _SIDE_STREAMS_LOCK:
-            if device not in _SIDE_STREAMS:
-                _SIDE_STREAMS[device] = torch.cuda.Stream(device=device)
-            return _SIDE_STREAMS[device]
 
     def _voice_part(self, voice: VoicePrompt, name: str, device: torch.device, make) -> torch.Tensor:
         """make() for this voice object, made once (per device) and kept for the next prompts."""
@@ -213,7 +200,7 @@ class PromptBuilder:
         device = device or self.talker.model.norm.weight.device
         if device.type != "cuda":
             return self._build(text, voice, language, text_mode, device)
-        stream = self._side_stream(device)
+        stream = side_stream("prompts", device)
         with torch.cuda.stream(stream):
             prefill = self._build(text, voice, language, text_mode, device)
             prefill.ready = torch.cuda.Event()

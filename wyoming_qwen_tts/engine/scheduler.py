@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 import torch
 
 from .codec_slots import CodecSlots, read_to_host
+from .devices import side_stream
 from .engine import AudioChunk, PromptTooLong, QwenTTS, resolve_runner  # noqa: F401 (PromptTooLong: raised from here)
 from .generate import MIN_FRAMES_BEFORE_EOS, DecodeBatch, FrameChunks, Row
 from .prompt import TextMode, VoicePrompt
@@ -323,7 +324,7 @@ class BatchScheduler:
     def _run_codec(self) -> None:
         if self.tts.device.type == "cuda":
             # Its own CUDA stream, so decoding overlaps the batch's steps (module docstring: safety).
-            with torch.cuda.stream(torch.cuda.Stream(device=self.tts.device)):
+            with torch.cuda.stream(side_stream("codec", self.tts.device)):
                 self._codec_loop()
         else:
             self._codec_loop()
