@@ -14,6 +14,15 @@ import torch
 # batch thread, the codec thread and a single stream's thread each capture graphs of their own.
 CAPTURE_LOCK = threading.Lock()
 
+
+def release_cached_memory(device: torch.device) -> None:
+    """The caching allocator's unused blocks on a GPU handed back, never while another thread
+    captures a graph: emptying the cache synchronises, which PyTorch asserts no capture is under
+    way for (CUDACachingAllocator's synchronize_and_free_events)."""
+    if torch.device(device).type == "cuda":
+        with CAPTURE_LOCK:
+            torch.cuda.empty_cache()
+
 # The side streams of each device, one per purpose for the whole process: torch.cuda.Stream() hands
 # out PyTorch's pool of 32 streams in turn, so a stream made per model load (again after every idle
 # unload) would in time be the very stream torch.cuda.graph captures on.

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 import torch._dynamo
 
+from .devices import release_cached_memory
 from .prompt import Prefill
 from .layers import KVCache, RowPositions, widened
 from .options import SpeechOptions
@@ -268,8 +269,7 @@ class DecodeBatch:
                 self.text_table = widened(self.text_table, 1, columns, len(self.rows))
         finally:
             self._mark_dynamic()
-        if self.device.type == "cuda":
-            torch.cuda.empty_cache()  # the old buffers' blocks are too small for what comes next
+        release_cached_memory(self.device)  # the old buffers' blocks are too small for what comes next
 
     def _mark_dynamic(self) -> None:
         """The text table's columns vary: a compiled step traces them as a size, so that its growth

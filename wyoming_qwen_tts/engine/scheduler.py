@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 import torch
 
 from .codec_slots import CodecSlots, read_to_host
-from .devices import side_stream
+from .devices import release_cached_memory, side_stream
 from .engine import AudioChunk, PromptTooLong, QwenTTS, resolve_runner  # noqa: F401 (PromptTooLong: raised from here)
 from .generate import MIN_FRAMES_BEFORE_EOS, DecodeBatch, FrameChunks, Row
 from .prompt import TextMode, VoicePrompt
@@ -251,8 +251,7 @@ class BatchScheduler:
     def _drop_batch(self) -> None:
         """Fresh caches (and graphs) for whoever comes next."""
         self._batch = None
-        if self.tts.device.type == "cuda":
-            torch.cuda.empty_cache()  # after an out-of-memory error, give the memory back first
+        release_cached_memory(self.tts.device)  # after an out-of-memory error, give the memory back first
 
     def _take_pending(self) -> list[Row]:
         """This iteration's admission wave: requests that fit, in arrival order, at most ADMIT_ROWS of
