@@ -223,6 +223,52 @@ def test_the_frame_step_on_triton_kernels_matches_the_references(base_tts, voice
     assert set(calls) == expected, f"kernels run: {dict(calls)}"
 
 
+class _Launches:
+    """A Triton kernel whose launches are recorded by what Triton compiles a kernel for: its
+    constexprs, each tensor's dtype and whether its address is 16-byte aligned, each integer's being
+    1 or a multiple of 16 (BaseBackend.get_*_specialization)."""
+
+    def __init__(self, kernel, name: str, seen: list) -> None:
+        self.kernel, self.name, self.seen = kernel, name, seen
+
+    def __getitem__(self, grid):
+        def launch(*args, **constexprs):
+            def specialized(arg):
+                if isinstance(arg, torch.Tensor):
+                    return str(arg.dtype), arg.data_ptr() % 16 == 0
+                if isinstance(arg, int) and not isinstance(arg, bool):
+                    return "int", arg == 1, arg % 16 == 0
+                return type(arg).__name__
+            self.seen.append((self.name, tuple(map(specialized, args)), tuple(sorted(constexprs.items()))))
+            return self.kernel[grid](*args, **constexprs)
+        return launch
+
+
+def test_a_captured_code_predictor_step_launches_the_kernels_its_warm_up_compiled(base_tts, tk, monkeypatch):
+    """CudaGraphRunner runs each bucket's step eagerly, then captures it. A launch whose arguments
+    specialize otherwise than the warm-up's (a position tensor at another alignment, say) makes
+    Triton compile and load a kernel inside the capture, which a capture need not survive. The code
+    predictor's block steps are the part of a step that knows it is being captured (its RoPE table)."""
+    from wyoming_qwen_tts.engine import layers
+
+    code_predictor = copy.deepcopy(base_tts.model.talker.code_predictor).to(DEVICE)
+    cfg = code_predictor.cfg
+    cache = code_predictor.new_cache(2, torch.device(DEVICE), torch.float32)
+    x = torch.randn(2, 2, cfg.hidden_size, generator=torch.Generator().manual_seed(0)).to(DEVICE)
+    launched = {False: [], True: []}
+    for capturing in (False, True):
+        with _path(monkeypatch, tk, True, Draws(), Counter()), monkeypatch.context() as patch, torch.inference_mode():
+            patch.setattr(layers, "_capturing", lambda tensor, capturing=capturing: capturing)
+            for name in ("_qk_rope_cache_kernel", "_cache_attention_kernel", "_rms_norm_kernel", "_silu_mul_kernel"):
+                patch.setattr(tk, name, _Launches(getattr(tk, name), name, launched[capturing]))
+            for start, steps in ((0, 2), (2, 1), (3, 1)):  # the first two codes, then one a step
+                layers.block_step(code_predictor.model.layers, x[:, :steps], cache, slice(0, 2), start, cfg.rope_theta,
+                                  cfg.head_dim)
+    assert len(launched[True]) == len(launched[False])
+    for warm, captured in zip(launched[False], launched[True]):
+        assert captured == warm, f"a captured launch the warm-up did not compile:\n{captured}\nwarm-up:\n{warm}"
+
+
 # Each kernel compiled as a GPU would compile it (Triton's own compiler down to a cubin for sm_90,
 # the H200's), at the real models' sizes (Qwen3-TTS 1.7B: talker hidden 2048, the predictor's 1024,
 # 16 heads over 8 kv heads of 128) in each model dtype. The interpreter above does not compile
