@@ -277,8 +277,11 @@ def test_a_captured_code_predictor_step_launches_the_kernels_its_warm_up_compile
 COMPILE = r"""
 import sys
 import triton
-from triton.backends.compiler import GPUTarget
-from triton.compiler import ASTSource
+try:  # triton's compiler API, not a public one: another triton may move it
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+except ImportError:
+    sys.exit(77)
 
 if "nvidia" not in triton.backends.backends:
     sys.exit(77)
@@ -328,5 +331,5 @@ def test_every_kernel_compiles_for_the_gpu(tmp_path):
     out = subprocess.run([sys.executable, "-c", COMPILE], env=env, cwd=repo, capture_output=True, text=True,
                          timeout=300, check=False)
     if out.returncode == 77:
-        pytest.skip("this triton has no NVIDIA backend")
+        pytest.skip("this triton has no NVIDIA backend, or its compiler API moved")
     assert out.returncode == 0, out.stdout + out.stderr[-3000:]
