@@ -314,7 +314,11 @@ def block_step(layers: nn.ModuleList, x: torch.Tensor, cache: KVCache, rows: sli
     (so a compiled step can run it: no host state is read or written)."""
     steps = x.shape[1]
     end = start + steps
-    if end <= ROPE_TABLE_LEN and not torch.compiler.is_compiling() and not _capturing(x):
+    # A capture reads the table its warm-up step made (it never makes one): the warm-up's tensors,
+    # so the kernels the warm-up compiled (Triton specializes on a pointer's alignment:
+    # table[start:end] is 8-byte aligned at odd starts, a fresh arange 16-byte aligned).
+    if end <= ROPE_TABLE_LEN and not torch.compiler.is_compiling() and (
+            not _capturing(x) or (head_dim, theta, x.dtype, x.device) in _rope_tables):
         table, cos, sin = rope_table(head_dim, theta, x.dtype, x.device)
         positions, cos, sin = table[start:end], cos[start:end], sin[start:end]
     else:
