@@ -15,6 +15,9 @@
 #   checkpoint (in the background from the wheels on, beside requires, imports and check) the
 #              full-size 1.7B Base random checkpoint, drawn on the GPU in bfloat16 (make_checkpoint.py
 #              --device cuda)
+#   kernels    (in the background beside check, waited for before serving) the Triton kernels
+#              against their references on the GPU: alone (tests/test_kernels.py) and in the real
+#              frame step, teacher-forced, float32 and bfloat16 (tests/test_triton_step.py)
 #   check      tools/gpu_check.py on the tiny checkpoint, float32 (TF32 off), the graphs alone:
 #              graphs = their ungraphed step bit for bit, batch vs single, the scheduler (codec
 #              inline and thread), no synchronising call (set_sync_debug_mode("error")) building
@@ -35,8 +38,8 @@
 # weight on each call on CUDA: off there until it has a real int8 kernel), codec-thread (the sweep
 # with the codec thread). Other modes: preflight, check, bench (checkpoint, serving, profile, socket,
 # faster, official), or one step's name; each runs the preflight first unless it passed already.
-# Results in $OUT (or ./gpu-results), at most 8 files: results.json preflight.log check.log
-# bench.log server.log.
+# Results in $OUT (or ./gpu-results), at most 8 files: results.json preflight.log kernels.log
+# check.log bench.log server.log.
 # GPU_RUN_DRY=1 (tests/test_gpu_tooling.py): nothing runs; every command a step would run is written
 # to $work/dry-run.txt (arguments ended by \037, commands by \036), each python3 one checked there
 # against its script's argument parser.
@@ -74,7 +77,7 @@ fi
 declare -A LIMIT=(
     [gpu]=10 [wheels]=30 [requires]=10 [imports]=30
     [check]=85 [serving]=85 [profile]=65 [socket]=60 [faster]=65 [official]=70
-    [checkpoint]=60
+    [checkpoint]=60 [kernels]=80
     [compiled]=300 [int8]=120 [codec-thread]=90
 )
 ALL=(gpu wheels requires imports check serving profile socket faster official)
@@ -297,6 +300,18 @@ have_checkpoint() {  # have_checkpoint STEP: the 1.7B checkpoint, waited for, or
     [ -f "$ckpt/config.json" ] || not_run "$1" "no 1.7B checkpoint"
 }
 
+kernels_pid=
+start_kernels() {  # in the background beside check: both are small on the GPU, and neither is timed
+    step kernels kernels.log env PYTHONPATH="/tmp/site-server:$PYTHONPATH" python3 -m pytest -q -x \
+        -p no:cacheprovider tests/test_kernels.py tests/test_triton_step.py -k "not compiles" &
+    kernels_pid=$!
+}
+
+wait_kernels() {  # before anything is timed
+    [ -z "$kernels_pid" ] || wait "$kernels_pid"
+    kernels_pid=
+}
+
 not_run() {  # not_run STEP WHY: a step that cannot run, recorded as such (a failure)
     echo "== NOT RUN $1: $2" | tee -a "$out/bench.log"
     results step "$1" not-run 0 "${LIMIT[$1]}"
@@ -368,19 +383,21 @@ commit=${GPU_RUN_COMMIT:-}
 results meta "$what" "$commit" "${GPU_RUN_SECONDS:-540}" "${limits[@]}"
 
 case "$what" in
-    all)  # ALL's order; the checkpoint builds from the wheels on, beside requires, imports and check
+    all)  # ALL's order; the checkpoint builds from the wheels on, beside requires, imports and check;
+          # the kernels' tests run beside check
         preflight with-checkpoint
         if ours_ready; then
-            check; serving; profile; socket; faster; official
+            start_kernels; check; wait_kernels; serving; profile; socket; faster; official
         else
-            for name in check serving profile socket faster official; do not_run "$name" "ours did not import"; done
+            for name in kernels check serving profile socket faster official; do not_run "$name" "ours did not import"; done
         fi ;;
     preflight) preflight ;;
     bench) ours_ready with-checkpoint && bench ;;
     check | compiled | serving | profile | socket | faster | official | int8)
         ours_ready && "$what" ;;
     codec-thread) ours_ready && codec_thread ;;
-    *) echo "usage: $0 [all|preflight|check|bench|serving|profile|socket|faster|official|compiled|int8|codec-thread]"
+    kernels) ours_ready && { start_kernels; wait_kernels; } ;;
+    *) echo "usage: $0 [all|preflight|kernels|check|bench|serving|profile|socket|faster|official|compiled|int8|codec-thread]"
        exit 2 ;;
 esac
 [ -z "$checkpoint_pid" ] || wait "$checkpoint_pid"

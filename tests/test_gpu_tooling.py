@@ -27,7 +27,7 @@ def test_the_gpu_scripts_parse(script):
 
 GPU_RUN = REPO / "benchmarks" / "gpu_run.sh"
 DEADLINE_S = 540  # GPU_RUN_SECONDS' default: a 600 s device command with room to copy the results back
-LOGS = {"preflight.log", "check.log", "bench.log", "server.log"}
+LOGS = {"preflight.log", "kernels.log", "check.log", "bench.log", "server.log"}
 
 
 def gpu_run_plan() -> tuple[dict[str, int], list[str], str]:
@@ -63,7 +63,12 @@ def test_all_runs_the_issues_order_and_its_limits_sum_under_the_deadline():
                  if line.strip().startswith("step ")]
     all_block = re.search(r"^    all\)(.*?);;", script, re.MULTILINE | re.DOTALL).group(1)
     called = re.search(r"ours_ready; then\s*\n\s*(.*)\n", all_block).group(1)
-    assert preflight + [name.strip() for name in called.split(";") if name.strip()] == order
+    called = [name.strip() for name in called.split(";") if name.strip()]
+    # the kernels' tests run in the background beside check, and are waited for before serving
+    assert called[called.index("check") - 1] == "start_kernels" and called[called.index("check") + 1] == "wait_kernels"
+    assert called.index("wait_kernels") < called.index("serving")
+    assert preflight + [name for name in called if name not in ("start_kernels", "wait_kernels")] == order
+    assert limits["kernels"] <= limits["check"]
     assert sum(limits[name] for name in order) <= DEADLINE_S - 30
     # the checkpoint builds in the background beside requires, imports and check: never the wait
     assert limits["checkpoint"] <= limits["requires"] + limits["imports"] + limits["check"]
@@ -138,9 +143,11 @@ def test_a_dry_run_of_all_records_every_command_and_each_parses_its_arguments(tm
     results = json.loads((out / "results.json").read_text())
     limits, order, _ = gpu_run_plan()
     assert done.returncode == 0, done.stdout + done.stderr
-    assert list(results["steps"]) == order and all(s["status"] == "ok" for s in results["steps"].values())
+    assert [name for name in results["steps"] if name != "kernels"] == order  # kernels: in the background
+    assert "kernels" in results["steps"] and all(s["status"] == "ok" for s in results["steps"].values())
     assert results["deadline_s"] == DEADLINE_S and results["limits"] == limits
-    assert sorted(path.name for path in out.iterdir()) == ["bench.log", "check.log", "preflight.log", "results.json"]
+    assert sorted(path.name for path in out.iterdir()) == ["bench.log", "check.log", "kernels.log", "preflight.log",
+                                                           "results.json"]
     commands += (work / "dry-run.txt").read_text()
     for mode in ("compiled", "int8", "codec-thread"):
         done, work, out = dry_run(tmp_path / mode, mode, checkpoint=True, preflight_passed=True)
@@ -161,7 +168,9 @@ def test_a_dry_run_of_all_records_every_command_and_each_parses_its_arguments(tm
         if words[1] == "-c":
             compile(words[2], "<gpu_run.sh>", "exec")
         elif words[1] == "-m":
-            assert words[2] == "pip"
+            assert words[2] in ("pip", "pytest")
+            if words[2] == "pytest":  # the test files it names exist
+                assert all((REPO / word).is_file() for word in words[3:] if word.startswith("tests/")), words
         elif words[1] != "benchmarks/official_runner.py":  # it imports the official qwen_tts at the top
             parses(monkeypatch, words[1], words[2:])
             checked += 1
