@@ -23,6 +23,7 @@ def release_cached_memory(device: torch.device) -> None:
         with CAPTURE_LOCK:
             torch.cuda.empty_cache()
 
+
 # The side streams of each device, one per purpose for the whole process: torch.cuda.Stream() hands
 # out PyTorch's pool of 32 streams in turn, so a stream made per model load (again after every idle
 # unload) would in time be the very stream torch.cuda.graph captures on.
