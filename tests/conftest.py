@@ -41,20 +41,26 @@ def custom_tts():
     return QwenTTS(FIXTURES / "tiny-custom", device="cpu", dtype="float32")
 
 
-@pytest.fixture(scope="session")
-def custom_0b6_tts(tmp_path_factory):
-    """tiny-custom posing as a 0.6B CustomVoice: only config.json's tts_model_size differs, as in
-    the copy tools/make_parity_fixtures.py records the official 0.6B behaviour with."""
-    from wyoming_qwen_tts.engine import QwenTTS
-
-    directory = tmp_path_factory.mktemp("tiny-custom-0b6")
+def make_custom_0b6(directory: Path) -> Path:
+    """tiny-custom posing as a 0.6B CustomVoice, in directory (made): only config.json's
+    tts_model_size differs, as in the copy tools/make_parity_fixtures.py records the official 0.6B
+    behaviour with."""
+    directory.mkdir(parents=True, exist_ok=True)
     for item in (FIXTURES / "tiny-custom").iterdir():
         if item.name != "config.json":
             (directory / item.name).symlink_to(item)
     config = json.loads((FIXTURES / "tiny-custom" / "config.json").read_text())
     config["tts_model_size"] = "0b6"
     (directory / "config.json").write_text(json.dumps(config))
-    return QwenTTS(directory, device="cpu", dtype="float32")
+    return directory
+
+
+@pytest.fixture(scope="session")
+def custom_0b6_tts(tmp_path_factory):
+    """tiny-custom posing as a 0.6B CustomVoice (make_custom_0b6)."""
+    from wyoming_qwen_tts.engine import QwenTTS
+
+    return QwenTTS(make_custom_0b6(tmp_path_factory.mktemp("tiny-custom-0b6")), device="cpu", dtype="float32")
 
 
 @pytest.fixture(scope="session")

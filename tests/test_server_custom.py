@@ -1,6 +1,8 @@
 """Custom voices (the built-in speakers of a CustomVoice checkpoint) in the real server, on the tiny
 Base and CustomVoice checkpoints without a design model: listed and spoken over Wyoming and HTTP,
-created and deleted over HTTP; a speaker the checkpoint lacks stops the start-up."""
+created and deleted over HTTP; a speaker the checkpoint lacks stops the start-up. On a 0.6B
+CustomVoice (tiny-custom posing as one), which takes no instructions, a voice's stop the start-up
+and a request's are a 400."""
 
 import asyncio
 from types import SimpleNamespace
@@ -13,6 +15,7 @@ from wyoming_qwen_tts.speech import SpeechService
 from wyoming_qwen_tts.request_text import LanguageDetector
 from wyoming_qwen_tts.voices import VoiceCatalog
 
+from .conftest import make_custom_0b6
 from .server_harness import FIXTURES, REFERENCE, ServerProcess, describe, run_cli, synthesize
 
 TINY_CUSTOM = FIXTURES / "tiny-custom"
@@ -32,9 +35,9 @@ voices:
 SPEAKERS = "aiden, dylan, eric, ryan, serena"
 
 
-def server_args(tmp, voices: str = VOICES_YAML) -> list[str]:
+def server_args(tmp, voices: str = VOICES_YAML, custom_model=TINY_CUSTOM) -> list[str]:
     (tmp / "voices.yaml").write_text(voices)
-    return ["--model", str(FIXTURES / "tiny-base"), "--design-model", "none", "--custom-model", str(TINY_CUSTOM),
+    return ["--model", str(FIXTURES / "tiny-base"), "--design-model", "none", "--custom-model", str(custom_model),
             "--device", "cpu", "--dtype", "float32", "--voices", str(tmp / "voices.yaml"), "--data-dir",
             str(tmp / "data")]
 
@@ -156,3 +159,47 @@ def test_without_custom_model_creating_a_custom_voice_is_a_clear_400():
     assert response.status_code == 400
     assert response.json()["error"]["message"] == ("a built-in speaker voice needs the CustomVoice model, but "
                                                     "--custom-model is not given")
+
+
+# -- the 0.6B CustomVoice takes no instructions -----------------------------------------------------------
+
+
+def test_instructions_for_a_0b6_custom_voice_stop_the_start_up(tmp_path):
+    voices = "voices:\n  vivian:\n    speaker: serena\n    instructions: cheerful\n"
+    result = run_cli(*server_args(tmp_path, voices, make_custom_0b6(tmp_path / "tiny-custom-0b6")))
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert "voice 'vivian': field 'instructions': " in result.stderr
+    assert "is a 0.6B CustomVoice model, which takes no instructions" in result.stderr
+
+
+@pytest.fixture(scope="module")
+def http_0b6(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("custom-0b6")
+    args = server_args(tmp, "voices:\n  serena:\n    speaker: serena\n", make_custom_0b6(tmp / "tiny-custom-0b6"))
+    process = ServerProcess(args, tmp / "server.log", http=True)
+    try:
+        process.wait_ready()
+        with httpx.Client(base_url=process.http_url, timeout=180.0) as client:
+            yield client
+    finally:
+        process.stop()
+
+
+def test_a_0b6_custom_voice_refuses_instructions_over_http_and_keeps_serving(http_0b6):
+    def speech(**body) -> httpx.Response:
+        return http_0b6.post("/v1/audio/speech", json={"input": "Hello there.", "voice": "serena", "seed": 3,
+                                                       "response_format": "pcm", "max_new_tokens": 6, **body})
+
+    refused = speech(instructions="sad and very slow")
+    assert refused.status_code == 400, refused.text
+    assert refused.json()["error"]["message"] == ("voice 'serena' is a built-in speaker of a 0.6B CustomVoice model, "
+                                                  "which takes no instructions: ask without them")
+    plain = speech()
+    assert plain.status_code == 200 and plain.content
+    blank = speech(instructions="   ")  # none
+    assert blank.status_code == 200 and blank.content == plain.content
+    created = http_0b6.post("/v1/audio/voices", json={"name": "aiden", "speaker": "aiden", "instructions": "slowly"})
+    assert created.status_code == 400, created.text
+    message = created.json()["error"]["message"]
+    assert "voice 'aiden': field 'instructions': " in message and "takes no instructions" in message
+    assert [voice["name"] for voice in http_0b6.get("/v1/audio/voices").json()["voices"]] == ["serena"]

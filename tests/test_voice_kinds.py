@@ -4,6 +4,7 @@ file, the config checks of the models a kind needs, and one preparation path for
 
 import logging
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -13,6 +14,7 @@ from wyoming_qwen_tts.voice_kinds.base import COMMON_FIELDS, MODEL_ROLES, VoiceS
 from wyoming_qwen_tts.voice_kinds.clone import CloneSpec
 from wyoming_qwen_tts.voice_kinds.custom import CustomSpec
 from wyoming_qwen_tts.voice_kinds.registry import KINDS, kind_of, owner_of, voice_fields
+from wyoming_qwen_tts.voice_kinds.resources import Workshop
 from wyoming_qwen_tts.voices import VoiceCatalog, VoicesFileError, load_voices_file
 
 from .conftest import FIXTURES
@@ -198,3 +200,21 @@ def test_a_styled_custom_voice_speaks_with_the_requests_instructions(custom_synt
     assert (styled.prompt.speaker, styled.prompt.instruct, vivian.prompt.instruct) == ("serena", "whispering", None)
     with pytest.raises(VoiceSetupError, match="'alice' is a cloned voice"):
         synthesizer.styled_voice(synthesizer.voices["alice"], "whispering")
+
+
+def test_a_0b6_custom_voice_refuses_instructions_by_name_and_field(custom_0b6_tts):
+    """The 0.6B CustomVoice takes no instructions: a voice's are a setup error naming the voice and
+    the field, a request's an error naming the voice; blank ones are none, and no error."""
+    shop = Workshop(SimpleNamespace(get=lambda role: custom_0b6_tts), cache=None)
+    with pytest.raises(VoiceSetupError) as caught:
+        workshop.prepare_voice(CustomSpec(name="vivian", description="V", speaker="Serena", instructions="calm"), shop)
+    assert str(caught.value) == (f"voice 'vivian': field 'instructions': {custom_0b6_tts.checkpoint.path} is a 0.6B "
+                                 "CustomVoice model, which takes no instructions; remove them, or use a 1.7B "
+                                 "CustomVoice model (--custom-model)")
+    vivian = workshop.prepare_voice(CustomSpec(name="vivian", description="V", speaker="Serena"), shop)
+    assert (vivian.prompt.speaker, vivian.prompt.instruct) == ("serena", None)
+    with pytest.raises(VoiceSetupError) as caught:
+        kind_of(vivian.spec).styled(vivian, " whispering ", shop)
+    assert str(caught.value) == ("voice 'vivian' is a built-in speaker of a 0.6B CustomVoice model, which takes no "
+                                 "instructions: ask without them")
+    assert kind_of(vivian.spec).styled(vivian, "  ", shop).prompt.instruct is None

@@ -36,7 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--ref-text", help="transcript of --ref-audio: ICL cloning")
     parser.add_argument("--x-vector-only", action="store_true", help="clone from the speaker embedding only")
     parser.add_argument("--instruct", help="voice description (VoiceDesign models), or the optional style "
-                                           "instruction of a --speaker (CustomVoice; the 0.6B ignores it)")
+                                           "instruction of a --speaker (CustomVoice; the 0.6B takes none)")
     parser.add_argument("--speaker", help="built-in speaker of a CustomVoice model (any case)")
     parser.add_argument("--voice-prompt", type=Path, help="a voice prompt saved earlier (instead of the above)")
     parser.add_argument("--save-voice-prompt", type=Path, help="save the voice prompt made from the options above")

@@ -141,6 +141,12 @@ class ModelConfig:
     tts_bos_id: int
     tts_eos_id: int
 
+    @property
+    def speakers_take_instructions(self) -> bool:
+        """Whether a built-in speaker takes a style instruction: on every CustomVoice checkpoint but
+        the 0.6B (the official generate_custom_voice leaves it out of the 0.6B's prompt)."""
+        return self.model_type == "custom_voice" and self.model_size != "0b6"
+
 
 @dataclass
 class Checkpoint:

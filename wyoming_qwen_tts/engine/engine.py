@@ -204,8 +204,9 @@ class QwenTTS:
 
     def custom_voice(self, speaker: str, instructions: str | None = None) -> VoicePrompt:
         """A built-in speaker of a CustomVoice checkpoint (any letter case), optionally with a style
-        instruction; a blank instruction is none. The 0.6B CustomVoice takes no instruction: the
-        prompt leaves it out there, as the official generate_custom_voice does."""
+        instruction; a blank instruction is none. The 0.6B CustomVoice takes no instruction (the
+        official generate_custom_voice leaves it out of the prompt): giving one is a ValueError,
+        not an instruction silently ignored."""
         if self.model_type != "custom_voice":
             raise ValueError(f"built-in speakers need a CustomVoice checkpoint; this one is {self.model_type}")
         name = (speaker or "").strip().lower()
@@ -213,6 +214,9 @@ class QwenTTS:
             raise ValueError(f"unknown speaker {speaker!r}; this checkpoint has: {', '.join(self.speakers) or 'none'}")
         if instructions is not None and not instructions.strip():
             instructions = None
+        if instructions is not None and not self.checkpoint.config.speakers_take_instructions:
+            raise ValueError(f"the 0.6B CustomVoice checkpoint takes no instructions (speaker {speaker!r}): "
+                             "give none, or use a 1.7B CustomVoice checkpoint")
         return VoicePrompt.custom_speaker(name, instructions)
 
     # -- synthesis ------------------------------------------------------------------------------

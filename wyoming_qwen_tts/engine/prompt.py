@@ -238,7 +238,9 @@ class PromptBuilder:
         text_side = torch.cat((tts_pad.expand(-1, codec_prefix.shape[1] - 2, -1), tts_bos), dim=1)
 
         parts = []
-        if voice.instruct and not (voice.kind == "speaker" and cfg.model_size == "0b6"):  # 0.6B takes none
+        # QwenTTS.custom_voice refuses an instruction for a 0.6B speaker; one that comes another way
+        # (a saved prompt) is left out, as the official generate_custom_voice does.
+        if voice.instruct and (voice.kind != "speaker" or cfg.speakers_take_instructions):
             instruct_ids = self.tokenize(f"<|im_start|>user\n{voice.instruct}<|im_end|>\n")
             parts.append(self.talker.embed_text(instruct_ids))
         parts += [self.talker.embed_text(role_ids), text_side + codec_prefix[:, :-1]]

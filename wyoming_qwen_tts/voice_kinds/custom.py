@@ -5,8 +5,9 @@ optional style instruction that a request may replace.
       speaker: vivian
       instructions: "cheerful, a little faster"   # omitted: the speaker's own manner
 
-The 0.6B CustomVoice checkpoint takes no instructions (the engine leaves them out). Nothing is cached:
-the voice prompt is the speaker's name and the instruction.
+The 0.6B CustomVoice checkpoint takes no instructions: a voice with some stops the start-up (or its
+creation), a request's are a 400. Nothing is cached: the voice prompt is the speaker's name and the
+instruction.
 """
 
 from __future__ import annotations
@@ -68,12 +69,19 @@ class CustomKind(VoiceKind):
     def prepare(self, spec: CustomSpec, workshop: Workshop) -> ReadyVoice:
         model = workshop.models.get("custom")
         _check_speaker(spec, model)
+        if spec.instructions is not None and not model.checkpoint.config.speakers_take_instructions:
+            raise VoiceSetupError(f"voice {spec.name!r}: field 'instructions': {model.checkpoint.path} is a 0.6B "
+                                  "CustomVoice model, which takes no instructions; remove them, or use a 1.7B "
+                                  "CustomVoice model (--custom-model)")
         return ReadyVoice(spec, model.custom_voice(spec.speaker, spec.instructions), model)
 
     takes_style = True  # a request's instructions are its style for that request
 
     def styled(self, voice: ReadyVoice, instructions: str, workshop: Workshop) -> ReadyVoice:
         spec = replace(voice.spec, instructions=instructions.strip() or None)
+        if spec.instructions is not None and not voice.model.checkpoint.config.speakers_take_instructions:
+            raise VoiceSetupError(f"voice {spec.name!r} is a built-in speaker of a 0.6B CustomVoice model, which "
+                                  "takes no instructions: ask without them")
         return ReadyVoice(spec, voice.model.custom_voice(spec.speaker, spec.instructions), voice.model)
 
     def entry_of(self, asked: CustomVoiceRequest) -> dict[str, Any]:
