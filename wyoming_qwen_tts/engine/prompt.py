@@ -129,6 +129,7 @@ class Prefill:
 
 VOICES_KEPT = 64  # voices whose fixed prompt part stays on the device
 
+
 class PromptBuilder:
     """Prefills from text and voices. On CUDA a prompt is built on a side stream of its own, with
     pinned copies from the host, so that building it never waits for the batch's step in flight;
