@@ -226,3 +226,36 @@ def test_a_model_that_fails_to_load_at_start_up_answers_the_waiting_request_then
         assert f"error: --model: model '{missing}' is neither" in server.log
     finally:
         server.stop()
+
+
+def test_a_managed_voice_that_fails_at_a_reload_is_skipped_and_the_others_keep_speaking(tmp_path):
+    args = ["--model", str(FIXTURES / "tiny-base"), "--design-model", "none", "--device", "cpu", "--voices",
+            str(cloned_voice_file(tmp_path)), "--data-dir", str(tmp_path / "data"), "--unload-after", "1"]
+    server = ServerProcess(args, tmp_path / "server.log", http=True)
+    try:
+        server.wait_ready()
+        recording = (FIXTURES / "ref_16k_stereo.wav").read_bytes()
+        created = httpx.post(f"{server.http_url}/v1/audio/voices", data={"name": "bob"},
+                             files={"reference": ("bob.wav", recording)}, timeout=TIMEOUT)
+        assert created.status_code == 201, created.text
+        wait_for_state(server, "unloaded")
+        managed = tmp_path / "data" / "voices" / "managed"
+        (reference,) = (managed / "references").iterdir()
+        reference.write_bytes(b"no longer audio")  # its cached prompt no longer matches: it is cloned again, and fails
+        kept = (managed / "voices.yaml").read_text()
+        since = len(server.log)
+        answer = asyncio.run(synthesize(server.port, "Hello again.", voice="alice"))
+        assert answer.closing_types() == ["audio-start", "audio-stop"] and answer.pcm
+        assert ("Voice bob (created over HTTP) is skipped: it cannot be prepared: voice 'bob': field 'reference': "
+                in server.log[since:])
+        assert health(server).json()["state"] == "ready"
+        (program,) = asyncio.run(describe(server.port)).tts
+        assert [voice.name for voice in program.voices] == ["alice"]
+        voices = httpx.get(f"{server.http_url}/v1/audio/voices", timeout=TIMEOUT).json()["voices"]
+        assert [voice["name"] for voice in voices] == ["alice"]
+        speech = httpx.post(f"{server.http_url}/v1/audio/speech", json={"input": "Hello.", "voice": "bob"},
+                            timeout=TIMEOUT)
+        assert speech.status_code == 400 and "'bob' is not one of this server's voices" in speech.text
+        assert (managed / "voices.yaml").read_text() == kept and reference.is_file()
+    finally:
+        assert server.stop() == 0

@@ -16,7 +16,7 @@ from wyoming_qwen_tts.request_text import LanguageDetector
 from wyoming_qwen_tts.voices import VoiceCatalog
 
 from .conftest import make_custom_0b6
-from .server_harness import FIXTURES, REFERENCE, ServerProcess, describe, run_cli, synthesize
+from .server_harness import FIXTURES, REFERENCE, ServerProcess, describe, run_cli, running_server, synthesize
 
 TINY_CUSTOM = FIXTURES / "tiny-custom"
 VOICES_YAML = f"""\
@@ -203,3 +203,40 @@ def test_a_0b6_custom_voice_refuses_instructions_over_http_and_keeps_serving(htt
     message = created.json()["error"]["message"]
     assert "voice 'aiden': field 'instructions': " in message and "takes no instructions" in message
     assert [voice["name"] for voice in http_0b6.get("/v1/audio/voices").json()["voices"]] == ["serena"]
+
+
+# -- a voice created over HTTP that the model configured now cannot prepare ------------------------------
+
+
+def test_a_managed_voice_that_can_no_longer_be_prepared_is_skipped_and_kept(tmp_path):
+    voices = "voices:\n  serena:\n    speaker: serena\n"
+    with running_server(server_args(tmp_path, voices), tmp_path / "first.log", http=True) as first:
+        created = httpx.post(f"{first.http_url}/v1/audio/voices", timeout=180.0,
+                             json={"name": "cheery", "speaker": "aiden", "instructions": "cheerful"})
+        assert created.status_code == 201, created.text
+    managed = tmp_path / "data" / "voices" / "managed" / "voices.yaml"
+    kept = managed.read_text()
+    assert "cheery" in kept
+    # The same data dir on a 0.6B CustomVoice, which takes no instructions: the server starts and serves.
+    args = server_args(tmp_path, voices, make_custom_0b6(tmp_path / "tiny-custom-0b6"))
+    with running_server(args, tmp_path / "second.log", http=True) as second:
+        assert ("Voice cheery (created over HTTP) is skipped: it cannot be prepared: voice 'cheery': field "
+                "'instructions': ") in second.log
+        assert list(described(second)) == ["serena"]
+        with httpx.Client(base_url=second.http_url, timeout=180.0) as client:
+            assert [voice["name"] for voice in client.get("/v1/audio/voices").json()["voices"]] == ["serena"]
+
+            def speech(voice: str) -> httpx.Response:
+                return client.post("/v1/audio/speech", json={"input": "Hello there.", "voice": voice, "seed": 3,
+                                                             "response_format": "pcm", "max_new_tokens": 6})
+
+            skipped, unknown = speech("cheery"), speech("nobody")
+            assert skipped.status_code == unknown.status_code == 400, skipped.text
+            assert skipped.json() == {**unknown.json(), "error": {
+                **unknown.json()["error"], "message": unknown.json()["error"]["message"].replace("nobody", "cheery")}}
+            assert speech("serena").status_code == 200
+        # Wyoming: as for any unknown name, the default voice answers, closed by audio-stop.
+        for name in ("cheery", "nobody"):
+            answer = asyncio.run(synthesize(second.port, "Hi there.", voice=name))
+            assert answer.closing_types() == ["audio-start", "audio-stop"] and answer.pcm
+    assert managed.read_text() == kept

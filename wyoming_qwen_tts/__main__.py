@@ -457,7 +457,7 @@ class Describer:
 def run_server(args: argparse.Namespace, listen: Listen, catalog, settings) -> int:
     """Listen before any model loads (describe answers, requests wait for the models); a model or
     voice that cannot be prepared at start-up ends the server (exit 1), as a Docker restart
-    policy expects."""
+    policy expects, but for a voice created over HTTP, which is skipped (VoiceLoading)."""
     from .discovery import DiscoveryError
     from .model_lifecycle import ModelLifecycle
     from .request_text import LanguageDetector
@@ -468,13 +468,14 @@ def run_server(args: argparse.Namespace, listen: Listen, catalog, settings) -> i
     detector = LanguageDetector()
     detector.load()
     store = VoiceStore(settings.data_dir)
+    user_voices = frozenset(catalog.voices)
     catalog = merged_catalog(catalog, usable_managed_voices(store, settings))
     synthesizer = Synthesizer({}, settings.max_batch, settings=settings)
     service = SpeechService(catalog=catalog, speaker=synthesizer, detector=detector, limits=limits_of(args),
                             smoothing=Smoothing(args.smooth))
-    service.lifecycle = ModelLifecycle(load=lambda: synthesizer.load_voices(service.catalog),
-                                       unload=synthesizer.unload, unload_after=args.unload_after)
-    service.lifecycle.on_ready(lambda: service.publish(service.catalog))  # describe: the voices' real languages
+    loading = VoiceLoading(service, synthesizer, user_voices)
+    service.lifecycle = ModelLifecycle(load=loading.load, unload=synthesizer.unload, unload_after=args.unload_after)
+    service.lifecycle.on_ready(loading.publish)  # describe: the voices' real languages, none skipped
     service.metrics.watch(service.lifecycle, engine_gauges(synthesizer))
     try:
         describe = Describer(service, streaming=not args.no_streaming)
@@ -489,6 +490,35 @@ def run_server(args: argparse.Namespace, listen: Listen, catalog, settings) -> i
         print(f"error: {service.lifecycle.error}", file=sys.stderr)
         return 1
     return 0
+
+
+class VoiceLoading:
+    """What a load of the models (at start-up, and again after an idle unload) prepares: every voice
+    of the catalog. A voice of the user's voices file (or a built-in one) that cannot be prepared
+    fails the load, as a configuration error; a managed one (created over HTTP) is skipped instead
+    (Synthesizer.load_voices warns), and taken out of the catalog once the models are ready: not
+    described, not listed, asked for as an unknown voice. It stays in the managed voices file: a
+    later start that can prepare it (e.g. with the model it was made for) offers it again."""
+
+    def __init__(self, service, synthesizer, user_voices: frozenset[str]) -> None:
+        self._service = service
+        self._synthesizer = synthesizer
+        self._user_voices = user_voices
+        self._skipped: dict[str, str] = {}
+
+    def load(self) -> None:
+        """Blocking (the lifecycle's worker thread)."""
+        catalog = self._service.catalog
+        managed = catalog.voices.keys() - self._user_voices
+        self._skipped = self._synthesizer.load_voices(catalog, optional=managed)
+
+    def publish(self) -> None:
+        """Once the models are ready (the event loop): the catalog without the voices skipped."""
+        from .voices import VoiceCatalog
+
+        catalog = self._service.catalog
+        voices = {name: spec for name, spec in catalog.voices.items() if name not in self._skipped}
+        self._service.publish(VoiceCatalog(voices, catalog.default, catalog.source))
 
 
 def engine_gauges(synthesizer):
@@ -517,6 +547,7 @@ def http_app(args: argparse.Namespace, service, store, synthesizer):
     from .voice_store import VoiceLibrary
 
     library = VoiceLibrary(service.catalog, store, synthesizer, service.publish)
+    service.on_catalog_change(library.follow)  # a load's skipped voices are gone from the list too
     return where, create_app(HttpService(service, library, synthesizer, args.http_token, health=synthesizer.devices))
 
 

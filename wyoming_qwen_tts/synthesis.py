@@ -16,7 +16,7 @@ import concurrent.futures
 import logging
 import threading
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Container
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import closing
 from dataclasses import dataclass
@@ -153,19 +153,32 @@ class Synthesizer:
         synthesizer.load_voices(catalog)
         return synthesizer
 
-    def load_voices(self, catalog: VoiceCatalog) -> None:
+    def load_voices(self, catalog: VoiceCatalog, optional: Container[str] = frozenset()) -> dict[str, str]:
         """Load the models and prepare every voice of the catalog (from the cache when it holds
-        them), then warm up; at start-up and again after an unload. Raises VoiceSetupError."""
+        them), then warm up; at start-up and again after an unload. Raises VoiceSetupError, but for
+        a voice named in `optional` (one created over HTTP, not the user's configuration): that one
+        is skipped with a warning, and returned by name with the reason, so that one voice made on
+        the web page never keeps the server from serving the others."""
         from .engine import CheckpointError
 
         shop = self._ready_workshop()
         models = shop.models
         specs = list(catalog.voices.values())
         voices = {}
+        skipped = {}
         try:
             _warn_on_cpu(self._settings, models.get("base"))
             for number, spec in enumerate(specs, 1):
-                voices[spec.name] = workshop.prepare_voice(spec, shop)
+                try:
+                    voices[spec.name] = workshop.prepare_voice(spec, shop)
+                except (VoiceSetupError, CheckpointError) as err:
+                    if spec.name not in optional:
+                        raise
+                    skipped[spec.name] = str(err)
+                    _LOGGER.warning("Voice %s (created over HTTP) is skipped: it cannot be prepared: %s "
+                                    "(it stays in the managed voices; it is offered again once a start "
+                                    "can prepare it)", spec.name, err)
+                    continue
                 _LOGGER.info("Voice %s ready (%d of %d)", spec.name, number, len(specs))
         except CheckpointError as err:
             raise VoiceSetupError(str(err)) from err
@@ -176,6 +189,7 @@ class Synthesizer:
         self.voices.update(voices)
         self.warm_up()
         _release_thread_team()  # this thread loaded the models: from now on the batch threads compute
+        return skipped
 
     def unload(self) -> None:
         """Free every model and what was made for it (batches, caches, CUDA graphs, codec state);

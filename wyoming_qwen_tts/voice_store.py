@@ -132,6 +132,10 @@ class VoiceLibrary:
         self._on_change = on_change
         self._lock = asyncio.Lock()
 
+    def follow(self, catalog: VoiceCatalog) -> None:
+        """The catalog as published (after a load, without the managed voices it had to skip)."""
+        self.catalog = catalog
+
     def is_managed(self, name: str) -> bool:
         return name in self.store
 
