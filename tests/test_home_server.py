@@ -6,6 +6,7 @@ loads them again, /health reports each state and /metrics counts the requests of
 import asyncio
 import re
 import shutil
+import signal
 import time
 from pathlib import Path
 
@@ -259,3 +260,19 @@ def test_a_managed_voice_that_fails_at_a_reload_is_skipped_and_the_others_keep_s
         assert (managed / "voices.yaml").read_text() == kept and reference.is_file()
     finally:
         assert server.stop() == 0
+
+
+def test_a_stop_while_the_models_load_exits_at_once(tmp_path):
+    """docker stop sends SIGTERM and kills after 10 s: a server stopped during a long load exits
+    then, cleanly, instead of waiting for the load to finish."""
+    server = slow_server(tmp_path, 120)
+    try:
+        wait_listening(server)
+        stopped = time.monotonic()
+        server.process.send_signal(signal.SIGTERM)
+        code = server.process.wait(timeout=60)
+        took = time.monotonic() - stopped
+        assert code == 0 and took < 10, (code, took, server.log)
+        assert "Stopped while the models were loading" in server.log
+    finally:
+        server.stop()

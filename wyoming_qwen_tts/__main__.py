@@ -361,6 +361,19 @@ async def serve(listen: Listen, service, describe, zeroconf_name: str | None, ze
             http_server.should_exit = True
             await http_task
         await server.stop()
+        if stopping.is_set() and lifecycle.state is ModelState.LOADING:
+            _exit_without_the_load()
+
+
+def _exit_without_the_load() -> None:
+    """Stopped while the models load: exit now, not when the load's thread is done (asyncio.run and
+    the interpreter would join it, and Docker kills a container that takes over 10 s to stop).
+    Nothing is left half-written: cached voices are written to a temporary file and renamed."""
+    _LOGGER.info("Stopped while the models were loading: not waiting for the load to finish")
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 async def _answer_waiting(lifecycle, seconds: float = 2.0) -> None:
