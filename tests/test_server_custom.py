@@ -239,4 +239,9 @@ def test_a_managed_voice_that_can_no_longer_be_prepared_is_skipped_and_kept(tmp_
         for name in ("cheery", "nobody"):
             answer = asyncio.run(synthesize(second.port, "Hi there.", voice=name))
             assert answer.closing_types() == ["audio-start", "audio-stop"] and answer.pcm
-    assert managed.read_text() == kept
+        assert managed.read_text() == kept
+        # Not offered, yet its owner can still delete it; a name never stored stays unknown.
+        assert httpx.delete(f"{second.http_url}/v1/audio/voices/nobody", timeout=30.0).status_code == 404
+        assert httpx.delete(f"{second.http_url}/v1/audio/voices/cheery", timeout=30.0).status_code == 204
+        assert "cheery" not in managed.read_text()
+        assert httpx.delete(f"{second.http_url}/v1/audio/voices/cheery", timeout=30.0).status_code == 404

@@ -159,6 +159,12 @@ class VoiceLibrary:
 
     async def delete(self, name: str) -> None:
         async with self._lock:
+            if name not in self.catalog.voices and name in self.store:
+                # Stored but not offered (its model is not configured, or it could not be prepared at
+                # the last load): its owner can still remove it.
+                self.store.remove(name)
+                _LOGGER.info("Voice %s deleted (it was not offered)", name)
+                return
             if name not in self.catalog.voices:
                 raise UnknownVoice(name)
             if name not in self.store:
