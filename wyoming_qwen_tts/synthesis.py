@@ -565,6 +565,8 @@ def _free_memory(device) -> None:
 
     import torch
 
+    from .engine.devices import release_cached_memory
+
     gc.collect()
     if device is not None and device.type == "cuda":
         # cuBLAS keeps a workspace per (thread's handle, stream) it ran on until told otherwise: one
@@ -573,7 +575,7 @@ def _free_memory(device) -> None:
         clear_workspaces = getattr(torch._C, "_cuda_clearCublasWorkspaces", None)
         if clear_workspaces is not None:
             clear_workspaces()
-        torch.cuda.empty_cache()
+        release_cached_memory(device)
     else:
         _return_heap_to_system()
 
